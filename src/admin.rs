@@ -1,0 +1,64 @@
+//! The admin listener: `/healthz` (the process answers), `/readyz` (every issuer has keys),
+//! `/metrics` (Prometheus text format). Keep it off the public network.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+
+use crate::Shared;
+use crate::proxy::ProxyBody;
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(body.into())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Answers one admin request.
+pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/json",
+            r#"{"message":"Method Not Allowed"}"#,
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        "/readyz" => {
+            let snapshot = shared.snapshot.load();
+            let issuers = snapshot.issuers.readiness();
+            let ready = issuers.iter().all(|(_, ok)| *ok);
+            let body = serde_json::json!({
+                "status": if ready { "ready" } else { "not ready" },
+                "issuers": issuers.iter().map(|(name, ok)| (name.to_string(), serde_json::Value::Bool(*ok))).collect::<serde_json::Map<_, _>>(),
+            });
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", body.to_string())
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(shared.token_cache.entry_count()),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"message":"Not Found"}"#,
+        ),
+    }
+}

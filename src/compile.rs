@@ -1,0 +1,1178 @@
+//! From the file as written to what the hot path needs. Every check lives here; every problem
+//! is collected (not just the first) and reported as `file:line:col: key: reason`.
+
+use std::collections::HashSet;
+use std::fmt::{self, Display, Write as _};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+use toml::Spanned;
+
+use crate::authz::{ClaimMatcher, Requirements};
+use crate::config::{self, ClaimValues, RawConfig};
+use crate::headers::{ALB_IDENTITY_HEADERS, HeaderPlan};
+use crate::jwks::{KeySettings, KeySource};
+use crate::routes::{Pattern, Router};
+use crate::token::{IssuerPolicy, TokenUse};
+
+/// Default `[server].max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Smallest `max_header_bytes` (hyper's lower bound for its read buffer).
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+/// Default `[server].max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default `[server].header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[server].max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `[server].drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `[upstream].connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `[upstream].response_timeout`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `[upstream].pool_idle_timeout`.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default `[upstream].pool_max_idle`.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Default `leeway` of an issuer.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Default `refresh_interval` of an issuer.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+/// Default `min_refetch_interval` of an issuer.
+pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `fetch_timeout` of an issuer.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `[token_cache].max_bytes`.
+pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How a route authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A valid bearer token is required.
+    Jwt,
+    /// A token is validated when present; anonymous requests pass.
+    Optional,
+    /// Anonymous (identity headers are still stripped).
+    None,
+}
+
+impl AuthMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Jwt => "jwt",
+            AuthMode::Optional => "optional",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Metric and log label.
+    pub name: Arc<str>,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// Requirements on the token.
+    pub requirements: Requirements,
+}
+
+/// Listener limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Time allowed to send the request head.
+    pub header_read_timeout: Duration,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Time SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// Where allowed requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `scheme://authority`.
+    pub origin: Uri,
+    /// Path prefix from the URL, without a trailing `/` (often empty).
+    pub path_prefix: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    /// Idle pooled connections live this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept.
+    pub pool_max_idle: usize,
+}
+
+/// A checked configuration: everything but live key stores.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub source: String,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Listener limits.
+    pub limits: Limits,
+    /// The upstream.
+    pub upstream: UpstreamSettings,
+    /// Issuers with the settings of their key stores.
+    pub issuers: Vec<(Arc<IssuerPolicy>, KeySettings)>,
+    /// Routes in file order.
+    pub routes: Router<Route>,
+    /// Header plan.
+    pub headers: HeaderPlan,
+    /// Verified-token cache size, bytes.
+    pub token_cache_bytes: u64,
+}
+
+/// Every problem found, one `file:line:col: key: reason` per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+struct Diags<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<String>,
+}
+
+impl Diags<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    fn err(&mut self, span: Range<usize>, key: impl Display, reason: impl Display) {
+        let (line, col) = self.position(span.start);
+        self.errors
+            .push(format!("{}:{line}:{col}: {key}: {reason}", self.file));
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) => d,
+                Err(reason) => {
+                    self.err(v.span(), key, reason);
+                    default
+                }
+            },
+        }
+    }
+
+    fn bounded(
+        &mut self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        range: Range<u64>,
+        default: usize,
+    ) -> usize {
+        match value {
+            None => default,
+            Some(v) if range.contains(v.get_ref()) => {
+                usize::try_from(*v.get_ref()).unwrap_or(default)
+            }
+            Some(v) => {
+                self.err(
+                    v.span(),
+                    key,
+                    format!("must be between {} and {}", range.start, range.end - 1),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket(&mut self, value: &Option<Spanned<String>>, key: &str, default: &str) -> SocketAddr {
+        let (text, span) = match value {
+            Some(v) => (v.get_ref().as_str(), v.span()),
+            None => (default, 0..0),
+        };
+        text.parse().unwrap_or_else(|_| {
+            self.err(
+                span,
+                key,
+                format!("{text:?} is not an address like 0.0.0.0:8080"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration like \"500ms\", \"10s\", \"5m\", \"1h\"")
+    })?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn strings(list: &Option<Spanned<Vec<Spanned<String>>>>) -> Vec<&Spanned<String>> {
+    list.as_ref()
+        .map(|l| l.get_ref().iter().collect())
+        .unwrap_or_default()
+}
+
+/// Reads and checks a config file's text. `file` is only used in messages.
+pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let mut d = Diags {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            d.err(span, "toml", e.message().trim());
+            return Err(ConfigErrors(d.errors));
+        }
+    };
+
+    // [server]
+    let s = &raw.server;
+    let listen = d.socket(&s.listen, "server.listen", config::DEFAULT_LISTEN);
+    let admin_listen = d.socket(
+        &s.admin_listen,
+        "server.admin_listen",
+        config::DEFAULT_ADMIN_LISTEN,
+    );
+    let limits = Limits {
+        max_header_bytes: d.bounded(
+            &s.max_header_bytes,
+            "server.max_header_bytes",
+            MIN_MAX_HEADER_BYTES as u64..1024 * 1024 + 1,
+            DEFAULT_MAX_HEADER_BYTES,
+        ),
+        max_headers: d.bounded(
+            &s.max_headers,
+            "server.max_headers",
+            1..1001,
+            DEFAULT_MAX_HEADERS,
+        ),
+        header_read_timeout: d.duration(
+            &s.header_read_timeout,
+            "server.header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        max_connections: d.bounded(
+            &s.max_connections,
+            "server.max_connections",
+            1..1_000_001,
+            DEFAULT_MAX_CONNECTIONS,
+        ),
+        drain_timeout: d.duration(
+            &s.drain_timeout,
+            "server.drain_timeout",
+            DEFAULT_DRAIN_TIMEOUT,
+        ),
+    };
+    if limits.header_read_timeout.is_zero() {
+        if let Some(v) = &s.header_read_timeout {
+            d.err(
+                v.span(),
+                "server.header_read_timeout",
+                "must be more than 0",
+            );
+        }
+    }
+    let mut trusted_proxies = Vec::new();
+    for cidr in strings(&s.trusted_proxies) {
+        let text = cidr.get_ref();
+        match text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => d.err(
+                cidr.span(),
+                "server.trusted_proxies",
+                format!("{text:?} is not a CIDR like 10.0.0.0/8"),
+            ),
+        }
+    }
+
+    // [upstream]
+    let upstream = match &raw.upstream {
+        None => {
+            d.err(
+                0..0,
+                "upstream",
+                "missing [upstream] table with url = \"http://host:port\"",
+            );
+            None
+        }
+        Some(u) => compile_upstream(&mut d, u.get_ref()),
+    };
+
+    // [[issuers]]
+    let mut issuers = Vec::new();
+    let mut names = HashSet::new();
+    let mut iss_seen = HashSet::new();
+    for (i, raw_issuer) in raw.issuers.iter().enumerate() {
+        let key = format!("issuers[{i}]");
+        if let Some(compiled) = compile_issuer(&mut d, &key, raw_issuer) {
+            let (policy, _) = &compiled;
+            if !names.insert(Arc::clone(&policy.name)) {
+                d.err(
+                    raw_issuer.span(),
+                    format!("{key}.name"),
+                    format!("duplicate issuer name {:?}", policy.name),
+                );
+            }
+            if !iss_seen.insert(Arc::clone(&policy.issuer)) {
+                d.err(
+                    raw_issuer.span(),
+                    format!("{key}.issuer"),
+                    format!("issuer {:?} is configured twice", policy.issuer),
+                );
+            }
+            issuers.push(compiled);
+        }
+    }
+
+    // [[routes]]
+    let mut routes = Router::new();
+    if raw.routes.is_empty() {
+        d.err(0..0, "routes", "no [[routes]]: every request would be 404");
+    }
+    for (i, raw_route) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if let Some((pattern, methods, route)) =
+            compile_route(&mut d, &key, raw_route.get_ref(), &names)
+        {
+            if route.auth != AuthMode::None && raw.issuers.is_empty() {
+                d.err(
+                    raw_route.span(),
+                    format!("{key}.auth"),
+                    "needs tokens but no [[issuers]] are configured",
+                );
+            }
+            routes.push(pattern, methods, route);
+        }
+    }
+
+    // [headers]
+    let headers = compile_headers(&mut d, &raw.headers, trusted_proxies);
+
+    let token_cache_bytes = match &raw.token_cache.max_bytes {
+        None => DEFAULT_TOKEN_CACHE_BYTES,
+        Some(v) if *v.get_ref() <= 1 << 32 => *v.get_ref(),
+        Some(v) => {
+            d.err(
+                v.span(),
+                "token_cache.max_bytes",
+                "must be at most 4294967296 (4 GiB)",
+            );
+            DEFAULT_TOKEN_CACHE_BYTES
+        }
+    };
+
+    match upstream {
+        Some(upstream) if d.errors.is_empty() => Ok(Config {
+            source: file.to_owned(),
+            listen,
+            admin_listen,
+            limits,
+            upstream,
+            issuers,
+            routes,
+            headers,
+            token_cache_bytes,
+        }),
+        _ => Err(ConfigErrors(d.errors)),
+    }
+}
+
+fn compile_upstream(d: &mut Diags<'_>, u: &config::RawUpstream) -> Option<UpstreamSettings> {
+    let text = u.url.get_ref();
+    let uri: Uri = match text.parse() {
+        Ok(uri) => uri,
+        Err(_) => {
+            d.err(
+                u.url.span(),
+                "upstream.url",
+                format!("{text:?} is not a URL"),
+            );
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            d.err(u.url.span(), "upstream.url", "https upstreams are not supported by this version; use http:// (a sidecar talks to localhost)");
+            return None;
+        }
+        _ => {
+            d.err(
+                u.url.span(),
+                "upstream.url",
+                format!("{text:?} must start with http://"),
+            );
+            return None;
+        }
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        d.err(
+            u.url.span(),
+            "upstream.url",
+            format!("{text:?} has no host"),
+        );
+        return None;
+    };
+    if uri.query().is_some() {
+        d.err(u.url.span(), "upstream.url", "must not have a query string");
+    }
+    let origin = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .ok()?;
+    Some(UpstreamSettings {
+        origin,
+        path_prefix: uri.path().trim_end_matches('/').to_owned(),
+        connect_timeout: d.duration(
+            &u.connect_timeout,
+            "upstream.connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        response_timeout: d.duration(
+            &u.response_timeout,
+            "upstream.response_timeout",
+            DEFAULT_RESPONSE_TIMEOUT,
+        ),
+        pool_idle_timeout: d.duration(
+            &u.pool_idle_timeout,
+            "upstream.pool_idle_timeout",
+            DEFAULT_POOL_IDLE_TIMEOUT,
+        ),
+        pool_max_idle: d.bounded(
+            &u.pool_max_idle,
+            "upstream.pool_max_idle",
+            0..100_001,
+            DEFAULT_POOL_MAX_IDLE,
+        ),
+    })
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://"))
+        && s.parse::<Uri>().is_ok_and(|u| u.host().is_some())
+}
+
+fn compile_issuer(
+    d: &mut Diags<'_>,
+    key: &str,
+    raw: &Spanned<config::RawIssuer>,
+) -> Option<(Arc<IssuerPolicy>, KeySettings)> {
+    let span = raw.span();
+    let r = raw.get_ref();
+    let errors_before = d.errors.len();
+    // The exact `iss`, either written out or derived from the Cognito shorthand.
+    let (issuer, default_source) = match (&r.issuer, &r.user_pool_id) {
+        (Some(_), Some(pool)) => {
+            d.err(
+                pool.span(),
+                format!("{key}.user_pool_id"),
+                "give either issuer or user_pool_id, not both",
+            );
+            return None;
+        }
+        (Some(iss), None) => {
+            if !is_http_url(iss.get_ref()) {
+                d.err(
+                    iss.span(),
+                    format!("{key}.issuer"),
+                    format!("{:?} is not an http(s) URL", iss.get_ref()),
+                );
+                return None;
+            }
+            if let Some(region) = &r.region {
+                d.err(
+                    region.span(),
+                    format!("{key}.region"),
+                    "region goes with user_pool_id, not issuer",
+                );
+            }
+            let iss = iss.get_ref().clone();
+            let discovery = format!(
+                "{}/.well-known/openid-configuration",
+                iss.trim_end_matches('/')
+            );
+            (iss, KeySource::Discovery(discovery))
+        }
+        (None, Some(pool)) => {
+            let pool_id = pool.get_ref();
+            let Some(region) = cognito_region(pool_id) else {
+                d.err(
+                    pool.span(),
+                    format!("{key}.user_pool_id"),
+                    format!("{pool_id:?} is not a user pool id like us-east-1_AbC123"),
+                );
+                return None;
+            };
+            if let Some(r) = &r.region {
+                if r.get_ref() != region {
+                    d.err(
+                        r.span(),
+                        format!("{key}.region"),
+                        format!("the user pool id says {region:?}"),
+                    );
+                }
+            }
+            let iss = format!("https://cognito-idp.{region}.amazonaws.com/{pool_id}");
+            let jwks = format!("{iss}/.well-known/jwks.json");
+            (iss, KeySource::Jwks(jwks))
+        }
+        (None, None) => {
+            d.err(
+                span,
+                key,
+                "needs issuer = \"https://…\" (or the Cognito shorthand user_pool_id)",
+            );
+            return None;
+        }
+    };
+    let source = match &r.jwks_uri {
+        Some(uri) if is_http_url(uri.get_ref()) => KeySource::Jwks(uri.get_ref().clone()),
+        Some(uri) => {
+            d.err(
+                uri.span(),
+                format!("{key}.jwks_uri"),
+                format!("{:?} is not an http(s) URL", uri.get_ref()),
+            );
+            default_source
+        }
+        None => default_source,
+    };
+    let name: Arc<str> = r
+        .name
+        .as_ref()
+        .map_or_else(|| issuer.as_str().into(), |n| n.get_ref().as_str().into());
+    let skip_audience_check = r.skip_audience_check.as_ref().is_some_and(|s| *s.get_ref());
+    let audiences: Vec<String> = strings(&r.audiences)
+        .iter()
+        .map(|a| a.get_ref().clone())
+        .collect();
+    match (&r.audiences, skip_audience_check) {
+        (Some(a), true) => d.err(
+            a.span(),
+            format!("{key}.audiences"),
+            "conflicts with skip_audience_check = true",
+        ),
+        (Some(a), false) if audiences.is_empty() => {
+            d.err(
+                a.span(),
+                format!("{key}.audiences"),
+                "is empty; list your app client ids (or set skip_audience_check = true)",
+            );
+        }
+        (None, false) => d.err(
+            span,
+            format!("{key}.audiences"),
+            "missing: list the accepted app client ids (or set skip_audience_check = true)",
+        ),
+        _ => {}
+    }
+    let token_use = r.token_use.as_ref().and_then(|t| {
+        TokenUse::parse(t.get_ref()).or_else(|| {
+            d.err(
+                t.span(),
+                format!("{key}.token_use"),
+                "must be \"access\" or \"id\"",
+            );
+            None
+        })
+    });
+    let mut algorithms = Vec::new();
+    for alg in strings(&r.algorithms) {
+        match alg.get_ref().parse::<Algorithm>() {
+            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => d.err(
+                alg.span(),
+                format!("{key}.algorithms"),
+                "HMAC algorithms are refused: a shared secret cannot be published in a key set",
+            ),
+            Ok(a) => algorithms.push(a),
+            Err(_) => d.err(
+                alg.span(),
+                format!("{key}.algorithms"),
+                format!(
+                    "{:?} is not one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+                    alg.get_ref()
+                ),
+            ),
+        }
+    }
+    if r.algorithms.is_none() {
+        algorithms.push(Algorithm::RS256);
+    } else if algorithms.is_empty() {
+        if let Some(a) = &r.algorithms {
+            d.err(
+                a.span(),
+                format!("{key}.algorithms"),
+                "must list at least one algorithm",
+            );
+        }
+    }
+    let leeway = d.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
+    if leeway > Duration::from_secs(600) {
+        if let Some(l) = &r.leeway {
+            d.err(
+                l.span(),
+                format!("{key}.leeway"),
+                "more than 10m of clock skew is not a leeway",
+            );
+        }
+    }
+    let refresh_interval = d.duration(
+        &r.refresh_interval,
+        &format!("{key}.refresh_interval"),
+        DEFAULT_REFRESH_INTERVAL,
+    );
+    let min_refetch_interval = d.duration(
+        &r.min_refetch_interval,
+        &format!("{key}.min_refetch_interval"),
+        DEFAULT_MIN_REFETCH_INTERVAL,
+    );
+    let fetch_timeout = d.duration(
+        &r.fetch_timeout,
+        &format!("{key}.fetch_timeout"),
+        DEFAULT_FETCH_TIMEOUT,
+    );
+    for (value, field, min) in [
+        (
+            &r.refresh_interval,
+            "refresh_interval",
+            Duration::from_secs(1),
+        ),
+        (
+            &r.fetch_timeout,
+            "fetch_timeout",
+            Duration::from_millis(100),
+        ),
+    ] {
+        if let Some(v) = value {
+            if parse_duration(v.get_ref()).is_ok_and(|x| x < min) {
+                d.err(
+                    v.span(),
+                    format!("{key}.{field}"),
+                    format!("must be at least {min:?}"),
+                );
+            }
+        }
+    }
+    if d.errors.len() > errors_before {
+        return None;
+    }
+    let issuer: Arc<str> = issuer.into();
+    let policy = IssuerPolicy {
+        name: Arc::clone(&name),
+        issuer: Arc::clone(&issuer),
+        audiences,
+        skip_audience_check,
+        token_use,
+        algorithms: algorithms.clone(),
+        leeway_secs: i64::try_from(leeway.as_secs()).unwrap_or(0),
+    };
+    let settings = KeySettings {
+        name,
+        issuer,
+        source,
+        algorithms,
+        refresh_interval,
+        min_refetch_interval,
+        fetch_timeout,
+    };
+    Some((Arc::new(policy), settings))
+}
+
+/// The region of a Cognito user pool id (`us-east-1_AbC123` → `us-east-1`).
+fn cognito_region(pool_id: &str) -> Option<&str> {
+    let (region, id) = pool_id.split_once('_')?;
+    let parts: Vec<&str> = region.split('-').collect();
+    let region_ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+    let id_ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric());
+    (region_ok && id_ok).then_some(region)
+}
+
+fn compile_route(
+    d: &mut Diags<'_>,
+    key: &str,
+    r: &config::RawRoute,
+    issuer_names: &HashSet<Arc<str>>,
+) -> Option<(Pattern, Option<Vec<Method>>, Route)> {
+    let errors_before = d.errors.len();
+    let pattern = match Pattern::parse(r.path.get_ref()) {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            d.err(
+                r.path.span(),
+                format!("{key}.path"),
+                format!("{:?} {reason}", r.path.get_ref()),
+            );
+            None
+        }
+    };
+    let methods = r.methods.as_ref().map(|list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|m| {
+                let text = m.get_ref();
+                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase()) {
+                    Method::from_bytes(text.as_bytes()).ok()
+                } else {
+                    d.err(
+                        m.span(),
+                        format!("{key}.methods"),
+                        format!("{text:?} is not an upper-case method name"),
+                    );
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let auth = match r.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        None | Some(("jwt", _)) => AuthMode::Jwt,
+        Some(("optional", _)) => AuthMode::Optional,
+        Some(("none", _)) => AuthMode::None,
+        Some(("login", span)) => {
+            d.err(
+                span,
+                format!("{key}.auth"),
+                "\"login\" (browser sign-in) is not available in this version",
+            );
+            AuthMode::Jwt
+        }
+        Some((other, span)) => {
+            d.err(
+                span,
+                format!("{key}.auth"),
+                format!("{other:?} must be jwt, optional or none"),
+            );
+            AuthMode::Jwt
+        }
+    };
+    let words = |d: &mut Diags<'_>,
+                 list: &Option<Spanned<Vec<Spanned<String>>>>,
+                 field: &str|
+     -> Vec<String> {
+        strings(list)
+            .into_iter()
+            .filter_map(|s| {
+                let text = s.get_ref();
+                if text.is_empty()
+                    || text
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+                {
+                    d.err(
+                        s.span(),
+                        format!("{key}.{field}"),
+                        format!("{text:?} must be one word without quotes"),
+                    );
+                    None
+                } else {
+                    Some(text.clone())
+                }
+            })
+            .collect()
+    };
+    let scopes_any = words(d, &r.scopes_any, "scopes_any");
+    let scopes_all = words(d, &r.scopes_all, "scopes_all");
+    let groups_any = words(d, &r.groups_any, "groups_any");
+    let token_use = r.token_use.as_ref().and_then(|t| {
+        TokenUse::parse(t.get_ref()).or_else(|| {
+            d.err(
+                t.span(),
+                format!("{key}.token_use"),
+                "must be \"access\" or \"id\"",
+            );
+            None
+        })
+    });
+    let issuers = r.issuers.as_ref().map(|list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|n| match issuer_names.get(n.get_ref().as_str()) {
+                Some(name) => Some(Arc::clone(name)),
+                None => {
+                    d.err(
+                        n.span(),
+                        format!("{key}.issuers"),
+                        format!("no issuer is named {:?}", n.get_ref()),
+                    );
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let claims: Vec<ClaimMatcher> = r
+        .claims
+        .as_ref()
+        .map(|m| {
+            m.get_ref()
+                .iter()
+                .map(|(name, values)| ClaimMatcher {
+                    name: name.clone(),
+                    values: match values.get_ref() {
+                        ClaimValues::One(v) => vec![v.clone()],
+                        ClaimValues::Any(v) => v.clone(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, values) in r.claims.iter().flat_map(|m| m.get_ref().iter()) {
+        if matches!(values.get_ref(), ClaimValues::Any(v) if v.is_empty()) {
+            d.err(
+                values.span(),
+                format!("{key}.claims.{name}"),
+                "lists no accepted value",
+            );
+        }
+    }
+    let required_scope = {
+        let mut all: Vec<&str> = scopes_any
+            .iter()
+            .chain(&scopes_all)
+            .map(String::as_str)
+            .collect();
+        all.dedup();
+        (!all.is_empty()).then(|| all.join(" "))
+    };
+    let requirements = Requirements {
+        scopes_any,
+        scopes_all,
+        groups_any,
+        token_use,
+        issuers,
+        claims,
+        required_scope,
+    };
+    if auth == AuthMode::None && !requirements.is_empty() {
+        d.err(r.path.span(), key, "requirements (scopes, groups, token_use, issuers, claims) have no effect with auth = \"none\"");
+    }
+    let name: Arc<str> = r.name.as_ref().map_or_else(
+        || r.path.get_ref().as_str().into(),
+        |n| n.get_ref().as_str().into(),
+    );
+    if d.errors.len() > errors_before {
+        return None;
+    }
+    Some((
+        pattern?,
+        methods,
+        Route {
+            name,
+            auth,
+            requirements,
+        },
+    ))
+}
+
+/// Header names jwtgate manages itself; claims cannot be injected under them.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+fn compile_headers(
+    d: &mut Diags<'_>,
+    h: &config::RawHeaders,
+    trusted_proxies: Vec<IpNet>,
+) -> HeaderPlan {
+    let header_name =
+        |d: &mut Diags<'_>, text: &str, span: Range<usize>, key: &str| -> Option<HeaderName> {
+            let lower = text.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                d.err(span, key, format!("{text:?} is managed by jwtgate"));
+                return None;
+            }
+            HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|_| d.err(span, key, format!("{text:?} is not a header name")))
+                .ok()
+        };
+    let mut plan = HeaderPlan {
+        forward_authorization: h
+            .forward_authorization
+            .as_ref()
+            .is_none_or(|f| *f.get_ref()),
+        trusted_proxies,
+        ..HeaderPlan::default()
+    };
+    if let Some(claims) = &h.claims {
+        for (name, claim) in claims.get_ref() {
+            if let Some(header) =
+                header_name(d, name, claims.span(), &format!("headers.claims.{name}"))
+            {
+                if claim.get_ref().is_empty() {
+                    d.err(
+                        claim.span(),
+                        format!("headers.claims.{name}"),
+                        "names no claim",
+                    );
+                }
+                plan.claims.push((header, claim.get_ref().clone()));
+            }
+        }
+    }
+    if let Some(name) = &h.claims_json {
+        plan.claims_json = header_name(d, name.get_ref(), name.span(), "headers.claims_json");
+    }
+    let mut identity: Vec<HeaderName> = plan.claims.iter().map(|(n, _)| n.clone()).collect();
+    identity.extend(plan.claims_json.clone());
+    identity.extend(
+        ALB_IDENTITY_HEADERS
+            .iter()
+            .map(|n| HeaderName::from_static(n)),
+    );
+    for extra in strings(&h.strip) {
+        identity.extend(header_name(
+            d,
+            extra.get_ref(),
+            extra.span(),
+            "headers.strip",
+        ));
+    }
+    identity.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    identity.dedup();
+    plan.identity = identity;
+    plan
+}
+
+impl Config {
+    /// The compiled route table and settings, as `jwtgate check` prints them.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "listen {}  admin {}  upstream {}{}",
+            self.listen,
+            self.admin_listen,
+            self.upstream.origin.to_string().trim_end_matches('/'),
+            self.upstream.path_prefix
+        );
+        for (policy, keys) in &self.issuers {
+            let algs: Vec<String> = policy.algorithms.iter().map(|a| format!("{a:?}")).collect();
+            let audience = if policy.skip_audience_check {
+                "any".to_owned()
+            } else {
+                policy.audiences.join(",")
+            };
+            let _ = writeln!(
+                out,
+                "issuer {:?}  iss={}  keys={}  audiences={}  token_use={}  algorithms={}",
+                policy.name,
+                policy.issuer,
+                keys.source.url(),
+                audience,
+                policy.token_use.map_or("any", TokenUse::as_str),
+                algs.join(","),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",
+            "#", "path", "name", "methods", "auth"
+        );
+        for (i, (pattern, methods, route)) in self.routes.iter().enumerate() {
+            let methods = methods.map_or("*".to_owned(), |m| {
+                m.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+            });
+            let r = &route.requirements;
+            let mut req = Vec::new();
+            if !r.scopes_any.is_empty() {
+                req.push(format!("scopes_any={}", r.scopes_any.join(",")));
+            }
+            if !r.scopes_all.is_empty() {
+                req.push(format!("scopes_all={}", r.scopes_all.join(",")));
+            }
+            if !r.groups_any.is_empty() {
+                req.push(format!("groups_any={}", r.groups_any.join(",")));
+            }
+            if let Some(t) = r.token_use {
+                req.push(format!("token_use={}", t.as_str()));
+            }
+            if let Some(i) = &r.issuers {
+                req.push(format!(
+                    "issuers={}",
+                    i.iter().map(|n| &**n).collect::<Vec<_>>().join(",")
+                ));
+            }
+            for c in &r.claims {
+                req.push(format!("claim {}={}", c.name, c.values.join("|")));
+            }
+            let _ = writeln!(
+                out,
+                "{:<4} {:<24} {:<22} {:<12} {:<8} {}",
+                i + 1,
+                pattern.as_str(),
+                &*route.name,
+                methods,
+                route.auth.as_str(),
+                if req.is_empty() {
+                    "-".to_owned()
+                } else {
+                    req.join(" ")
+                }
+            );
+        }
+        let _ = writeln!(out, "unmatched requests: 404");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[upstream]
+url = "http://127.0.0.1:3000"
+
+[[issuers]]
+name = "cognito"
+user_pool_id = "us-east-1_AbC123"
+audiences = ["client"]
+
+[[routes]]
+path = "/health"
+auth = "none"
+
+[[routes]]
+path = "/admin/**"
+scopes_any = ["api/admin"]
+token_use = "access"
+"#;
+
+    #[test]
+    fn a_good_file_compiles_and_cognito_shorthand_expands() {
+        let c = compile("good.toml", GOOD).unwrap();
+        let (policy, keys) = &c.issuers[0];
+        assert_eq!(
+            &*policy.issuer,
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123"
+        );
+        assert_eq!(keys.source, KeySource::Jwks("https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123/.well-known/jwks.json".into()));
+        assert_eq!(policy.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.describe().contains("/admin/**"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_position_and_key() {
+        let bad = r#"
+[server]
+listen = "nowhere"
+
+[upstream]
+url = "ftp://x"
+
+[[issuers]]
+issuer = "https://idp.example"
+algorithms = ["HS256"]
+
+[[routes]]
+path = "admin/**"
+auth = "sometimes"
+"#;
+        let errors = compile("bad.toml", bad).unwrap_err().0;
+        let text = errors.join("\n");
+        assert!(text.contains("bad.toml:3:10: server.listen:"), "{text}");
+        assert!(text.contains("bad.toml:6:7: upstream.url:"), "{text}");
+        assert!(text.contains("issuers[0].algorithms: HMAC"), "{text}");
+        assert!(text.contains("issuers[0].audiences: missing"), "{text}");
+        assert!(text.contains("bad.toml:13:8: routes[0].path:"), "{text}");
+        assert!(text.contains("bad.toml:14:8: routes[0].auth:"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_point_at_the_spot() {
+        let errors = compile("x.toml", "[server]\nlisten = \"0.0.0.0:1\"\nlistn = 1\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            errors[0].starts_with("x.toml:3:1: toml: unknown field `listn`"),
+            "{errors:?}"
+        );
+        let errors = compile("x.toml", "[server\n").unwrap_err().0;
+        assert!(errors[0].starts_with("x.toml:1:"), "{errors:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn pool_ids() {
+        assert_eq!(cognito_region("us-east-1_AbC123"), Some("us-east-1"));
+        assert_eq!(cognito_region("us-gov-west-1_x"), Some("us-gov-west-1"));
+        assert_eq!(cognito_region("useast1_x"), None);
+        assert_eq!(cognito_region("us-east-1_"), None);
+    }
+}

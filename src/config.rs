@@ -1,0 +1,165 @@
+//! The TOML file exactly as written. Nothing here is validated beyond its shape:
+//! `compile` checks values (with their source spans) and builds what the hot path needs.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Listen address of the proxy when `[server].listen` is absent.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Listen address of the admin endpoints when `[server].admin_listen` is absent.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: listeners and limits.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[upstream]`: where allowed requests go.
+    pub upstream: Option<Spanned<RawUpstream>>,
+    /// `[[issuers]]`: who may sign tokens.
+    #[serde(default)]
+    pub issuers: Vec<Spanned<RawIssuer>>,
+    /// `[[routes]]`: matched in file order, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    /// `[headers]`: what the upstream receives.
+    #[serde(default)]
+    pub headers: RawHeaders,
+    /// `[token_cache]`: the verified-token cache.
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Proxy listener, `host:port`. Default `0.0.0.0:8080`.
+    pub listen: Option<Spanned<String>>,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`). Default `127.0.0.1:9901`.
+    pub admin_listen: Option<Spanned<String>>,
+    /// Largest request head (request line plus headers), bytes. Default 16384, minimum 8192.
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Most request headers accepted. Default 100.
+    pub max_headers: Option<Spanned<u64>>,
+    /// Time a client has to send the whole request head. Default `10s`.
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// Most client connections open at once; further ones wait in the backlog. Default 10000.
+    pub max_connections: Option<Spanned<u64>>,
+    /// How long SIGTERM waits for in-flight requests. Default `30s`.
+    pub drain_timeout: Option<Spanned<String>>,
+    /// Networks whose `X-Forwarded-*` headers are believed (CIDRs). Default: none.
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL, `http://host:port` (a path prefix is allowed).
+    pub url: Spanned<String>,
+    /// TCP connect timeout. Default `5s`.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Time from sending the request until the response head arrives. Default `60s`.
+    pub response_timeout: Option<Spanned<String>>,
+    /// Idle pooled connections are closed after this long. Default `90s`.
+    pub pool_idle_timeout: Option<Spanned<String>>,
+    /// Most idle pooled connections kept. Default 256.
+    pub pool_max_idle: Option<Spanned<u64>>,
+}
+
+/// One `[[issuers]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Label in metrics, logs and route `issuers` lists. Default: the issuer URL.
+    pub name: Option<Spanned<String>>,
+    /// Exact `iss` value. Required unless `region` + `user_pool_id` are given.
+    pub issuer: Option<Spanned<String>>,
+    /// Cognito shorthand: region of the user pool.
+    pub region: Option<Spanned<String>>,
+    /// Cognito shorthand: user pool id.
+    pub user_pool_id: Option<Spanned<String>>,
+    /// Key set URL. Default: from `{issuer}/.well-known/openid-configuration`
+    /// (Cognito shorthand: `{issuer}/.well-known/jwks.json`).
+    pub jwks_uri: Option<Spanned<String>>,
+    /// Accepted `aud` values (any of); `client_id` is checked when `aud` is absent.
+    pub audiences: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Accept tokens whatever their audience. Default false; must be said explicitly.
+    pub skip_audience_check: Option<Spanned<bool>>,
+    /// `"access"` or `"id"`: the only Cognito token kind accepted. Default: either.
+    pub token_use: Option<Spanned<String>>,
+    /// Allowed signing algorithms. Default `["RS256"]`.
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Clock skew tolerated on `exp`, `nbf`, `iat`. Default `60s`.
+    pub leeway: Option<Spanned<String>>,
+    /// How often keys are refetched in the background. Default `10m`.
+    pub refresh_interval: Option<Spanned<String>>,
+    /// Least time between two fetches caused by unknown `kid`s. Default `10s`.
+    pub min_refetch_interval: Option<Spanned<String>>,
+    /// Timeout of one key-set or discovery fetch. Default `5s`.
+    pub fetch_timeout: Option<Spanned<String>>,
+}
+
+/// One `[[routes]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Label in metrics and logs. Default: the path pattern.
+    pub name: Option<Spanned<String>>,
+    /// Path pattern: exact, `*` for one segment, `/**` as the last segment for a prefix.
+    pub path: Spanned<String>,
+    /// Methods this route applies to. Default: all.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `jwt` (default), `optional` or `none`.
+    pub auth: Option<Spanned<String>>,
+    /// At least one of these scopes.
+    pub scopes_any: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Every one of these scopes.
+    pub scopes_all: Option<Spanned<Vec<Spanned<String>>>>,
+    /// At least one of these `cognito:groups`.
+    pub groups_any: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `access` or `id`.
+    pub token_use: Option<Spanned<String>>,
+    /// Only tokens of these issuers (by name).
+    pub issuers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Exact claim values: `{ claim = "value" }` or `{ claim = ["a", "b"] }` (any of).
+    pub claims: Option<Spanned<BTreeMap<String, Spanned<ClaimValues>>>>,
+}
+
+/// A claim matcher's accepted value(s).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimValues {
+    /// One accepted value.
+    One(String),
+    /// Any of these values.
+    Any(Vec<String>),
+}
+
+/// `[headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// Upstream header name to claim name.
+    pub claims: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Header carrying every verified claim as base64url JSON. Default: none.
+    pub claims_json: Option<Spanned<String>>,
+    /// Pass the client's `Authorization` header upstream. Default true.
+    pub forward_authorization: Option<Spanned<bool>>,
+    /// Further header names to strip from every client request (identity headers of your own).
+    pub strip: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[token_cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenCache {
+    /// Memory the cache may use, bytes (approximate: token claims plus overhead). Default
+    /// 33554432 (32 MiB); 0 disables the cache.
+    pub max_bytes: Option<Spanned<u64>>,
+}

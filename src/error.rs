@@ -1,0 +1,174 @@
+//! Why a request stopped inside jwtgate, and the one place that becomes a response.
+//! Bodies are fixed JSON strings; details go to the log, never to the client.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::routes::PathError;
+use crate::token::TokenError;
+
+/// The realm in every `WWW-Authenticate` challenge.
+pub const REALM: &str = "jwtgate";
+
+/// Why the upstream exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, reset, DNS or protocol failure.
+    #[error("upstream unreachable")]
+    Unreachable,
+    /// No response head within the response timeout.
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+/// A request refused or failed inside jwtgate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// An unusable request target (bad encoding, encoded slash, …).
+    #[error("bad request: {0}")]
+    BadPath(#[from] PathError),
+    /// No route matches (deny by default, like API Gateway).
+    #[error("no matching route")]
+    NoRoute,
+    /// No bearer token on a route that needs one.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A token was sent and refused.
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] TokenError),
+    /// A valid token without the route's permission; `reason` is the metric label.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// `insufficient_scope`, `missing_group` or `claim_mismatch`.
+        reason: &'static str,
+        /// The route's required scopes, for the challenge.
+        scope: Option<String>,
+    },
+    /// The upstream failed.
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+impl Reject {
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::InvalidToken(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Reject::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Reject::Upstream(UpstreamError::Unreachable) => StatusCode::BAD_GATEWAY,
+            Reject::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The label for metrics and the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::BadPath(_) => "bad_path",
+            Reject::NoRoute => "no_route",
+            Reject::MissingToken => "missing_token",
+            Reject::InvalidToken(e) => e.reason(),
+            Reject::Forbidden { reason, .. } => reason,
+            Reject::Upstream(UpstreamError::Unreachable) => "upstream_unreachable",
+            Reject::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+        }
+    }
+
+    /// Whether an authentication or authorisation decision caused it (counted as an auth failure).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            Reject::MissingToken | Reject::InvalidToken(_) | Reject::Forbidden { .. }
+        )
+    }
+
+    /// The response: fixed JSON body, RFC 6750 challenge where one applies.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body: &'static str = match status {
+            StatusCode::BAD_REQUEST => r#"{"message":"Bad Request"}"#,
+            StatusCode::NOT_FOUND => r#"{"message":"Not Found"}"#,
+            StatusCode::UNAUTHORIZED => r#"{"message":"Unauthorized"}"#,
+            StatusCode::FORBIDDEN => r#"{"message":"Forbidden"}"#,
+            StatusCode::BAD_GATEWAY => r#"{"message":"Bad Gateway"}"#,
+            StatusCode::GATEWAY_TIMEOUT => r#"{"message":"Gateway Timeout"}"#,
+            _ => r#"{"message":"Service Unavailable"}"#,
+        };
+        let challenge = match &self {
+            Reject::MissingToken => Some(format!(r#"Bearer realm="{REALM}""#)),
+            Reject::InvalidToken(TokenError::KeysUnavailable) => None,
+            Reject::InvalidToken(e) => Some(format!(
+                r#"Bearer realm="{REALM}", error="invalid_token", error_description="{e}""#
+            )),
+            Reject::Forbidden {
+                scope: Some(scope), ..
+            } => Some(format!(
+                r#"Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}""#
+            )),
+            Reject::Forbidden { scope: None, .. } => Some(format!(
+                r#"Bearer realm="{REALM}", error="insufficient_scope""#
+            )),
+            _ => None,
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(value) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(r: Reject) -> (StatusCode, String) {
+        let resp = r.into_response();
+        let c = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (resp.status(), c)
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        assert_eq!(
+            challenge(Reject::MissingToken),
+            (StatusCode::UNAUTHORIZED, r#"Bearer realm="jwtgate""#.into())
+        );
+        let (s, c) = challenge(Reject::InvalidToken(TokenError::Expired));
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            c,
+            r#"Bearer realm="jwtgate", error="invalid_token", error_description="token expired""#
+        );
+        let (s, c) = challenge(Reject::Forbidden {
+            reason: "insufficient_scope",
+            scope: Some("api/read".into()),
+        });
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert!(c.contains(r#"error="insufficient_scope", scope="api/read""#));
+        let (s, c) = challenge(Reject::InvalidToken(TokenError::KeysUnavailable));
+        assert_eq!((s, c.as_str()), (StatusCode::SERVICE_UNAVAILABLE, ""));
+        assert_eq!(Reject::NoRoute.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            Reject::Upstream(UpstreamError::Timeout).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Header hygiene: hop-by-hop headers (RFC 9110 §7.6.1), the client's copies of identity headers
+//! (always stripped, on every route), claim headers, `X-Forwarded-*` and `x-request-id`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::token::Claims;
+
+/// Headers ALB sets for browser-login routes; never accepted from clients.
+pub const ALB_IDENTITY_HEADERS: [&str; 3] = [
+    "x-amzn-oidc-accesstoken",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-data",
+];
+
+/// Forwarding headers, believed only from trusted proxies.
+const FORWARDING_HEADERS: [&str; 6] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Headers that apply to one connection only, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// The request id header, kept when the client sent a sane one, generated otherwise.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the upstream receives, compiled from `[headers]` and `[server].trusted_proxies`.
+#[derive(Debug, Default)]
+pub struct HeaderPlan {
+    /// Header name and the claim it carries.
+    pub claims: Vec<(HeaderName, String)>,
+    /// Header carrying the whole verified payload (base64url JSON).
+    pub claims_json: Option<HeaderName>,
+    /// Pass `Authorization` upstream.
+    pub forward_authorization: bool,
+    /// Every identity header: removed from each client request before anything is added.
+    pub identity: Vec<HeaderName>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl HeaderPlan {
+    /// Removes hop-by-hop headers (and those the client listed in `Connection`) and every
+    /// identity header. An upgrade request keeps `Upgrade` and gets `Connection: upgrade`.
+    pub fn strip_inbound(&self, headers: &mut HeaderMap, peer: IpAddr) {
+        let upgrade = upgrade_requested(headers).then(|| headers.get(header::UPGRADE).cloned());
+        let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+        strip_hop_by_hop(headers);
+        for name in &self.identity {
+            headers.remove(name);
+        }
+        if !self.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if !self.is_trusted(peer) {
+            for name in FORWARDING_HEADERS {
+                headers.remove(name);
+            }
+        }
+        if let Some(Some(protocol)) = upgrade {
+            headers.insert(header::UPGRADE, protocol);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+
+    /// Adds the configured claim headers (and the all-claims header) of a verified token.
+    pub fn inject_claims(&self, headers: &mut HeaderMap, claims: &Claims, payload_b64: &str) {
+        for (name, claim) in &self.claims {
+            let Some(value) = claims.all.get(claim) else {
+                continue;
+            };
+            match HeaderValue::try_from(render_claim(value)) {
+                Ok(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                Err(_) => {
+                    tracing::debug!(header = %name, "claim value is not a valid header value; not sent")
+                }
+            }
+        }
+        if let Some(name) = &self.claims_json {
+            if let Ok(v) = HeaderValue::from_str(payload_b64) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+
+    /// Sets `X-Forwarded-For/-Proto/-Host`: appended to a trusted proxy's values, replacing
+    /// anything else.
+    pub fn add_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        peer: IpAddr,
+        proto: &'static str,
+        host: Option<HeaderValue>,
+    ) {
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let peer_text = peer.to_string();
+        let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.is_empty() => format!("{prior}, {peer_text}"),
+            _ => peer_text,
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(xff, v);
+        }
+        let xfp = HeaderName::from_static("x-forwarded-proto");
+        if !headers.contains_key(&xfp) {
+            headers.insert(xfp, HeaderValue::from_static(proto));
+        }
+        let xfh = HeaderName::from_static("x-forwarded-host");
+        if !headers.contains_key(&xfh) {
+            if let Some(host) = host {
+                headers.insert(xfh, host);
+            }
+        }
+    }
+
+    fn is_trusted(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Whether the client asks for a protocol upgrade (e.g. WebSocket).
+pub fn upgrade_requested(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Strings as is, arrays joined by `,` (elements rendered the same way), the rest compact JSON.
+pub fn render_claim(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The client's `x-request-id` when it is 1–128 visible ASCII characters, else a new UUID.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = uuid::Uuid::new_v4();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_render_as_documented() {
+        assert_eq!(render_claim(&json!("abc")), "abc");
+        assert_eq!(render_claim(&json!(["admins", "users"])), "admins,users");
+        assert_eq!(render_claim(&json!(true)), "true");
+        assert_eq!(render_claim(&json!({"a":1})), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn identity_hop_by_hop_and_untrusted_forwarding_headers_are_stripped() {
+        let plan = HeaderPlan {
+            identity: vec![HeaderName::from_static("x-user-sub")],
+            forward_authorization: true,
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-user-sub", "evil".parse().unwrap());
+        h.insert("connection", "keep-alive, x-custom".parse().unwrap());
+        h.insert("x-custom", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        plan.strip_inbound(&mut h, "192.0.2.1".parse().unwrap());
+        assert!(h.get("x-user-sub").is_none());
+        assert!(h.get("x-custom").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("x-forwarded-for").is_none(), "untrusted peer");
+        assert!(h.get("authorization").is_some());
+        plan.add_forwarded(&mut h, "192.0.2.1".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        plan.strip_inbound(&mut h, "10.1.2.3".parse().unwrap());
+        plan.add_forwarded(&mut h, "10.1.2.3".parse().unwrap(), "http", None);
+        assert_eq!(
+            h["x-forwarded-for"], "1.2.3.4, 10.1.2.3",
+            "trusted proxy: appended"
+        );
+    }
+
+    #[test]
+    fn upgrade_survives_stripping() {
+        let plan = HeaderPlan::default();
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, "has space".parse().unwrap());
+        assert_eq!(request_id(&h).len(), 36);
+    }
+}

@@ -1,0 +1,290 @@
+//! Every metric jwtgate exports, in one place. Label values come from closed sets (route names
+//! from the config, issuer names, fixed reason strings), never from a raw path, subject or token.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets, seconds: 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// The registry and its metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    auth_failures: IntCounterVec,
+    in_flight: IntGauge,
+    jwks_fetches: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: GaugeVec,
+    jwks_refetch_suppressed: IntCounterVec,
+    token_cache_hits: IntCounter,
+    token_cache_misses: IntCounter,
+    token_cache_entries: IntGauge,
+}
+
+/// What happened to a request, for the `decision` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forwarded upstream.
+    Allow,
+    /// Refused by jwtgate (400, 401, 403, 404).
+    Deny,
+    /// jwtgate or the upstream failed (5xx produced by jwtgate).
+    Error,
+}
+
+impl Decision {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Error => "error",
+        }
+    }
+}
+
+fn method_class(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+impl Metrics {
+    /// Registers every metric. Panics only on a programming error (a duplicate name).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_requests_total",
+                "Requests by route, method, decision and status.",
+            ),
+            &["route", "method", "decision", "status"],
+        )
+        .expect("metric"); // ok: static definition
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_request_duration_seconds",
+                "Time from request head to response head, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("metric"); // ok: static definition
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_upstream_duration_seconds",
+                "Time the upstream took to answer with a response head, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("metric"); // ok: static definition
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_auth_failures_total",
+                "Refused authentications by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("metric"); // ok: static definition
+        let in_flight =
+            IntGauge::new("jwtgate_requests_in_flight", "Requests being served.").expect("metric"); // ok: static definition
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_jwks_fetches_total",
+                "Key set fetches by issuer and result.",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("jwtgate_jwks_keys", "Usable signing keys held, by issuer."),
+            &["issuer"],
+        )
+        .expect("metric"); // ok: static definition
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "jwtgate_jwks_last_success_timestamp_seconds",
+                "Unix time of the last good key set fetch, by issuer.",
+            ),
+            &["issuer"],
+        )
+        .expect("metric"); // ok: static definition
+        let jwks_refetch_suppressed = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_jwks_refetch_suppressed_total",
+                "Unknown-kid refetches refused by the rate limit, by issuer.",
+            ),
+            &["issuer"],
+        )
+        .expect("metric"); // ok: static definition
+        let token_cache_hits = IntCounter::new(
+            "jwtgate_token_cache_hits_total",
+            "Tokens whose signature check was skipped thanks to the verified-token cache.",
+        )
+        .expect("metric"); // ok: static definition
+        let token_cache_misses = IntCounter::new(
+            "jwtgate_token_cache_misses_total",
+            "Tokens verified from scratch.",
+        )
+        .expect("metric"); // ok: static definition
+        let token_cache_entries =
+            IntGauge::new("jwtgate_token_cache_entries", "Verified tokens cached.")
+                .expect("metric"); // ok: static definition
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "jwtgate_build_info",
+                "Always 1; the version label says which build.",
+            ),
+            &["version"],
+        )
+        .expect("metric"); // ok: static definition
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(jwks_keys.clone()),
+            Box::new(jwks_last_success.clone()),
+            Box::new(jwks_refetch_suppressed.clone()),
+            Box::new(token_cache_hits.clone()),
+            Box::new(token_cache_misses.clone()),
+            Box::new(token_cache_entries.clone()),
+            Box::new(build_info),
+        ];
+        for c in collectors {
+            registry.register(c).expect("unique metric names"); // ok: static definition
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            auth_failures,
+            in_flight,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success,
+            jwks_refetch_suppressed,
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_entries,
+        }
+    }
+
+    /// One finished request.
+    pub fn request(
+        &self,
+        route: &str,
+        method: &http::Method,
+        decision: Decision,
+        status: http::StatusCode,
+        seconds: f64,
+    ) {
+        self.requests
+            .with_label_values(&[
+                route,
+                method_class(method),
+                decision.as_str(),
+                status.as_str(),
+            ])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// Time to the upstream's response head.
+    pub fn upstream(&self, route: &str, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// A refused authentication or authorisation.
+    pub fn auth_failure(&self, route: &str, reason: &'static str) {
+        self.auth_failures.with_label_values(&[route, reason]).inc();
+    }
+
+    /// Tracks a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// One key set fetch and the number of keys now held.
+    pub fn jwks_fetched(&self, issuer: &str, result: &'static str, keys: usize) {
+        self.jwks_fetches.with_label_values(&[issuer, result]).inc();
+        self.jwks_keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        if result == "ok" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.jwks_last_success.with_label_values(&[issuer]).set(now);
+        }
+    }
+
+    /// An unknown-kid refetch refused by the rate limit.
+    pub fn jwks_refetch_suppressed(&self, issuer: &str) {
+        self.jwks_refetch_suppressed
+            .with_label_values(&[issuer])
+            .inc();
+    }
+
+    /// A verified-token cache lookup.
+    pub fn token_cache(&self, hit: bool) {
+        if hit {
+            self.token_cache_hits.inc();
+        } else {
+            self.token_cache_misses.inc();
+        }
+    }
+
+    /// Renders the text exposition format; `cache_entries` is sampled at scrape time.
+    pub fn render(&self, cache_entries: u64) -> String {
+        self.token_cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

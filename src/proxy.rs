@@ -1,0 +1,268 @@
+//! The request pipeline (normalise, route, authenticate, authorise, rewrite headers, forward) and
+//! the pooled upstream client. Bodies stream both ways; nothing is buffered whole.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::Instrument;
+
+use crate::compile::{AuthMode, UpstreamSettings};
+use crate::error::{Reject, UpstreamError};
+use crate::headers::{self, REQUEST_ID};
+use crate::metrics::Decision;
+use crate::routes::{self, PathError};
+use crate::token::{self, unix_now};
+use crate::{Shared, Snapshot};
+
+/// A response body: the upstream's stream, or jwtgate's own fixed answer.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Route label for requests that matched no route.
+const UNMATCHED: &str = "_unmatched";
+
+/// What the server knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// The pooled client to the upstream.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    /// A client with the configured connect timeout and pool size.
+    pub fn new(settings: UpstreamSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Upstream { settings, client }
+    }
+
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
+        let mut pq = String::with_capacity(
+            self.settings.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.settings.path_prefix);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq).map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
+        let mut parts = self.settings.origin.clone().into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| Reject::BadPath(PathError::BadEncoding))
+    }
+}
+
+/// What the access log and metrics record of one request.
+struct Outcome {
+    route: Arc<str>,
+    reason: &'static str,
+    upstream_seconds: Option<f64>,
+}
+
+/// Serves one request end to end; never fails (errors become responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let _in_flight = shared.metrics.in_flight();
+    let snapshot = shared.snapshot.load_full();
+    let request_id = headers::request_id(req.headers());
+    let method = req.method().clone();
+    let mut outcome = Outcome {
+        route: Arc::from(UNMATCHED),
+        reason: "",
+        upstream_seconds: None,
+    };
+
+    let span = tracing::info_span!("request", request_id = ?request_id, method = %method);
+    let result = pipeline(&shared, &snapshot, conn, &request_id, req, &mut outcome)
+        .instrument(span)
+        .await;
+
+    let (mut response, decision) = match result {
+        Ok(response) => (response.map(Either::Left), Decision::Allow),
+        Err(reject) => {
+            outcome.reason = reject.reason();
+            if reject.is_auth_failure() {
+                shared.metrics.auth_failure(&outcome.route, outcome.reason);
+            }
+            let decision = if reject.status().is_server_error() {
+                Decision::Error
+            } else {
+                Decision::Deny
+            };
+            (reject.into_response().map(Either::Right), decision)
+        }
+    };
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.clone());
+    let elapsed = started.elapsed().as_secs_f64();
+    shared.metrics.request(
+        &outcome.route,
+        &method,
+        decision,
+        response.status(),
+        elapsed,
+    );
+    if let Some(up) = outcome.upstream_seconds {
+        shared.metrics.upstream(&outcome.route, up);
+    }
+    tracing::info!(
+        target: "jwtgate::access",
+        request_id = ?request_id,
+        peer = %conn.peer.ip(),
+        method = %method,
+        route = &*outcome.route,
+        decision = decision.as_str(),
+        reason = outcome.reason,
+        status = response.status().as_u16(),
+        latency_ms = elapsed * 1000.0,
+        upstream_ms = outcome.upstream_seconds.map(|s| s * 1000.0),
+    );
+    response
+}
+
+async fn pipeline(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    mut req: Request<Incoming>,
+    outcome: &mut Outcome,
+) -> Result<Response<Incoming>, Reject> {
+    let config = &snapshot.config;
+    if req.method() == Method::CONNECT {
+        return Err(Reject::BadPath(PathError::NotAbsolute));
+    }
+    let path = routes::normalize(req.uri().path())?;
+    let route = config
+        .routes
+        .lookup(req.method(), &path)
+        .ok_or(Reject::NoRoute)?;
+    outcome.route = Arc::clone(&route.name);
+
+    // Authenticate and authorise before touching the request.
+    let verified = match route.auth {
+        AuthMode::None => None,
+        AuthMode::Jwt | AuthMode::Optional => match token::bearer(req.headers())? {
+            None if route.auth == AuthMode::Jwt => return Err(Reject::MissingToken),
+            None => None,
+            Some(raw) => Some(
+                token::verify(
+                    &snapshot.issuers,
+                    &shared.token_cache,
+                    &shared.metrics,
+                    raw,
+                    unix_now(),
+                )
+                .await?,
+            ),
+        },
+    };
+    if let Some((token, policy)) = &verified {
+        route
+            .requirements
+            .check(policy, &token.claims)
+            .map_err(|denial| match denial {
+                crate::authz::Denial::Token(e) => Reject::InvalidToken(e),
+                crate::authz::Denial::Forbidden(reason) => Reject::Forbidden {
+                    reason,
+                    scope: route.requirements.required_scope.clone(),
+                },
+            })?;
+    }
+
+    // Rewrite headers: strip what the client may not say, then add what we vouch for.
+    let plan = &config.headers;
+    let upgrade = headers::upgrade_requested(req.headers());
+    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let query = req.uri().query().map(str::to_owned);
+    let headers = req.headers_mut();
+    plan.strip_inbound(headers, conn.peer.ip());
+    if let Some((token, _)) = &verified {
+        plan.inject_claims(headers, &token.claims, &token.payload_b64);
+    }
+    plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
+    headers.insert(REQUEST_ID, request_id.clone());
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
+    *req.version_mut() = Version::HTTP_11;
+
+    forward(snapshot, req, upgrade, outcome).await
+}
+
+async fn forward(
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    upgrade: bool,
+    outcome: &mut Outcome,
+) -> Result<Response<Incoming>, Reject> {
+    let upstream = &snapshot.upstream;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let sent = Instant::now();
+    let result = tokio::time::timeout(
+        upstream.settings.response_timeout,
+        upstream.client.request(req),
+    )
+    .await;
+    outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+    let mut response = match result {
+        Err(_) => return Err(UpstreamError::Timeout.into()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+            return Err(UpstreamError::Unreachable.into());
+        }
+        Ok(Ok(response)) => response,
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            return Ok(response);
+        }
+    }
+    headers::strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}

@@ -1,0 +1,173 @@
+//! Accept loops: a connection cap, hyper's limits (head size, header count, head read timeout),
+//! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::compile::Limits;
+use crate::proxy::{self, ConnInfo};
+use crate::{Shared, admin};
+
+/// Pause after an `accept` error (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then stops accepting and waits up
+/// to `limits.drain_timeout` for in-flight requests.
+pub async fn run_proxy(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let limits = shared.snapshot.load().config.limits.clone();
+    let service = move |peer| {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req: Request<Incoming>| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let conn = ConnInfo {
+                    peer,
+                    proto: "http",
+                };
+                Ok::<_, std::convert::Infallible>(proxy::handle(shared, conn, req).await)
+            }
+        })
+    };
+    accept_loop("proxy", listener, &limits, service, shutdown).await;
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` resolves.
+pub async fn run_admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let limits = Limits {
+        max_connections: 64,
+        drain_timeout: Duration::from_secs(1),
+        ..shared.snapshot.load().config.limits.clone()
+    };
+    let service = move |_peer| {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req: Request<Incoming>| {
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, std::convert::Infallible>(admin::handle(&shared, &req)) }
+        })
+    };
+    accept_loop("admin", listener, &limits, service, shutdown).await;
+}
+
+async fn accept_loop<S, M>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: &Limits,
+    make_service: M,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M: Fn(std::net::SocketAddr) -> S,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = hyper::Response<proxy::ProxyBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = builder(limits);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // Wait for a free slot first: over the cap, connections queue in the kernel backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(listener = name, "accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), make_service(peer))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended with an error: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(listener = name, "draining connections");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "drain timeout reached; closing remaining connections"
+        );
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("cannot listen for SIGTERM: {e}");
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    }
+}

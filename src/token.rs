@@ -1,0 +1,671 @@
+//! Bearer tokens: extraction, signature, `iss`, `aud`/`client_id`, `token_use`, `exp`/`nbf`/`iat`,
+//! and the verified-token cache.
+//!
+//! Validation follows API Gateway's JWT authorizer: `iss` must equal a configured issuer exactly,
+//! `aud` must match one configured audience and, only when `aud` is absent, `client_id` is checked
+//! instead (this lets Cognito access tokens through). The token's `alg` never chooses on its own:
+//! it must be on the issuer's allow-list and fit the key its `kid` names.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::jwks::{KeyError, KeyStore};
+use crate::metrics::Metrics;
+
+/// Longest token accepted, bytes. Cognito tokens are 1–2 KB; large custom claims stay well below.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest a verified token stays cached, whatever its `exp`.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Cognito's two token kinds (`token_use` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// `token_use = "access"`.
+    Access,
+    /// `token_use = "id"`.
+    Id,
+}
+
+impl TokenUse {
+    /// Parses the config and claim spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "access" => Some(TokenUse::Access),
+            "id" => Some(TokenUse::Id),
+            _ => None,
+        }
+    }
+
+    /// The claim spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+        }
+    }
+}
+
+/// Why a token was refused. Every variant is a 401 `invalid_token`, except
+/// [`TokenError::KeysUnavailable`] (503: the token may well be good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a well-formed JWS compact token (or too large, or not ASCII).
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// `alg` is `none`, HMAC, unknown or not on the issuer's allow-list.
+    #[error("signing algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// The key named by `kid` cannot verify the token's `alg`.
+    #[error("algorithm does not match the key")]
+    AlgorithmMismatch,
+    /// A `crit` header: jwtgate understands no JWS extensions.
+    #[error("unsupported critical header")]
+    CriticalHeader,
+    /// `iss` is not a configured issuer (or not accepted on this route).
+    #[error("untrusted issuer")]
+    UnknownIssuer,
+    /// `kid` is not in the issuer's key set.
+    #[error("unknown signing key")]
+    UnknownKid,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// `exp` is missing.
+    #[error("missing exp claim")]
+    MissingExp,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` or `iat` lies in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Neither `aud` nor (when `aud` is absent) `client_id` is an accepted audience.
+    #[error("audience not allowed")]
+    WrongAudience,
+    /// `token_use` is not what the issuer or route requires.
+    #[error("wrong token_use")]
+    WrongTokenUse,
+    /// The issuer's keys have never been fetched.
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// The metric label (`jwtgate_auth_failures_total{reason}`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) | TokenError::CriticalHeader | TokenError::MissingExp => {
+                "malformed"
+            }
+            TokenError::AlgorithmNotAllowed | TokenError::AlgorithmMismatch => "bad_algorithm",
+            TokenError::UnknownIssuer => "wrong_issuer",
+            TokenError::UnknownKid => "unknown_kid",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::WrongTokenUse => "wrong_token_use",
+            TokenError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
+/// The claims jwtgate reads, extracted once at verification, plus the whole claim set.
+#[derive(Debug)]
+pub struct Claims {
+    /// `iss`.
+    pub iss: String,
+    /// `exp`, seconds since the epoch.
+    pub exp: i64,
+    /// `nbf`.
+    pub nbf: Option<i64>,
+    /// `iat`.
+    pub iat: Option<i64>,
+    /// `aud`, as a list (a string becomes one element).
+    pub aud: Vec<String>,
+    /// `client_id` (Cognito access tokens).
+    pub client_id: Option<String>,
+    /// `token_use` (Cognito).
+    pub token_use: Option<String>,
+    /// Words of `scope` (a string) or `scp` (a string or an array).
+    pub scopes: Vec<String>,
+    /// `cognito:groups`.
+    pub groups: Vec<String>,
+    /// Every claim, for header injection and claim matchers.
+    pub all: Map<String, Value>,
+}
+
+impl Claims {
+    /// Reads a verified payload. Type errors in the claims jwtgate checks are refusals.
+    pub fn from_payload(all: Map<String, Value>) -> Result<Self, TokenError> {
+        let iss = match all.get("iss") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(TokenError::Malformed("missing iss claim")),
+        };
+        let exp = match all.get("exp") {
+            None | Some(Value::Null) => return Err(TokenError::MissingExp),
+            Some(v) => numeric_date(v).ok_or(TokenError::Malformed("exp is not a number"))?,
+        };
+        let optional_date = |name: &str, why: &'static str| match all.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => numeric_date(v).map(Some).ok_or(TokenError::Malformed(why)),
+        };
+        let nbf = optional_date("nbf", "nbf is not a number")?;
+        let iat = optional_date("iat", "iat is not a number")?;
+        let aud = match all.get("aud") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or(TokenError::Malformed("aud is not a string list"))?,
+            Some(_) => return Err(TokenError::Malformed("aud is not a string list")),
+        };
+        let string = |name: &str| all.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut scopes: Vec<String> = Vec::new();
+        for name in ["scope", "scp"] {
+            match all.get(name) {
+                Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
+                Some(Value::Array(items)) => {
+                    scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+                _ => {}
+            }
+        }
+        let groups = match all.get("cognito:groups") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        };
+        Ok(Claims {
+            iss,
+            exp,
+            nbf,
+            iat,
+            aud,
+            client_id: string("client_id"),
+            token_use: string("token_use"),
+            scopes,
+            groups,
+            all,
+        })
+    }
+}
+
+/// NumericDate: integer seconds, or a float (floored).
+fn numeric_date(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.floor() as i64)),
+        _ => None,
+    }
+}
+
+/// A token whose signature has been checked.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// Its claims.
+    pub claims: Claims,
+    /// The base64url payload as sent (forwarded as the all-claims header without re-encoding).
+    pub payload_b64: Box<str>,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+    /// Memory held, roughly, for the cache weigher.
+    weight: u32,
+}
+
+/// What a token from one issuer must satisfy.
+#[derive(Debug)]
+pub struct IssuerPolicy {
+    /// Label in metrics, logs and route `issuers` lists.
+    pub name: Arc<str>,
+    /// Exact `iss`.
+    pub issuer: Arc<str>,
+    /// Accepted audiences (`aud`, or `client_id` when `aud` is absent).
+    pub audiences: Vec<String>,
+    /// Skip the audience check entirely (explicit opt-out).
+    pub skip_audience_check: bool,
+    /// Required `token_use`, if any.
+    pub token_use: Option<TokenUse>,
+    /// Allowed signing algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Tolerated clock skew, seconds.
+    pub leeway_secs: i64,
+}
+
+/// The configured issuers, by exact `iss`, each with its key store.
+#[derive(Default)]
+pub struct Issuers {
+    by_iss: HashMap<Arc<str>, (Arc<IssuerPolicy>, Arc<KeyStore>)>,
+}
+
+impl Issuers {
+    /// Pairs policies with their key stores.
+    pub fn new(entries: impl IntoIterator<Item = (Arc<IssuerPolicy>, Arc<KeyStore>)>) -> Self {
+        Issuers {
+            by_iss: entries
+                .into_iter()
+                .map(|(p, k)| (Arc::clone(&p.issuer), (p, k)))
+                .collect(),
+        }
+    }
+
+    /// Each issuer's name and whether its keys are loaded.
+    pub fn readiness(&self) -> Vec<(Arc<str>, bool)> {
+        let mut out: Vec<_> = self
+            .by_iss
+            .values()
+            .map(|(p, k)| (Arc::clone(&p.name), k.is_ready()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn get(&self, iss: &str) -> Option<&(Arc<IssuerPolicy>, Arc<KeyStore>)> {
+        self.by_iss.get(iss)
+    }
+}
+
+/// The `Authorization` token, with or without the `Bearer ` prefix (as API Gateway accepts it).
+/// `Ok(None)` when there is none, or when another scheme (e.g. `Basic`) is used.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TokenError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(TokenError::Malformed("more than one Authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| TokenError::Malformed("Authorization header is not ASCII"))?
+        .trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+        Some(_) => return Ok(None),
+        None if value.is_empty() => return Ok(None),
+        None if value.eq_ignore_ascii_case("bearer") => return Ok(None),
+        None => value,
+    };
+    Ok(Some(token))
+}
+
+/// Verified tokens by SHA-256 of the token bytes; bounded in bytes; an entry never outlives
+/// its token's `exp` (plus leeway).
+pub struct TokenCache {
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let left = value.claims.exp.saturating_sub(unix_now()).max(0);
+        Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(MAX_CACHE_TTL))
+    }
+}
+
+impl TokenCache {
+    /// A cache holding at most about `max_bytes`; 0 disables it.
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = (max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_k: &[u8; 32], v: &Arc<VerifiedToken>| v.weight)
+                .expire_after(UntilExpiry)
+                .build()
+        });
+        TokenCache { cache }
+    }
+
+    /// Entries held (approximate, for the gauge).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.entry_count())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Verifies `token` against the configured issuers: cached verification when the same token was
+/// seen before (and its key is still published), a full check otherwise. `now` is Unix seconds.
+pub async fn verify(
+    issuers: &Issuers,
+    cache: &TokenCache,
+    metrics: &Metrics,
+    token: &str,
+    now: i64,
+) -> Result<(Arc<VerifiedToken>, Arc<IssuerPolicy>), TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed("token too large"));
+    }
+    let digest = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+
+    if let Some(cache) = &cache.cache {
+        if let Some(hit) = cache.get(&key) {
+            if let Some((policy, keys)) = issuers.get(&hit.claims.iss) {
+                if policy.algorithms.contains(&hit.alg) && keys.contains(hit.kid.as_deref()) {
+                    metrics.token_cache(true);
+                    check_claims(policy, &hit.claims, now)?;
+                    return Ok((hit, Arc::clone(policy)));
+                }
+            }
+            // The config or the key set changed since: verify from scratch.
+            cache.invalidate(&key);
+        }
+        metrics.token_cache(false);
+    }
+
+    let (verified, policy) = verify_signature(issuers, token).await?;
+    check_claims(&policy, &verified.claims, now)?;
+    let verified = Arc::new(verified);
+    if let Some(cache) = &cache.cache {
+        cache.insert(key, Arc::clone(&verified));
+    }
+    Ok((verified, policy))
+}
+
+/// JOSE header fields jwtgate reads. `jku`, `x5u`, `jwk` and `x5c` are ignored on purpose: keys
+/// come only from the configured issuer's key set.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<Value>,
+}
+
+async fn verify_signature(
+    issuers: &Issuers,
+    token: &str,
+) -> Result<(VerifiedToken, Arc<IssuerPolicy>), TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not a JWS compact token"));
+    };
+    let header: JoseHeader = decode_json(header_b64, "header")?;
+    if header.crit.is_some() {
+        return Err(TokenError::CriticalHeader);
+    }
+    let alg = allowed_family(&header.alg)?;
+    let payload: Map<String, Value> = decode_json(payload_b64, "payload")?;
+    let claims = Claims::from_payload(payload)?;
+    // The issuer is chosen before any network call: unknown issuers cost nothing.
+    let (policy, keys) = issuers.get(&claims.iss).ok_or(TokenError::UnknownIssuer)?;
+    if !policy.algorithms.contains(&alg) {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
+    let key = keys.key(header.kid.as_deref()).await.map_err(|e| match e {
+        KeyError::UnknownKid => TokenError::UnknownKid,
+        KeyError::Unavailable => TokenError::KeysUnavailable,
+    })?;
+    if !key.supports(alg) {
+        return Err(TokenError::AlgorithmMismatch);
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    if !key.verify(alg, signed.as_bytes(), &signature) {
+        return Err(TokenError::BadSignature);
+    }
+    let weight = u32::try_from(payload_b64.len() * 2 + 256).unwrap_or(u32::MAX);
+    Ok((
+        VerifiedToken {
+            claims,
+            payload_b64: payload_b64.into(),
+            alg,
+            kid: header.kid.map(String::into_boxed_str),
+            weight,
+        },
+        Arc::clone(policy),
+    ))
+}
+
+/// Maps `alg` to an asymmetric algorithm; `none`, HMAC and unknown names are refused outright.
+fn allowed_family(alg: &str) -> Result<Algorithm, TokenError> {
+    match alg.parse::<Algorithm>() {
+        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
+            Err(TokenError::AlgorithmNotAllowed)
+        }
+        Ok(alg) => Ok(alg),
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    segment: &str,
+    what: &'static str,
+) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
+        TokenError::Malformed(if what == "header" {
+            "header is not base64url"
+        } else {
+            "payload is not base64url"
+        })
+    })?;
+    serde_json::from_slice(&bytes).map_err(|_| {
+        TokenError::Malformed(if what == "header" {
+            "header is not a JSON object"
+        } else {
+            "payload is not a JSON object"
+        })
+    })
+}
+
+/// The time and audience checks, run on every request (cached or not).
+pub fn check_claims(policy: &IssuerPolicy, claims: &Claims, now: i64) -> Result<(), TokenError> {
+    let leeway = policy.leeway_secs;
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        || claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(leeway))
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if !policy.skip_audience_check {
+        let accepted = |v: &str| policy.audiences.iter().any(|a| a == v);
+        let ok = if claims.aud.is_empty() {
+            claims.client_id.as_deref().is_some_and(accepted)
+        } else {
+            claims.aud.iter().any(|a| accepted(a))
+        };
+        if !ok {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    if let Some(required) = policy.token_use {
+        if claims.token_use.as_deref() != Some(required.as_str()) {
+            return Err(TokenError::WrongTokenUse);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy() -> IssuerPolicy {
+        IssuerPolicy {
+            name: "t".into(),
+            issuer: "https://issuer".into(),
+            audiences: vec!["client-a".into()],
+            skip_audience_check: false,
+            token_use: None,
+            algorithms: vec![Algorithm::RS256],
+            leeway_secs: 60,
+        }
+    }
+
+    fn claims(v: Value) -> Claims {
+        let Value::Object(map) = v else { panic!() };
+        Claims::from_payload(map).unwrap()
+    }
+
+    #[test]
+    fn audience_is_aud_any_of_and_client_id_only_when_aud_is_absent() {
+        let p = policy();
+        let now = 1_000_000;
+        let id = claims(json!({"iss":"https://issuer","exp":now+100,"aud":"client-a"}));
+        assert_eq!(check_claims(&p, &id, now), Ok(()));
+        let access = claims(json!({"iss":"https://issuer","exp":now+100,"client_id":"client-a"}));
+        assert_eq!(check_claims(&p, &access, now), Ok(()));
+        let list = claims(json!({"iss":"x","exp":now+100,"aud":["other","client-a"]}));
+        assert_eq!(check_claims(&p, &list, now), Ok(()));
+        // aud present but wrong: client_id must NOT rescue it.
+        let both = claims(json!({"iss":"x","exp":now+100,"aud":"other","client_id":"client-a"}));
+        assert_eq!(check_claims(&p, &both, now), Err(TokenError::WrongAudience));
+        let neither = claims(json!({"iss":"x","exp":now+100}));
+        assert_eq!(
+            check_claims(&p, &neither, now),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn time_claims_honour_leeway() {
+        let p = policy();
+        let now = 1_000_000;
+        let c = |v| claims(v);
+        assert_eq!(
+            check_claims(
+                &p,
+                &c(json!({"iss":"x","aud":"client-a","exp":now-59})),
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_claims(
+                &p,
+                &c(json!({"iss":"x","aud":"client-a","exp":now-60})),
+                now
+            ),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            check_claims(
+                &p,
+                &c(json!({"iss":"x","aud":"client-a","exp":now+600,"nbf":now+61})),
+                now
+            ),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            check_claims(
+                &p,
+                &c(json!({"iss":"x","aud":"client-a","exp":now+600,"iat":now+61})),
+                now
+            ),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            check_claims(
+                &p,
+                &c(json!({"iss":"x","aud":"client-a","exp":now+600,"nbf":now+30})),
+                now
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn exp_is_required_and_typed() {
+        let Value::Object(m) = json!({"iss":"x"}) else {
+            panic!()
+        };
+        assert_eq!(Claims::from_payload(m).unwrap_err(), TokenError::MissingExp);
+        let Value::Object(m) = json!({"iss":"x","exp":"tomorrow"}) else {
+            panic!()
+        };
+        assert!(matches!(
+            Claims::from_payload(m),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn scopes_come_from_scope_or_scp_as_whole_words() {
+        let c = claims(json!({"iss":"x","exp":1,"scope":"openid api/read  api/write"}));
+        assert_eq!(c.scopes, ["openid", "api/read", "api/write"]);
+        let c = claims(json!({"iss":"x","exp":1,"scp":["a","b"]}));
+        assert_eq!(c.scopes, ["a", "b"]);
+        let c = claims(json!({"iss":"x","exp":1,"scp":"a b"}));
+        assert_eq!(c.scopes, ["a", "b"]);
+    }
+
+    #[test]
+    fn token_use_is_enforced_when_configured() {
+        let mut p = policy();
+        p.token_use = Some(TokenUse::Access);
+        let id = claims(json!({"iss":"x","exp":2_000_000,"aud":"client-a","token_use":"id"}));
+        assert_eq!(
+            check_claims(&p, &id, 1_000_000),
+            Err(TokenError::WrongTokenUse)
+        );
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), Ok(None));
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Ok(Some("abc")));
+        h.insert("authorization", "bearer   abc".parse().unwrap());
+        assert_eq!(bearer(&h), Ok(Some("abc")));
+        h.insert("authorization", "abc.def.ghi".parse().unwrap());
+        assert_eq!(
+            bearer(&h),
+            Ok(Some("abc.def.ghi")),
+            "API Gateway accepts a bare token"
+        );
+        h.insert("authorization", "Basic dXNlcjpwdw==".parse().unwrap());
+        assert_eq!(bearer(&h), Ok(None));
+        h.append("authorization", "Bearer x".parse().unwrap());
+        assert!(bearer(&h).is_err());
+    }
+
+    #[test]
+    fn none_and_hmac_are_never_allowed() {
+        for alg in ["none", "None", "HS256", "HS384", "HS512", "XS256", ""] {
+            assert_eq!(
+                allowed_family(alg),
+                Err(TokenError::AlgorithmNotAllowed),
+                "{alg}"
+            );
+        }
+        assert_eq!(allowed_family("RS256"), Ok(Algorithm::RS256));
+        assert_eq!(allowed_family("EdDSA"), Ok(Algorithm::EdDSA));
+    }
+}
