@@ -347,7 +347,9 @@ type SharedFetch = Shared<BoxFuture<'static, bool>>;
 #[derive(Default)]
 struct FetchState {
     inflight: Option<SharedFetch>,
-    last_started: Option<Instant>,
+    /// Start of the last fetch an unknown `kid` caused; timer fetches do not count, so a key
+    /// rotated in just after a scheduled refresh is still picked up at once.
+    last_unknown_kid_fetch: Option<Instant>,
     /// `jwks_uri` learned from discovery.
     discovered_jwks_uri: Option<String>,
 }
@@ -434,15 +436,16 @@ impl KeyStore {
         if let Some(fetch) = &state.inflight {
             return Some(fetch.clone());
         }
-        if trigger == Trigger::UnknownKid
-            && state
-                .last_started
+        if trigger == Trigger::UnknownKid {
+            if state
+                .last_unknown_kid_fetch
                 .is_some_and(|t| t.elapsed() < self.settings.min_refetch_interval)
-        {
-            self.metrics.jwks_refetch_suppressed(&self.settings.name);
-            return None;
+            {
+                self.metrics.jwks_refetch_suppressed(&self.settings.name);
+                return None;
+            }
+            state.last_unknown_kid_fetch = Some(Instant::now());
         }
-        state.last_started = Some(Instant::now());
         let this = Arc::clone(self);
         // Spawned, so a request that gives up cannot cancel the fetch for the others. The task
         // clears `inflight` under the lock, which it cannot take before we have set it below.

@@ -1,6 +1,8 @@
 //! The status matrix of bearer routes: what is allowed, what is 401, 403 or 404, and what the
 //! upstream receives.
 
+#![allow(clippy::unwrap_used)] // tests panic on purpose
+
 mod common;
 
 use common::*;

@@ -1,6 +1,6 @@
 //! Shared test harness: the development issuer, the echo upstream and an in-process proxy, all
 //! on 127.0.0.1:0.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports)]
 pub use jwtgate::dev::issuer::{DEMO_CLIENT_ID, sign_with, user};
 
 /// A running proxy.
