@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (every issuer has keys),
-//! `/metrics` (Prometheus text format). Keep it off the public network.
+//! `/metrics` (Prometheus text format), `/alb-keys/{kid}` (the `x-amzn-oidc-data` public key).
+//! Keep it off the public network.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -55,10 +56,21 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(shared.token_cache.entry_count()),
         ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "application/json",
-            r#"{"message":"Not Found"}"#,
-        ),
+        path => {
+            // The x-amzn-oidc-data public key, as PEM, like ALB's public-keys endpoint.
+            let snapshot = shared.snapshot.load();
+            match (path.strip_prefix("/alb-keys/"), &snapshot.login) {
+                (Some(kid), Some(login)) if kid == login.alb_signer().kid() => reply(
+                    StatusCode::OK,
+                    "application/x-pem-file",
+                    login.alb_signer().public_pem().to_owned(),
+                ),
+                _ => reply(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    r#"{"message":"Not Found"}"#,
+                ),
+            }
+        }
     }
 }

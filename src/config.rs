@@ -32,6 +32,8 @@ pub struct RawConfig {
     /// `[token_cache]`: the verified-token cache.
     #[serde(default)]
     pub token_cache: RawTokenCache,
+    /// `[login]`: the browser sign-in used by `auth = "login"` routes.
+    pub login: Option<Spanned<RawLogin>>,
 }
 
 /// `[server]`.
@@ -162,4 +164,73 @@ pub struct RawTokenCache {
     /// Memory the cache may use, bytes (approximate: token claims plus overhead). Default
     /// 33554432 (32 MiB); 0 disables the cache.
     pub max_bytes: Option<Spanned<u64>>,
+}
+
+/// `[login]`: ALB-style browser sign-in (authorization code flow with PKCE).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// OpenID issuer; endpoints come from its discovery document unless given below.
+    pub issuer: Option<Spanned<String>>,
+    /// Cognito shorthand: user pool id (gives the issuer and key set).
+    pub user_pool_id: Option<Spanned<String>>,
+    /// Cognito shorthand: region (optional, derived from the pool id).
+    pub region: Option<Spanned<String>>,
+    /// Cognito shorthand: hosted UI domain, e.g. `myapp.auth.us-east-1.amazoncognito.com`.
+    pub domain: Option<Spanned<String>>,
+    /// Authorization endpoint (else from discovery / the Cognito domain).
+    pub authorization_endpoint: Option<Spanned<String>>,
+    /// Token endpoint.
+    pub token_endpoint: Option<Spanned<String>>,
+    /// User-info endpoint.
+    pub user_info_endpoint: Option<Spanned<String>>,
+    /// End-session (logout) endpoint.
+    pub end_session_endpoint: Option<Spanned<String>>,
+    /// Key set of the ID token signer.
+    pub jwks_uri: Option<Spanned<String>>,
+    /// OAuth client id.
+    pub client_id: Spanned<String>,
+    /// Name of the environment variable holding the client secret.
+    pub client_secret_env: Option<Spanned<String>>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<Spanned<String>>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub token_endpoint_auth: Option<Spanned<String>>,
+    /// Requested scopes. Default `openid`.
+    pub scope: Option<Spanned<String>>,
+    /// Extra authorization request parameters (at most 10).
+    pub extra_params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Session cookie name (shards get `-0`, `-1`, …). Default `AWSELBAuthSessionCookie`.
+    pub session_cookie_name: Option<Spanned<String>>,
+    /// Longest a session lives, whatever the refreshes. Default `7d`.
+    pub session_timeout: Option<Spanned<String>>,
+    /// `authenticate` (302 to the IdP, default), `deny` (401) or `allow` (anonymous).
+    pub on_unauthenticated: Option<Spanned<String>>,
+    /// API clients (`Accept: application/json`, `X-Requested-With`) without a session:
+    /// `deny` (401, default) or `authenticate` (302 like browsers).
+    pub api_clients: Option<Spanned<String>>,
+    /// Path that signs out. Default `/oauth2/sign_out`.
+    pub logout_path: Option<Spanned<String>>,
+    /// Where the IdP sends the user after logout.
+    pub logout_redirect: Option<Spanned<String>>,
+    /// External base URL (`https://app.example.com`) for the callback URL. Default: from the
+    /// request's `Host` and scheme.
+    pub redirect_base: Option<Spanned<String>>,
+    /// Mark cookies `Secure`. Default true; turn off only for plain-http development.
+    pub secure_cookies: Option<Spanned<bool>>,
+    /// Environment variable with the cookie keys: base64 32-byte keys, comma-separated,
+    /// newest first (the newest encrypts, all decrypt).
+    pub cookie_keys_env: Option<Spanned<String>>,
+    /// File with the cookie keys, one per line, newest first.
+    pub cookie_keys_file: Option<Spanned<String>>,
+    /// `cookie` (default) or `redis`.
+    pub session_store: Option<Spanned<String>>,
+    /// Redis URL for `session_store = "redis"`.
+    pub redis_url: Option<Spanned<String>>,
+    /// ALB ARN put in `x-amzn-oidc-data`'s `signer` header.
+    pub alb_signer: Option<Spanned<String>>,
+    /// PEM (PKCS#8) P-256 private key that signs `x-amzn-oidc-data`. Default: generated.
+    pub alb_key_file: Option<Spanned<String>>,
+    /// Allowed ID token algorithms. Default `["RS256"]`.
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
 }

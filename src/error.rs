@@ -48,6 +48,18 @@ pub enum Reject {
     /// The upstream failed.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// A login route without a session, where redirecting is not wanted (API client, `deny`).
+    #[error("sign-in required")]
+    LoginRequired,
+    /// The sign-in callback could not complete (bad state, nonce, code, …).
+    #[error("sign-in failed: {0}")]
+    LoginFailed(&'static str),
+    /// The identity provider cannot be reached or answered nonsense.
+    #[error("identity provider unavailable")]
+    IdpUnavailable,
+    /// The session store (Redis) cannot be reached.
+    #[error("session store unavailable")]
+    SessionStore,
 }
 
 impl Reject {
@@ -61,6 +73,9 @@ impl Reject {
             Reject::Forbidden { .. } => StatusCode::FORBIDDEN,
             Reject::Upstream(UpstreamError::Unreachable) => StatusCode::BAD_GATEWAY,
             Reject::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Reject::LoginRequired | Reject::LoginFailed(_) => StatusCode::UNAUTHORIZED,
+            Reject::IdpUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::SessionStore => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -74,6 +89,10 @@ impl Reject {
             Reject::Forbidden { reason, .. } => reason,
             Reject::Upstream(UpstreamError::Unreachable) => "upstream_unreachable",
             Reject::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+            Reject::LoginRequired => "login_required",
+            Reject::LoginFailed(_) => "login_failed",
+            Reject::IdpUnavailable => "idp_unavailable",
+            Reject::SessionStore => "session_store_unavailable",
         }
     }
 
@@ -81,7 +100,11 @@ impl Reject {
     pub fn is_auth_failure(&self) -> bool {
         matches!(
             self,
-            Reject::MissingToken | Reject::InvalidToken(_) | Reject::Forbidden { .. }
+            Reject::MissingToken
+                | Reject::InvalidToken(_)
+                | Reject::Forbidden { .. }
+                | Reject::LoginRequired
+                | Reject::LoginFailed(_)
         )
     }
 
@@ -95,6 +118,9 @@ impl Reject {
             StatusCode::FORBIDDEN => r#"{"message":"Forbidden"}"#,
             StatusCode::BAD_GATEWAY => r#"{"message":"Bad Gateway"}"#,
             StatusCode::GATEWAY_TIMEOUT => r#"{"message":"Gateway Timeout"}"#,
+            _ if matches!(self, Reject::SessionStore) => {
+                r#"{"message":"Service Unavailable","reason":"session store unavailable"}"#
+            }
             _ => r#"{"message":"Service Unavailable"}"#,
         };
         let challenge = match &self {

@@ -5,9 +5,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use serde_json::Value;
-
-use crate::token::Claims;
+use serde_json::{Map, Value};
 
 /// Headers ALB sets for browser-login routes; never accepted from clients.
 pub const ALB_IDENTITY_HEADERS: [&str; 3] = [
@@ -88,9 +86,15 @@ impl HeaderPlan {
     }
 
     /// Adds the configured claim headers (and the all-claims header) of a verified token.
-    pub fn inject_claims(&self, headers: &mut HeaderMap, claims: &Claims, payload_b64: &str) {
+    /// `payload_b64` is the token's own payload segment; `None` encodes `claims` when needed.
+    pub fn inject_claims(
+        &self,
+        headers: &mut HeaderMap,
+        claims: &Map<String, Value>,
+        payload_b64: Option<&str>,
+    ) {
         for (name, claim) in &self.claims {
-            let Some(value) = claims.all.get(claim) else {
+            let Some(value) = claims.get(claim) else {
                 continue;
             };
             match HeaderValue::try_from(render_claim(value)) {
@@ -103,7 +107,17 @@ impl HeaderPlan {
             }
         }
         if let Some(name) = &self.claims_json {
-            if let Ok(v) = HeaderValue::from_str(payload_b64) {
+            use base64::Engine;
+            let encoded = match payload_b64 {
+                Some(p) => HeaderValue::from_str(p),
+                None => {
+                    let json = Value::Object(claims.clone()).to_string();
+                    HeaderValue::try_from(
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json),
+                    )
+                }
+            };
+            if let Ok(v) = encoded {
                 headers.insert(name.clone(), v);
             }
         }
@@ -137,6 +151,37 @@ impl HeaderPlan {
                 headers.insert(xfh, host);
             }
         }
+    }
+
+    /// `scheme://host` the client used: from a trusted proxy's `X-Forwarded-Proto/-Host`, else
+    /// from the connection and the `Host` header (or the h2 authority).
+    pub fn external_base(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        peer: IpAddr,
+        proto: &'static str,
+    ) -> Option<String> {
+        let forwarded = |name: &str| {
+            self.is_trusted(peer)
+                .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+                .flatten()
+                .map(|v| v.split(',').next().unwrap_or("").trim())
+                .filter(|v| !v.is_empty())
+        };
+        let scheme = match forwarded("x-forwarded-proto") {
+            Some("https") => "https",
+            Some("http") => "http",
+            _ => proto,
+        };
+        let host = forwarded("x-forwarded-host")
+            .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+            .or(authority)?;
+        let valid = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+            });
+        valid.then(|| format!("{scheme}://{host}"))
     }
 
     fn is_trusted(&self, peer: IpAddr) -> bool {

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod error;
 pub mod headers;
 pub mod jwks;
+pub mod login;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::compile::Config;
 use crate::jwks::{KeyManager, KeySettings};
+use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::token::{Issuers, TokenCache};
@@ -42,6 +44,8 @@ pub struct Snapshot {
     pub issuers: Issuers,
     /// The upstream client (its pool belongs to this config).
     pub upstream: Upstream,
+    /// Browser sign-in, when configured.
+    pub login: Option<Arc<Login>>,
 }
 
 /// State shared by every connection.
@@ -54,38 +58,52 @@ pub struct Shared {
     pub token_cache: TokenCache,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Sign-in state that survives reloads (generated keys, refreshes in flight, Redis).
+    pub login_runtime: Arc<LoginRuntime>,
 }
 
 impl Shared {
     /// Builds the state and starts fetching keys. Must run inside a tokio runtime.
-    pub fn new(config: Config) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(config: Config) -> Result<Arc<Self>, String> {
         let metrics = Arc::new(Metrics::new());
-        let keys = KeyManager::new(Arc::clone(&metrics))?;
+        let keys = KeyManager::new(Arc::clone(&metrics)).map_err(|e| e.to_string())?;
+        let login_runtime = Arc::new(LoginRuntime::new().map_err(|e| e.to_string())?);
         let token_cache = TokenCache::new(config.token_cache_bytes);
-        let snapshot = bind(config, &keys);
+        let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             keys,
             token_cache,
             metrics,
+            login_runtime,
         }))
     }
 
     /// Installs a new configuration atomically. Listener addresses, limits and the token cache
     /// size are fixed at start; a change to them is logged and takes effect on restart.
-    pub fn install(&self, config: Config) {
+    pub fn install(&self, config: Config) -> Result<(), String> {
         let old = self.snapshot.load();
         if old.config.listen != config.listen || old.config.admin_listen != config.admin_listen {
             tracing::warn!("listener addresses changed; restart jwtgate to apply");
         }
-        let snapshot = bind(config, &self.keys);
+        let snapshot = bind(config, &self.keys, &self.login_runtime, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
+        Ok(())
     }
 }
 
-fn bind(config: Config, keys: &KeyManager) -> Snapshot {
-    let settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
-    let stores = keys.sync(&settings);
+/// Attaches live key stores (started or kept by the manager), the login runtime and a fresh
+/// upstream pool to a checked config.
+fn bind(
+    config: Config,
+    keys: &KeyManager,
+    login_runtime: &Arc<LoginRuntime>,
+    metrics: &Arc<Metrics>,
+) -> Result<Snapshot, String> {
+    let mut settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
+    settings.extend(config.login.as_ref().map(|l| l.keys.clone()));
+    let mut stores = keys.sync(&settings);
+    let login_store = config.login.as_ref().and_then(|_| stores.pop());
     let issuers = Issuers::new(
         config
             .issuers
@@ -93,12 +111,22 @@ fn bind(config: Config, keys: &KeyManager) -> Snapshot {
             .map(|(policy, _)| Arc::clone(policy))
             .zip(stores),
     );
+    let login = match (&config.login, login_store) {
+        (Some(settings), Some(store)) => Some(Arc::new(Login::new(
+            settings.clone(),
+            store,
+            login_runtime,
+            metrics,
+        )?)),
+        _ => None,
+    };
     let upstream = Upstream::new(config.upstream.clone());
-    Snapshot {
+    Ok(Snapshot {
         config,
         issuers,
         upstream,
-    }
+        login,
+    })
 }
 
 /// The bound proxy and admin sockets.

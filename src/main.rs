@@ -115,7 +115,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "jwtgate started"
     );
-    let shared = Shared::new(config).context("cannot build the HTTP client")?;
+    let shared = Shared::new(config).map_err(anyhow::Error::msg)?;
     #[cfg(unix)]
     tokio::spawn(reload::on_sighup(std::sync::Arc::clone(&shared), path));
     serve(shared, listeners, server::shutdown_signal()).await;

@@ -27,6 +27,7 @@ pub struct Metrics {
     token_cache_hits: IntCounter,
     token_cache_misses: IntCounter,
     token_cache_entries: IntGauge,
+    login_events: IntCounterVec,
 }
 
 /// What happened to a request, for the `decision` label.
@@ -146,6 +147,14 @@ impl Metrics {
         let token_cache_entries =
             IntGauge::new("jwtgate_token_cache_entries", "Verified tokens cached.")
                 .expect("metric"); // ok: static definition
+        let login_events = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_login_events_total",
+                "Browser sign-in events: redirect, callback_ok, callback_failed, refresh_ok, refresh_failed, logout.",
+            ),
+            &["event"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -171,6 +180,7 @@ impl Metrics {
             Box::new(token_cache_hits.clone()),
             Box::new(token_cache_misses.clone()),
             Box::new(token_cache_entries.clone()),
+            Box::new(login_events.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -190,7 +200,13 @@ impl Metrics {
             token_cache_hits,
             token_cache_misses,
             token_cache_entries,
+            login_events,
         }
+    }
+
+    /// A browser sign-in event (a fixed name).
+    pub fn login_event(&self, event: &'static str) {
+        self.login_events.with_label_values(&[event]).inc();
     }
 
     /// One finished request.

@@ -15,9 +15,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::Instrument;
 
+use crate::authz::Denial;
 use crate::compile::{AuthMode, UpstreamSettings};
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
+use crate::login::cookies;
+use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::token::{self, unix_now};
@@ -28,6 +31,8 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// Route label for requests that matched no route.
 const UNMATCHED: &str = "_unmatched";
+/// Route label of jwtgate's own sign-in paths (callback, sign-out).
+const LOGIN_ROUTE: &str = "_login";
 
 /// What the server knows about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +111,7 @@ pub async fn handle(
         .await;
 
     let (mut response, decision) = match result {
-        Ok(response) => (response.map(Either::Left), Decision::Allow),
+        Ok(response) => (response, Decision::Allow),
         Err(reject) => {
             outcome.reason = reject.reason();
             if reject.is_auth_failure() {
@@ -149,6 +154,13 @@ pub async fn handle(
     response
 }
 
+/// Who the request is, once authenticated.
+enum Caller {
+    Anonymous,
+    Token(Arc<token::VerifiedToken>),
+    Session(Box<Identity>),
+}
+
 async fn pipeline(
     shared: &Shared,
     snapshot: &Snapshot,
@@ -156,12 +168,33 @@ async fn pipeline(
     request_id: &HeaderValue,
     mut req: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<Response<ProxyBody>, Reject> {
     let config = &snapshot.config;
+    let plan = &config.headers;
     if req.method() == Method::CONNECT {
         return Err(Reject::BadPath(PathError::NotAbsolute));
     }
     let path = routes::normalize(req.uri().path())?;
+    let query = req.uri().query().map(str::to_owned);
+    let base = || {
+        plan.external_base(
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+            conn.peer.ip(),
+            conn.proto,
+        )
+        .ok_or(Reject::BadPath(PathError::NotAbsolute))
+    };
+
+    // jwtgate's own sign-in paths come before any route.
+    if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(&path)) {
+        outcome.route = Arc::from(LOGIN_ROUTE);
+        let response = login
+            .handle_own(req.headers(), &path, query.as_deref(), &base()?)
+            .await?;
+        return Ok(response.map(Either::Right));
+    }
+
     let route = config
         .routes
         .lookup(req.method(), &path)
@@ -169,49 +202,74 @@ async fn pipeline(
     outcome.route = Arc::clone(&route.name);
 
     // Authenticate and authorise before touching the request.
-    let verified = match route.auth {
-        AuthMode::None => None,
+    let mut set_cookies = Vec::new();
+    let caller = match route.auth {
+        AuthMode::None => Caller::Anonymous,
         AuthMode::Jwt | AuthMode::Optional => match token::bearer(req.headers())? {
             None if route.auth == AuthMode::Jwt => return Err(Reject::MissingToken),
-            None => None,
-            Some(raw) => Some(
-                token::verify(
+            None => Caller::Anonymous,
+            Some(raw) => {
+                let (verified, policy) = token::verify(
                     &snapshot.issuers,
                     &shared.token_cache,
                     &shared.metrics,
                     raw,
                     unix_now(),
                 )
-                .await?,
-            ),
+                .await?;
+                authorize(route, &policy, &verified.claims)?;
+                Caller::Token(verified)
+            }
         },
+        AuthMode::Login => {
+            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
+            let mut return_to = path.clone();
+            if let Some(q) = &query {
+                return_to.push('?');
+                return_to.push_str(q);
+            }
+            match login
+                .gate(req.headers(), req.method(), &return_to, &base()?)
+                .await?
+            {
+                Gate::Respond(response) => return Ok(response.map(Either::Right)),
+                Gate::Forward(identity, cookies) => {
+                    set_cookies = cookies;
+                    match identity {
+                        Some(identity) => {
+                            authorize(route, login.policy(), &identity.claims)?;
+                            Caller::Session(Box::new(identity))
+                        }
+                        None => Caller::Anonymous,
+                    }
+                }
+            }
+        }
     };
-    if let Some((token, policy)) = &verified {
-        route
-            .requirements
-            .check(policy, &token.claims)
-            .map_err(|denial| match denial {
-                crate::authz::Denial::Token(e) => Reject::InvalidToken(e),
-                crate::authz::Denial::Forbidden(reason) => Reject::Forbidden {
-                    reason,
-                    scope: route.requirements.required_scope.clone(),
-                },
-            })?;
-    }
 
     // Rewrite headers: strip what the client may not say, then add what we vouch for.
-    let plan = &config.headers;
     let upgrade = headers::upgrade_requested(req.headers());
     let host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let query = req.uri().query().map(str::to_owned);
     let headers = req.headers_mut();
     plan.strip_inbound(headers, conn.peer.ip());
-    if let Some((token, _)) = &verified {
-        plan.inject_claims(headers, &token.claims, &token.payload_b64);
+    if let Some(login) = &snapshot.login {
+        cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
+    }
+    match &caller {
+        Caller::Anonymous => {}
+        Caller::Token(token) => {
+            plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
+        }
+        Caller::Session(identity) => {
+            if let Some(login) = &snapshot.login {
+                login.inject(headers, identity);
+            }
+            plan.inject_claims(headers, &identity.session.claims, None);
+        }
     }
     plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
     headers.insert(REQUEST_ID, request_id.clone());
@@ -221,7 +279,30 @@ async fn pipeline(
     *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
     *req.version_mut() = Version::HTTP_11;
 
-    forward(snapshot, req, upgrade, outcome).await
+    let mut response = forward(snapshot, req, upgrade, outcome)
+        .await?
+        .map(Either::Left);
+    for cookie in set_cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+fn authorize(
+    route: &crate::compile::Route,
+    policy: &token::IssuerPolicy,
+    claims: &token::Claims,
+) -> Result<(), Reject> {
+    route
+        .requirements
+        .check(policy, claims)
+        .map_err(|denial| match denial {
+            Denial::Token(e) => Reject::InvalidToken(e),
+            Denial::Forbidden(reason) => Reject::Forbidden {
+                reason,
+                scope: route.requirements.required_scope.clone(),
+            },
+        })
 }
 
 async fn forward(

@@ -11,8 +11,7 @@ use crate::compile::compile;
 pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = compile(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
-    shared.install(config);
-    Ok(())
+    shared.install(config)
 }
 
 /// Reloads on every SIGHUP until the runtime stops.

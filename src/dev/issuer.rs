@@ -14,12 +14,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::hosted_ui::HostedUi;
 use super::{json_response, spawn_server};
 use crate::token::unix_now;
 
@@ -129,11 +130,10 @@ impl SigningKey {
                     .expect("RSA signing"); // ok: fixed-size buffer
                 out
             }
-            Pair::Ec(key) => key
-                .sign(&rng, message)
-                .expect("ECDSA signing")
-                .as_ref()
-                .to_vec(), // ok: cannot fail for a valid key
+            Pair::Ec(key) => {
+                let signature = key.sign(&rng, message).expect("ECDSA signing"); // ok: cannot fail for a valid key
+                signature.as_ref().to_vec()
+            }
             Pair::Ed(key) => key.sign(message).as_ref().to_vec(),
         }
     }
@@ -175,8 +175,9 @@ impl SigningKey {
 
 struct State {
     issuer: String,
+    prefix: String,
+    ui: HostedUi,
     jwks_path: String,
-    discovery_path: String,
     /// Published keys; the first one signs by default.
     keys: Mutex<Vec<Arc<SigningKey>>>,
     jwks_fetches: AtomicU64,
@@ -207,8 +208,9 @@ impl DevIssuer {
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}/{pool_id}");
         let state = Arc::new(State {
+            prefix: format!("/{pool_id}"),
+            ui: HostedUi::default(),
             jwks_path: format!("/{pool_id}/.well-known/jwks.json"),
-            discovery_path: format!("/{pool_id}/.well-known/openid-configuration"),
             issuer,
             keys: Mutex::new(vec![Arc::new(SigningKey::generate(
                 Algorithm::RS256,
@@ -220,9 +222,14 @@ impl DevIssuer {
         let serving = Arc::clone(&state);
         let task = spawn_server(listener, move |req| {
             let state = Arc::clone(&serving);
-            async move { state.handle(&req) }
+            async move { state.handle(req).await }
         });
         Ok(DevIssuer { state, addr, task })
+    }
+
+    /// The hosted UI (token-call counter, access token lifetime, extra ID token claims).
+    pub fn hosted_ui(&self) -> &HostedUi {
+        &self.state.ui
     }
 
     /// The exact `iss`.
@@ -288,12 +295,7 @@ impl DevIssuer {
 
     /// Signs `claims` with the default key (header `alg`, `kid`, `typ`).
     pub fn sign(&self, claims: &Value) -> String {
-        let key = self.key(&self.default_kid()).expect("the issuer has a key"); // ok: dev tool
-        sign_with(
-            &key,
-            &json!({"alg": format!("{:?}", key.alg), "kid": key.kid, "typ": "JWT"}),
-            claims,
-        )
+        self.state.sign_default(claims)
     }
 
     /// Claims of a Cognito-shaped access token for `user`, valid for an hour.
@@ -319,8 +321,9 @@ pub fn sign_with(key: &SigningKey, header: &Value, claims: &Value) -> String {
 }
 
 impl State {
-    fn handle(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
         if path == self.jwks_path {
             self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
         }
@@ -330,32 +333,67 @@ impl State {
                 &json!({"message": "issuer is down"}),
             );
         }
-        if path == self.jwks_path {
-            let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            let jwks: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
-            json_response(StatusCode::OK, &json!({ "keys": jwks }))
-        } else if path == self.discovery_path {
-            let base = format!(
-                "http://{}",
-                req.headers()
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, 64 * 1024).collect().await {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(_) => {
+                return json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &json!({"message": "body too large"}),
+                );
+            }
+        };
+        let sign = |claims: &Value| self.sign_default(claims);
+        let local = path.strip_prefix(&self.prefix).unwrap_or("");
+        match (parts.method.as_str(), local) {
+            ("GET", "/.well-known/jwks.json") => {
+                let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                let jwks: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
+                json_response(StatusCode::OK, &json!({ "keys": jwks }))
+            }
+            ("GET", "/.well-known/openid-configuration") => {
+                let host = parts
+                    .headers
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
-                    .unwrap_or("127.0.0.1")
-            );
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "issuer": self.issuer,
-                    "jwks_uri": format!("{base}{}", self.jwks_path),
-                    "response_types_supported": ["code", "token"],
-                    "subject_types_supported": ["public"],
-                    "id_token_signing_alg_values_supported": ["RS256"],
-                }),
-            )
-        } else if let Some(query) = path.strip_suffix("/dev/token").and(req.uri().query()) {
-            self.mint(query)
-        } else {
-            json_response(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}))
+                    .unwrap_or("127.0.0.1");
+                let base = format!("http://{host}{}", self.prefix);
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "issuer": self.issuer,
+                        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+                        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+                        "token_endpoint": format!("{base}/oauth2/token"),
+                        "userinfo_endpoint": format!("{base}/oauth2/userInfo"),
+                        "end_session_endpoint": format!("{base}/logout"),
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256"],
+                        "code_challenge_methods_supported": ["S256"],
+                        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                    }),
+                )
+            }
+            ("GET", "/oauth2/authorize") => self.ui.authorize(&query),
+            ("POST", "/oauth2/login") => self.ui.login(&body),
+            ("POST", "/oauth2/token") => self.ui.token(&parts.headers, &body, &sign, &self.issuer),
+            ("GET", "/oauth2/userInfo") => self.ui.user_info(&parts.headers),
+            ("GET", "/logout") => self.ui.logout(&query),
+            ("GET", "/dev/token") => self.mint(&query),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"message": "Not Found"})),
+        }
+    }
+
+    fn sign_default(&self, claims: &Value) -> String {
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        match keys.first() {
+            Some(key) => sign_with(
+                key,
+                &json!({"alg": format!("{:?}", key.alg), "kid": key.kid, "typ": "JWT"}),
+                claims,
+            ),
+            None => String::new(),
         }
     }
 
@@ -377,18 +415,7 @@ impl State {
             Some("id") => id_claims(&self.issuer, user),
             _ => access_claims(&self.issuer, user),
         };
-        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(key) = keys.first() else {
-            return json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"message": "no key"}),
-            );
-        };
-        let token = sign_with(
-            key,
-            &json!({"alg": format!("{:?}", key.alg), "kid": key.kid, "typ": "JWT"}),
-            &claims,
-        );
+        let token = self.sign_default(&claims);
         let mut response = Response::new(Full::new(Bytes::from(token)));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 //! the proxy, and that the integration tests use as their identity provider and upstream.
 
 pub mod echo;
+pub mod hosted_ui;
 pub mod issuer;
 
 use std::future::Future;
