@@ -1049,6 +1049,22 @@ impl Config {
                 algs.join(","),
             );
         }
+        if let Some(login) = &self.login {
+            let _ = writeln!(
+                out,
+                "login  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  logout={}",
+                login.issuer,
+                login.client_id,
+                login.cookie_name,
+                if login.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "cookie"
+                },
+                login.on_unauthenticated,
+                login.logout_path,
+            );
+        }
         let _ = writeln!(
             out,
             "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",

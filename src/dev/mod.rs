@@ -80,7 +80,12 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener, String> {
 /// `jwtgate demo`: the development issuer, an echo upstream and the proxy on
 /// `config/demo.toml`, in one process, with copy-paste curl commands. Runs until SIGTERM/Ctrl-C.
 pub async fn demo() -> Result<(), String> {
-    let config = compile("config/demo.toml", DEMO_CONFIG).map_err(|e| e.to_string())?;
+    let mut config = compile("config/demo.toml", DEMO_CONFIG).map_err(|e| e.to_string())?;
+    if let Some(login) = &mut config.login {
+        login.client_secret = Some(crate::login::Redacted(
+            hosted_ui::DEMO_CLIENT_SECRET.to_owned(),
+        ));
+    }
     let issuer = issuer::DevIssuer::start_on(bind(DEMO_ISSUER_ADDR, "issuer").await?, DEMO_POOL_ID)
         .map_err(|e| e.to_string())?;
     let upstream = echo::EchoUpstream::start_on(bind(DEMO_UPSTREAM_ADDR, "upstream").await?)
@@ -140,9 +145,14 @@ pub async fn demo() -> Result<(), String> {
    curl -i -H 'Authorization: Bearer {alice_id}' http://{proxy}/orders/42
 
 Tokens last an hour. Fresh ones: curl -s '{iss}/dev/token?user=bob&kind=access' (kind=id for an ID token)
+
+5) Browser sign-in like ALB's: open http://{proxy}/app/ and sign in as alice, bob or carol,
+   password "{password}". The echo page shows the x-amzn-oidc-* headers jwtgate added.
+   Sign out: http://{proxy}/oauth2/sign_out
 "#,
         iss = issuer.issuer(),
         up = upstream.url(),
+        password = hosted_ui::DEMO_PASSWORD,
     );
     serve(Arc::clone(&shared), listeners, server::shutdown_signal()).await;
     drop(upstream);
