@@ -381,6 +381,19 @@ impl KeyStore {
         }
     }
 
+    /// A store preloaded with a JWKS document and no refresh task (benchmarks and tests).
+    pub fn preloaded(
+        settings: KeySettings,
+        jwks: &[u8],
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let set = KeySet::parse(&settings.name, jwks, &settings.algorithms)?;
+        let store = KeyStore::new(settings, reqwest::Client::new(), metrics);
+        store.keys.store(Some(Arc::new(set)));
+        store.lock_state().last_unknown_kid_fetch = Some(Instant::now());
+        Ok(Arc::new(store))
+    }
+
     /// The settings this store was built from.
     pub fn settings(&self) -> &KeySettings {
         &self.settings

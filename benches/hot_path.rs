@@ -1,0 +1,184 @@
+//! Microbenchmarks of the request hot path: token verification per algorithm (uncached), the
+//! verified-token cache hit, route lookup at 10 / 100 / 1,000 routes, header strip + inject.
+//! `cargo bench --bench hot_path`; CI runs `cargo bench --bench hot_path -- --test` (one
+//! iteration each) so they cannot rot.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use jsonwebtoken::Algorithm;
+use jwtgate::dev::issuer::{SigningKey, sign_with};
+use jwtgate::headers::HeaderPlan;
+use jwtgate::jwks::{KeySettings, KeySource, KeyStore};
+use jwtgate::metrics::Metrics;
+use jwtgate::routes::{Pattern, Router, normalize};
+use jwtgate::token::{IssuerPolicy, Issuers, TokenCache, unix_now, verify};
+use serde_json::json;
+
+const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_BENCH";
+const ALGS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::PS256,
+    Algorithm::EdDSA,
+];
+
+fn issuers(keys: &[SigningKey], metrics: &Arc<Metrics>) -> Issuers {
+    let jwks = json!({ "keys": keys.iter().map(SigningKey::jwk).collect::<Vec<_>>() }).to_string();
+    let settings = KeySettings {
+        name: "bench".into(),
+        issuer: ISS.into(),
+        source: KeySource::Jwks("http://127.0.0.1:9/jwks".into()),
+        algorithms: ALGS.to_vec(),
+        refresh_interval: Duration::from_secs(600),
+        min_refetch_interval: Duration::from_secs(10),
+        fetch_timeout: Duration::from_secs(5),
+    };
+    let store = KeyStore::preloaded(settings, jwks.as_bytes(), Arc::clone(metrics)).unwrap();
+    let policy = Arc::new(IssuerPolicy {
+        name: "bench".into(),
+        issuer: ISS.into(),
+        audiences: vec!["client".into()],
+        skip_audience_check: false,
+        token_use: None,
+        algorithms: ALGS.to_vec(),
+        leeway_secs: 60,
+    });
+    Issuers::new([(policy, store)])
+}
+
+/// A Cognito-shaped access token.
+fn token(key: &SigningKey, n: u64) -> String {
+    let now = unix_now();
+    let claims = json!({
+        "sub": "8d5b6c1e-1a2b-4c3d-9e8f-a1b2c3d4e5f6", "iss": ISS, "client_id": "client",
+        "token_use": "access", "scope": "openid api/read", "auth_time": now, "iat": now,
+        "exp": now + 3600, "jti": format!("jti-{n}"), "username": "alice", "cognito:groups": ["admins"],
+    });
+    sign_with(
+        key,
+        &json!({"alg": format!("{:?}", key.alg), "kid": key.kid}),
+        &claims,
+    )
+}
+
+fn tokens(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let metrics = Arc::new(Metrics::new());
+    let keys: Vec<SigningKey> = ALGS
+        .iter()
+        .map(|a| SigningKey::generate(*a, format!("{a:?}")))
+        .collect();
+    let issuers = issuers(&keys, &metrics);
+    let uncached = TokenCache::new(0);
+    let mut group = c.benchmark_group("verify_uncached");
+    for key in &keys {
+        let t = token(key, 0);
+        group.bench_function(format!("{:?}", key.alg), |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(
+                    verify(&issuers, &uncached, &metrics, black_box(&t), unix_now())
+                        .await
+                        .unwrap(),
+                );
+            });
+        });
+    }
+    group.finish();
+
+    let cache = TokenCache::new(32 << 20);
+    let t = token(&keys[0], 1);
+    rt.block_on(verify(&issuers, &cache, &metrics, &t, unix_now()))
+        .unwrap();
+    c.bench_function("verify_cached_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                verify(&issuers, &cache, &metrics, black_box(&t), unix_now())
+                    .await
+                    .unwrap(),
+            );
+        });
+    });
+}
+
+fn routes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_lookup");
+    for n in [10usize, 100, 1000] {
+        let mut router = Router::new();
+        for i in 0..n {
+            let pattern = match i % 3 {
+                0 => format!("/service{i}/**"),
+                1 => format!("/service{i}/items/*/detail"),
+                _ => format!("/service{i}/health"),
+            };
+            router.push(
+                Pattern::parse(&pattern).unwrap(),
+                Some(vec![Method::GET, Method::POST]),
+                i,
+            );
+        }
+        router.push(Pattern::parse("/**").unwrap(), None, n);
+        // The worst case: the request matches only the catch-all at the end.
+        let path = normalize("/api/v1/orders/42").unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &path, |b, path| {
+            b.iter(|| black_box(router.lookup(&Method::GET, black_box(path))));
+        });
+    }
+    group.finish();
+    c.bench_function("normalize_path", |b| {
+        b.iter(|| normalize(black_box("/api//v1/./orders/%34%32/../42")).unwrap());
+    });
+}
+
+fn headers(c: &mut Criterion) {
+    let claims_plan: Vec<(HeaderName, String)> = [
+        ("x-user-sub", "sub"),
+        ("x-user-groups", "cognito:groups"),
+        ("x-username", "username"),
+    ]
+    .iter()
+    .map(|(h, c)| (HeaderName::from_static(h), (*c).to_owned()))
+    .collect();
+    let plan = HeaderPlan {
+        identity: claims_plan.iter().map(|(h, _)| h.clone()).collect(),
+        claims: claims_plan,
+        forward_authorization: true,
+        ..HeaderPlan::default()
+    };
+    let claims =
+        json!({"sub": "8d5b6c1e", "cognito:groups": ["admins", "users"], "username": "alice"});
+    let claims = claims.as_object().unwrap().clone();
+    let mut base = HeaderMap::new();
+    for (k, v) in [
+        ("host", "api.example"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("authorization", "Bearer x.y.z"),
+        ("x-user-sub", "spoofed"),
+        ("connection", "keep-alive"),
+    ] {
+        base.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let peer = "127.0.0.1".parse().unwrap();
+    c.bench_function("headers_strip_inject", |b| {
+        b.iter(|| {
+            let mut h = base.clone();
+            plan.strip_inbound(&mut h, peer);
+            plan.inject_claims(&mut h, &claims, Some("payload"));
+            plan.add_forwarded(&mut h, peer, "http", None);
+            black_box(h)
+        });
+    });
+}
+
+criterion_group!(benches, tokens, routes, headers);
+criterion_main!(benches);
