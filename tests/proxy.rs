@@ -1,0 +1,984 @@
+//! The proxy itself: bodies stream both ways in constant memory, WebSocket upgrades, upstream
+//! failures, path normalisation, HTTP limits, h2c, hop-by-hop headers, request ids and pooling.
+
+#![allow(clippy::unwrap_used)] // tests panic on purpose
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, Version};
+use http_body_util::{Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+/// Safety bound for anything that waits on the network.
+const SAFETY: Duration = Duration::from_secs(10);
+
+const MIB: u64 = 1024 * 1024;
+const HUNDRED_MIB: u64 = 100 * MIB;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A field of /proc/self/status, in KiB.
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{field} not in /proc/self/status"))
+}
+
+/// Resets the peak RSS (`VmHWM`) to the current RSS where the kernel allows it (Linux ≥ 4.0),
+/// then returns the peak.
+fn reset_peak_rss_kib() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    proc_status_kib("VmHWM")
+}
+
+/// Sends raw bytes and returns everything the server answered until it closed the connection
+/// (or the safety bound). Write and read errors (a reset after an early answer) end the exchange.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(SAFETY, async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw HTTP/1.1 response: status, head and body.
+struct Raw {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn parse_raw(text: &str) -> Raw {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Raw {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET {target}` over a raw connection, so no client library touches the path.
+async fn raw_get(addr: SocketAddr, target: &str, token: Option<&str>) -> Raw {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    parse_raw(&exchange(addr, request.as_bytes()).await)
+}
+
+/// An upstream recording the version and headers it received, answering with `headers`.
+struct RecordingUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(Version, String, HeaderMap)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingUpstream {
+    async fn start(response_headers: &'static [(&'static str, &'static str)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let task = jwtgate::dev::spawn_server(listener, move |req: Request<_>| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push((
+                    req.version(),
+                    req.uri().to_string(),
+                    req.headers().clone(),
+                ));
+                let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+                for (name, value) in response_headers {
+                    response
+                        .headers_mut()
+                        .append(*name, http::HeaderValue::from_static(value));
+                }
+                response
+            }
+        });
+        RecordingUpstream { addr, seen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn last(&self) -> (Version, String, HeaderMap) {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+}
+
+/// A proxy with the standard routes in front of `upstream`, with the given issuer.
+async fn proxy_for(issuer: &jwtgate::dev::issuer::DevIssuer, upstream: &str) -> TestProxy {
+    TestProxy::start_ready(&config(issuer, upstream, "", "")).await
+}
+
+fn access(issuer: &jwtgate::dev::issuer::DevIssuer, name: &str) -> String {
+    issuer.sign(&issuer.access_token(user(name).unwrap()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bodies stream in constant memory
+
+/// The standard environment with `[upstream] response_timeout` replaced: the 2 s of
+/// `common::config` counts the time to send the request body too (see
+/// `slow_client_upload_is_not_a_gateway_timeout`), which a loaded machine can exceed.
+async fn env_with_response_timeout(timeout: &str) -> Env {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let upstream = jwtgate::dev::echo::EchoUpstream::start().await.unwrap();
+    let toml = config(&issuer, &upstream.url(), "", "").replace(
+        "response_timeout = \"2s\"",
+        &format!("response_timeout = \"{timeout}\""),
+    );
+    let proxy = TestProxy::start_ready(&toml).await;
+    Env {
+        issuer,
+        upstream,
+        proxy,
+        http: client(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_megabyte_bodies_stream_both_ways_in_constant_memory() {
+    let env = env_with_response_timeout("120s").await;
+    let token = env.access("alice");
+    let limit_kib = 64 * 1024;
+
+    // Request body: 100 chunks of 1 MiB, each generated when the client asks for it.
+    let before = reset_peak_rss_kib();
+    // (`Iterator::map` is lazy: a chunk exists only from when it is polled until it is sent.)
+    let chunks = futures_util::stream::iter(
+        (0..HUNDRED_MIB / MIB)
+            .map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'u'; MIB as usize])))),
+    );
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    // POST /orders/** needs orders/read and orders/write: alice has both.
+    let req = Request::post(env.proxy.url("/orders/upload"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(StreamBody::new(chunks))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .expect("upload within the safety bound")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    drop(res);
+    let got = env.upstream.last().unwrap();
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.body_bytes, HUNDRED_MIB);
+    let after = proc_status_kib("VmHWM");
+    assert!(
+        after.saturating_sub(before) < limit_kib,
+        "peak RSS grew by {} KiB while streaming a 100 MiB request body",
+        after - before
+    );
+
+    // Response body: 100 MiB generated by the echo, consumed chunk by chunk.
+    let before = reset_peak_rss_kib();
+    let mut res = env
+        .get(
+            &format!("/orders/download?bytes={HUNDRED_MIB}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let mut total = 0u64;
+    while let Some(chunk) = tokio::time::timeout(SAFETY, res.chunk())
+        .await
+        .expect("a chunk within the safety bound")
+        .unwrap()
+    {
+        assert!(chunk.iter().all(|&b| b == b'x'));
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, HUNDRED_MIB);
+    let after = proc_status_kib("VmHWM");
+    assert!(
+        after.saturating_sub(before) < limit_kib,
+        "peak RSS grew by {} KiB while streaming a 100 MiB response body",
+        after - before
+    );
+}
+
+/// `response_timeout` is documented as the time "until the response head arrives"; the proxy
+/// starts the clock before the request body is sent, so a client that uploads for longer than
+/// the timeout gets a 504 blaming the upstream, although the upstream answers at once.
+#[tokio::test]
+#[ignore = "jwtgate bug: response_timeout includes the time the client takes to send the request \
+            body; a 3 s upload to an instant upstream gets 504 Gateway Timeout (timeout 2s)"]
+async fn slow_client_upload_is_not_a_gateway_timeout() {
+    let env = Env::start().await; // response_timeout = "2s"
+    // Six 1 KiB chunks, 500 ms apart: the body takes ~3 s; the echo answers as soon as it ends.
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b's'; 1024]))),
+            i + 1,
+        ))
+    });
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(env.proxy.url("/orders/slow-upload"))
+        .header("authorization", format!("Bearer {}", env.access("alice")))
+        .body(StreamBody::new(Box::pin(chunks)))
+        .unwrap();
+    let res = tokio::time::timeout(SAFETY, client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "a slow client upload to a responsive upstream was answered {}",
+        res.status()
+    );
+    assert_eq!(env.upstream.last().unwrap().body_bytes, 6 * 1024);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. WebSocket
+
+/// What the WebSocket echo server saw: TCP connections accepted, handshake request headers.
+#[derive(Default)]
+struct WsSeen {
+    accepted: AtomicUsize,
+    headers: Mutex<Option<HeaderMap>>,
+}
+
+/// A WebSocket echo server.
+async fn websocket_echo() -> (SocketAddr, Arc<WsSeen>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(WsSeen::default());
+    let log = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            log.accepted.fetch_add(1, Ordering::SeqCst);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // the Err type is tungstenite's
+                let record =
+                    move |req: &tungstenite::handshake::server::Request,
+                          res: tungstenite::handshake::server::Response| {
+                        *log.headers.lock().unwrap() = Some(req.headers().clone());
+                        Ok(res)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+#[tokio::test]
+async fn websocket_upgrade_round_trips_after_auth() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (ws_addr, seen, ws_task) = websocket_echo().await;
+    let proxy = proxy_for(&issuer, &format!("http://{ws_addr}")).await;
+    let url = format!("ws://{}/orders/ws", proxy.addr);
+
+    // Without a token: 401, and the upstream never sees a connection.
+    let err = tokio::time::timeout(SAFETY, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .unwrap()
+        .expect_err("an upgrade without a token must fail");
+    match err {
+        tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
+        other => panic!("expected an HTTP 401, got {other:?}"),
+    }
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 0);
+
+    // With a valid token: upgraded end to end.
+    let mut request = url.as_str().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", access(&issuer, "alice"))
+            .parse()
+            .unwrap(),
+    );
+    headers.insert("x-user-sub", "evil".parse().unwrap());
+    headers.insert("x-amzn-oidc-identity", "evil".parse().unwrap());
+    let (mut ws, response) =
+        tokio::time::timeout(SAFETY, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = tokio::time::timeout(SAFETY, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("hello"));
+    ws.send(Message::text("second")).await.unwrap();
+    let echoed = tokio::time::timeout(SAFETY, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("second"));
+    let _ = ws.close(None).await;
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 1);
+    // The handshake went through the normal header plan: verified claims in, spoofs out.
+    let headers = seen.headers.lock().unwrap().clone().unwrap();
+    assert_eq!(headers["x-user-sub"], alice().sub);
+    assert_eq!(headers["x-username"], "alice");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(headers.contains_key("x-request-id"));
+    assert!(headers.get("x-amzn-oidc-identity").is_none());
+    ws_task.abort();
+}
+
+/// An upstream that accepts any `Upgrade` with a 101 and records the request head and every
+/// byte that arrives on the connection after it.
+async fn upgrading_upstream() -> (
+    SocketAddr,
+    Arc<Mutex<(String, Vec<u8>)>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new((String::new(), Vec::new())));
+    let log = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let protocol = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("upgrade:"))
+                    .map(|p| p.trim().to_owned());
+                log.lock().unwrap().0 = head;
+                let Some(protocol) = protocol else {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    return;
+                };
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {protocol}\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap().1.extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+/// h2c smuggling: after an `Upgrade: h2c` the client speaks HTTP/2 straight to the upstream
+/// through the tunnel, and every request on it bypasses jwtgate's per-route checks (here bob,
+/// allowed on /orders, would reach /admin). A reverse proxy must not forward `Upgrade: h2c`.
+#[tokio::test]
+#[ignore = "jwtgate bug: `Upgrade: h2c` is forwarded like a WebSocket upgrade; an upstream that \
+            accepts it gets an unauthenticated tunnel (h2c smuggling past per-route auth)"]
+async fn h2c_upgrade_is_not_tunnelled_to_the_upstream() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (up_addr, seen, up_task) = upgrading_upstream().await;
+    let proxy = proxy_for(&issuer, &format!("http://{up_addr}")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        access(&issuer, "bob")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(SAFETY, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .unwrap();
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if head.starts_with("HTTP/1.1 101") {
+        // Show what the tunnel allows: a request jwtgate never sees.
+        let _ = stream
+            .write_all(b"GET /admin/secret HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        for _ in 0..100 {
+            if !seen.lock().unwrap().1.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (up_head, tunnelled) = seen.lock().unwrap().clone();
+    let up_head: String = up_head
+        .lines()
+        .filter(|l| !l.starts_with("authorization:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    up_task.abort();
+    assert!(
+        !up_head.contains("upgrade: h2c"),
+        "the upstream was asked to switch to h2c:\n{up_head}\nclient got:\n{head}\n\
+         bytes tunnelled past jwtgate: {:?}",
+        String::from_utf8_lossy(&tunnelled)
+    );
+    assert!(!head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Upstream failures
+
+#[tokio::test]
+async fn closed_upstream_port_is_502_json() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let proxy = proxy_for(&issuer, &format!("http://{closed}")).await;
+    let http = client();
+    for (path, token) in [
+        ("/health", None),
+        ("/orders/1", Some(access(&issuer, "alice"))),
+    ] {
+        let mut req = http.get(proxy.url(path));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 502, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.text().await.unwrap(), r#"{"message":"Bad Gateway"}"#);
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_json() {
+    let env = Env::start().await;
+    // common::config sets response_timeout = "2s".
+    let res = env
+        .get("/orders/1?sleep_ms=3000", Some(&env.access("alice")))
+        .await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"message":"Gateway Timeout"}"#
+    );
+    // A fast request on the same proxy still works.
+    assert_eq!(env.get("/health", None).await.status(), 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Path normalisation
+
+#[tokio::test]
+async fn routes_match_the_normalised_path_and_forward_that_same_path() {
+    let env = Env::start().await;
+    let (alice, bob) = (env.access("alice"), env.access("bob"));
+    let addr = env.proxy.addr;
+
+    // Dot segments, escaped unreserved characters and repeated slashes are resolved first:
+    // bob reaches /orders, but not /admin however the path is spelled.
+    for target in [
+        "/orders/../admin/x",
+        "/orders/./../admin/x",
+        "/%61dmin/x",
+        "/%61%64%6D%69%6E/x",
+        "/orders/%2e%2e/admin",
+        "/orders/%2E%2E/admin",
+        "/orders/.%2e/admin",
+        "//admin//x",
+        "/orders/1/../../admin",
+        "/../../admin/x",
+    ] {
+        let res = raw_get(addr, target, Some(&bob)).await;
+        assert_eq!(res.status, 403, "{target}: bob is not an admin");
+        assert_eq!(res.body, r#"{"message":"Forbidden"}"#, "{target}");
+    }
+    assert_eq!(env.upstream.hits(), 0, "nothing reached the upstream");
+
+    // What the upstream gets is the normalised path the route was matched on.
+    let mut forwarded = 0;
+    for (target, token, expected) in [
+        ("/orders/../admin/x", &alice, "/admin/x"),
+        ("/%61dmin/x", &alice, "/admin/x"),
+        ("/orders/%2e%2e/admin", &alice, "/admin"),
+        ("//orders///1", &bob, "/orders/1"),
+        ("/orders/./1/", &bob, "/orders/1/"),
+        ("/orders/a%20b", &bob, "/orders/a%20b"),
+        ("/orders/a%3fb", &bob, "/orders/a%3Fb"),
+    ] {
+        let res = raw_get(addr, target, Some(token)).await;
+        assert_eq!(res.status, 200, "{target}: {}", res.body);
+        forwarded += 1;
+        assert_eq!(env.upstream.hits(), forwarded);
+        assert_eq!(env.upstream.last().unwrap().uri, expected, "{target}");
+    }
+
+    // Query strings are forwarded untouched (not normalised, not re-encoded).
+    let query = "a=%2F&b=/../x&c=%zz&d=..%2f..&e=%61&&f";
+    let res = raw_get(addr, &format!("/orders/1?{query}"), Some(&bob)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        env.upstream.last().unwrap().uri,
+        format!("/orders/1?{query}")
+    );
+    let res = raw_get(addr, &format!("/./orders//1?{query}"), Some(&bob)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        env.upstream.last().unwrap().uri,
+        format!("/orders/1?{query}")
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_or_malformed_paths_are_400_and_never_forwarded() {
+    let env = Env::start().await;
+    let alice = env.access("alice");
+    for target in [
+        "/orders%2F1",
+        "/orders%2f1",
+        "/orders/%2F../admin",
+        "/orders/%5C1",
+        "/orders/%5c..%5cadmin",
+        "/orders/%00",
+        "/orders/1%00.json",
+        "/orders/%zz",
+        "/orders/%2",
+        "/orders/%",
+        "/orders/%G0",
+    ] {
+        for token in [Some(alice.as_str()), None] {
+            let res = raw_get(env.proxy.addr, target, token).await;
+            assert_eq!(res.status, 400, "{target}");
+            assert!(
+                res.head.contains("content-type: application/json"),
+                "{target}"
+            );
+            assert_eq!(res.body, r#"{"message":"Bad Request"}"#, "{target}");
+        }
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+/// A raw `\` never reaches jwtgate's normaliser: hyper's URI parser refuses it first and answers
+/// a bare 400 (no JSON body). What matters is the 400 and that nothing is forwarded.
+#[tokio::test]
+async fn raw_backslash_in_path_is_400_and_never_forwarded() {
+    let env = Env::start().await;
+    let alice = env.access("alice");
+    for target in ["/orders\\1", "/orders\\..\\admin", "\\admin"] {
+        let res = raw_get(env.proxy.addr, target, Some(&alice)).await;
+        assert_eq!(res.status, 400, "{target}");
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. HTTP limits
+
+#[tokio::test]
+async fn oversized_request_head_is_431_and_never_forwarded() {
+    let env = Env::start().await;
+    let big = "a".repeat(20 * 1024);
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nx-big: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let res = parse_raw(&exchange(env.proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 431);
+    // Just under the limit is fine.
+    let ok = "a".repeat(12 * 1024);
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nx-big: {ok}\r\nConnection: close\r\n\r\n"
+    );
+    let res = parse_raw(&exchange(env.proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 200);
+    assert_eq!(env.upstream.hits(), 1, "only the request under the limit");
+    assert_eq!(
+        env.upstream.last().unwrap().headers["x-big"].len(),
+        ok.len()
+    );
+}
+
+/// `common::config` with `[server] header_read_timeout = "1s"`.
+async fn env_with_header_timeout() -> (
+    jwtgate::dev::issuer::DevIssuer,
+    jwtgate::dev::echo::EchoUpstream,
+    TestProxy,
+) {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let upstream = jwtgate::dev::echo::EchoUpstream::start().await.unwrap();
+    let toml = format!(
+        "[server]\nheader_read_timeout = \"1s\"\n{}",
+        config(&issuer, &upstream.url(), "", "")
+    );
+    let proxy = TestProxy::start_ready(&toml).await;
+    assert_eq!(
+        proxy
+            .shared
+            .snapshot
+            .load()
+            .config
+            .limits
+            .header_read_timeout,
+        Duration::from_secs(1)
+    );
+    (issuer, upstream, proxy)
+}
+
+/// Reads until EOF, an error or the safety bound; returns what was read and whether the
+/// connection ended (rather than the bound expiring).
+async fn read_until_closed(stream: &mut TcpStream) -> (String, bool) {
+    let mut out = Vec::new();
+    let ended = tokio::time::timeout(SAFETY, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), ended)
+}
+
+fn closed_or_408(answer: &str) -> bool {
+    answer.is_empty() || answer.starts_with("HTTP/1.1 408")
+}
+
+#[tokio::test]
+async fn slowloris_half_head_is_cut_off_by_the_header_read_timeout() {
+    let (_issuer, upstream, proxy) = env_with_header_timeout().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1")
+        .await
+        .unwrap();
+    let (answer, ended) = read_until_closed(&mut stream).await;
+    assert!(ended, "the connection was still open after {SAFETY:?}");
+    assert!(closed_or_408(&answer), "{answer:?}");
+    assert_eq!(upstream.hits(), 0);
+
+    // An idle keep-alive connection is bounded the same way.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, ended) = read_until_closed(&mut stream).await;
+    assert!(ended, "the idle keep-alive connection was still open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+#[ignore = "jwtgate bug: a connection that never sends a byte is never closed (header_read_timeout \
+            only starts once hyper-util's HTTP/1-or-h2 sniffing has seen a byte)"]
+async fn silent_connection_is_cut_off_by_the_header_read_timeout() {
+    let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let (answer, ended) = read_until_closed(&mut silent).await;
+    assert!(
+        ended,
+        "a connection that sent nothing was still open after {SAFETY:?} (header_read_timeout = 1s)"
+    );
+    assert!(closed_or_408(&answer), "{answer:?}");
+}
+
+#[tokio::test]
+#[ignore = "jwtgate bug: a connection that sends part of the HTTP/2 preface and stalls is never \
+            closed (hyper-util's protocol sniffing waits for 24 bytes without any timeout)"]
+async fn stalled_h2_preface_is_cut_off_by_the_header_read_timeout() {
+    let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let (answer, ended) = read_until_closed(&mut stream).await;
+    assert!(
+        ended,
+        "a stalled h2 preface was still open after {SAFETY:?} (header_read_timeout = 1s)"
+    );
+    assert!(answer.is_empty(), "{answer:?}");
+}
+
+#[tokio::test]
+#[ignore = "jwtgate bug: an idle h2c connection (preface + SETTINGS, then no request) is never \
+            closed, unlike an idle HTTP/1.1 connection; nothing bounds h2 idle time"]
+async fn idle_h2c_connection_is_closed() {
+    let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let (_, ended) = read_until_closed(&mut stream).await;
+    assert!(
+        ended,
+        "an idle h2c connection was still open after {SAFETY:?} (header_read_timeout = 1s)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. h2c with prior knowledge
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_and_forwarded_over_http1() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let upstream = RecordingUpstream::start(&[]).await;
+    let proxy = proxy_for(&issuer, &upstream.url()).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    let res = h2
+        .get(proxy.url("/orders/7?q=1"))
+        .bearer_auth(access(&issuer, "alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(res.text().await.unwrap(), "ok");
+    let (version, uri, headers) = upstream.last();
+    assert_eq!(version, Version::HTTP_11, "the upstream leg is HTTP/1.1");
+    assert_eq!(uri, "/orders/7?q=1");
+    assert_eq!(headers["x-user-sub"], alice().sub);
+    assert_eq!(headers["x-username"], "alice");
+    let authority = proxy.addr.to_string();
+    assert_eq!(headers["host"], authority.as_str());
+    assert_eq!(headers["x-forwarded-host"], authority.as_str());
+    assert_eq!(headers["x-forwarded-proto"], "http");
+
+    let res = h2.get(proxy.url("/orders/7")).send().await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), 401);
+    assert_eq!(www_authenticate(&res), r#"Bearer realm="jwtgate""#);
+    assert_eq!(res.text().await.unwrap(), r#"{"message":"Unauthorized"}"#);
+    assert_eq!(upstream.seen.lock().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Hop-by-hop headers
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_not_forwarded() {
+    let env = Env::start().await;
+    let request = format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: x-secret, close\r\nx-secret: 1\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Authorization: Basic dXNlcjpwYXNz\r\nProxy-Connection: keep-alive\r\n\
+         TE: trailers\r\nx-kept: yes\r\n\r\n",
+        env.access("alice")
+    );
+    let res = parse_raw(&exchange(env.proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 200);
+    let got = env.upstream.last().unwrap();
+    for name in [
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(
+            got.headers.get(name).is_none(),
+            "{name} reached the upstream"
+        );
+    }
+    for value in got.headers.get_all("connection") {
+        let value = value.to_str().unwrap().to_ascii_lowercase();
+        assert!(!value.contains("x-secret"), "connection: {value}");
+    }
+    assert_eq!(got.headers["te"], "trailers", "TE: trailers is kept");
+    assert_eq!(got.headers["x-kept"], "yes");
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_passed_back() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let upstream = RecordingUpstream::start(&[
+        ("connection", "x-up-secret"),
+        ("x-up-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("x-normal", "yes"),
+    ])
+    .await;
+    let proxy = proxy_for(&issuer, &upstream.url()).await;
+    let request = format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        access(&issuer, "alice")
+    );
+    let res = parse_raw(&exchange(proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, "ok");
+    assert!(res.head.contains("\r\nx-normal: yes"), "{}", res.head);
+    for needle in ["x-up-secret", "keep-alive", "proxy-connection"] {
+        assert!(
+            !res.head.contains(needle),
+            "{needle} passed back:\n{}",
+            res.head
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. x-request-id
+
+#[tokio::test]
+async fn request_id_is_kept_when_sane_and_generated_otherwise() {
+    let env = Env::start().await;
+    let token = env.access("alice");
+    let res = env
+        .http
+        .get(env.proxy.url("/orders/1"))
+        .bearer_auth(&token)
+        .header("x-request-id", "abc-123_XYZ.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "abc-123_XYZ.7");
+    assert_eq!(
+        env.upstream.last().unwrap().headers["x-request-id"],
+        "abc-123_XYZ.7"
+    );
+
+    let generated = |res: &reqwest::Response| {
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36, "{id}");
+        uuid::Uuid::parse_str(&id).unwrap();
+        id
+    };
+    // None sent: a UUID, the same upstream and in the response.
+    let res = env.get("/orders/1", Some(&token)).await;
+    let id = generated(&res);
+    assert_eq!(env.upstream.last().unwrap().headers["x-request-id"], id);
+    // Each request gets its own.
+    let other = generated(&env.get("/orders/1", Some(&token)).await);
+    assert_ne!(id, other);
+    // Not sane (spaces, too long): replaced.
+    for bad in ["has space".to_owned(), "a".repeat(129)] {
+        let res = env
+            .http
+            .get(env.proxy.url("/orders/1"))
+            .bearer_auth(&token)
+            .header("x-request-id", bad.as_str())
+            .send()
+            .await
+            .unwrap();
+        let id = generated(&res);
+        assert_eq!(env.upstream.last().unwrap().headers["x-request-id"], id);
+    }
+    // Refusals carry one too.
+    let res = env.get("/orders/1", None).await;
+    assert_eq!(res.status(), 401);
+    generated(&res);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Keep-alive pooling
+
+#[tokio::test]
+async fn fifty_sequential_requests_on_pooled_connections() {
+    let env = Env::start().await;
+    let token = env.access("bob");
+    for i in 0..50 {
+        let res = env.get(&format!("/orders/{i}"), Some(&token)).await;
+        assert_eq!(res.status(), 200, "request {i}");
+        res.bytes().await.unwrap();
+    }
+    assert_eq!(env.upstream.hits(), 50);
+    let uris: Vec<String> = env.upstream.received().into_iter().map(|r| r.uri).collect();
+    assert_eq!(uris[49], "/orders/49");
+}
