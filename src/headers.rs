@@ -25,8 +25,9 @@ const FORWARDING_HEADERS: [&str; 6] = [
 ];
 
 /// Headers that apply to one connection only, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -57,7 +58,7 @@ impl HeaderPlan {
     /// Removes hop-by-hop headers (and those the client listed in `Connection`) and every
     /// identity header. An upgrade request keeps `Upgrade` and gets `Connection: upgrade`.
     pub fn strip_inbound(&self, headers: &mut HeaderMap, peer: IpAddr) {
-        let upgrade = upgrade_requested(headers).then(|| headers.get(header::UPGRADE).cloned());
+        let upgrade = upgrade_requested(headers).then(|| HeaderValue::from_static("websocket"));
         let te_trailers = headers.get_all(header::TE).iter().any(|v| {
             v.to_str().is_ok_and(|s| {
                 s.split(',')
@@ -76,7 +77,7 @@ impl HeaderPlan {
                 headers.remove(name);
             }
         }
-        if let Some(Some(protocol)) = upgrade {
+        if let Some(protocol) = upgrade {
             headers.insert(header::UPGRADE, protocol);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
@@ -194,8 +195,18 @@ impl HeaderPlan {
 }
 
 /// Whether the client asks for a protocol upgrade (e.g. WebSocket).
+///
+/// Only WebSocket upgrades are passed on. Any other protocol (notably `h2c`) would turn the
+/// connection into a tunnel whose later requests jwtgate never sees: its `Upgrade` header is
+/// dropped like every other hop-by-hop header and the request is served normally.
 pub fn upgrade_requested(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    let websocket = headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
+    });
+    websocket && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -298,6 +309,18 @@ mod tests {
             h["x-forwarded-for"], "1.2.3.4, 10.1.2.3",
             "trusted proxy: appended"
         );
+    }
+
+    #[test]
+    fn only_websocket_upgrades_survive_stripping() {
+        let plan = HeaderPlan::default();
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade, HTTP2-Settings".parse().unwrap());
+        h.insert("upgrade", "h2c".parse().unwrap());
+        h.insert("http2-settings", "AAMAAABkAAQAAP__".parse().unwrap());
+        assert!(!upgrade_requested(&h));
+        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap());
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

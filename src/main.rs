@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use jwtgate::compile::compile;
+use jwtgate::compile::{ConfigErrors, compile};
 use jwtgate::{Listeners, Shared, dev, reload, serve, server};
 
 /// API Gateway's JWT authorizer and ALB's Cognito login, as a reverse proxy for any HTTP service.
@@ -91,7 +91,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("jwtgate: {e:#}");
+            // Config problems go out as bare `file:line:col: key: reason` lines, which editors
+            // and CI annotate; everything else is one `jwtgate: …` line.
+            match e.downcast_ref::<ConfigErrors>() {
+                Some(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!(
+                        "jwtgate: {} problem(s) in the configuration",
+                        errors.0.len()
+                    );
+                }
+                None => eprintln!("jwtgate: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -116,8 +127,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         "jwtgate started"
     );
     let shared = Shared::new(config).map_err(anyhow::Error::msg)?;
-    #[cfg(unix)]
-    tokio::spawn(reload::on_sighup(std::sync::Arc::clone(&shared), path));
+    tokio::spawn(reload::watch(std::sync::Arc::clone(&shared), path));
     serve(shared, listeners, server::shutdown_signal()).await;
     tracing::info!("jwtgate stopped");
     Ok(())

@@ -28,6 +28,7 @@ pub struct Metrics {
     token_cache_misses: IntCounter,
     token_cache_entries: IntGauge,
     login_events: IntCounterVec,
+    config_reloads: IntCounterVec,
 }
 
 /// What happened to a request, for the `decision` label.
@@ -155,6 +156,14 @@ impl Metrics {
             &["event"],
         )
         .expect("metric"); // ok: static definition
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_config_reloads_total",
+                "Configuration reloads by result (ok, refused).",
+            ),
+            &["result"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -181,6 +190,7 @@ impl Metrics {
             Box::new(token_cache_misses.clone()),
             Box::new(token_cache_entries.clone()),
             Box::new(login_events.clone()),
+            Box::new(config_reloads.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -201,7 +211,13 @@ impl Metrics {
             token_cache_misses,
             token_cache_entries,
             login_events,
+            config_reloads,
         }
+    }
+
+    /// A configuration reload attempt.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads.with_label_values(&[result]).inc();
     }
 
     /// A browser sign-in event (a fixed name).

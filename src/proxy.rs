@@ -9,10 +9,11 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::authz::Denial;
@@ -46,7 +47,7 @@ pub struct ConnInfo {
 /// The pooled client to the upstream.
 pub struct Upstream {
     settings: UpstreamSettings,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UploadBody>,
 }
 
 impl Upstream {
@@ -314,19 +315,26 @@ async fn forward(
     let upstream = &snapshot.upstream;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
-    let result = tokio::time::timeout(
-        upstream.settings.response_timeout,
-        upstream.client.request(req),
-    )
-    .await;
+    // The response timeout starts once the client's body has been sent: a slow upload is the
+    // client's time, not the upstream's.
+    let (body_sent, uploaded) = oneshot::channel();
+    let req = req.map(|body| UploadBody::new(body, body_sent));
+    let timeout = async {
+        let _ = uploaded.await;
+        tokio::time::sleep(upstream.settings.response_timeout).await;
+    };
+    let result = tokio::select! {
+        result = upstream.client.request(req) => Some(result),
+        () = timeout => None,
+    };
     outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
     let mut response = match result {
-        Err(_) => return Err(UpstreamError::Timeout.into()),
-        Ok(Err(e)) => {
+        None => return Err(UpstreamError::Timeout.into()),
+        Some(Err(e)) => {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
             return Err(UpstreamError::Unreachable.into());
         }
-        Ok(Ok(response)) => response,
+        Some(Ok(response)) => response,
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -346,4 +354,62 @@ async fn forward(
     }
     headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)
+}
+
+/// The client's request body on its way upstream; reports when it has been sent completely
+/// (or failed), which starts the response timeout.
+pub struct UploadBody {
+    inner: Incoming,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl UploadBody {
+    fn new(inner: Incoming, sent: oneshot::Sender<()>) -> Self {
+        let mut body = UploadBody {
+            inner,
+            sent: Some(sent),
+        };
+        if body.inner.is_end_stream() {
+            body.signal();
+        }
+        body
+    }
+
+    fn signal(&mut self) {
+        if let Some(sent) = self.sent.take() {
+            let _ = sent.send(());
+        }
+    }
+}
+
+impl hyper::body::Body for UploadBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(frame) = &polled {
+            if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
+                self.signal();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UploadBody {
+    fn drop(&mut self) {
+        self.signal();
+    }
 }

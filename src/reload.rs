@@ -1,35 +1,83 @@
-//! Config reload on SIGHUP: read, check, compile, swap. A bad file is refused with its
-//! `file:line:col` errors and the running config keeps serving.
+//! Config reload, on SIGHUP and when the file changes: read, check, compile, swap. A bad file is
+//! refused with its `file:line:col` errors and the running config keeps serving.
+//!
+//! File changes are found by reading the file every [`WATCH_INTERVAL`] and comparing a digest of
+//! its bytes, not by inotify: a Kubernetes ConfigMap update replaces a symlinked directory
+//! (`..data`), which inotify watches on the file itself miss, while a re-read always sees it. The
+//! file is small, so this costs nothing measurable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::digest;
 
 use crate::Shared;
 use crate::compile::compile;
 
+/// How often the config file is checked for changes.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Reads and compiles `path`, then installs it. Returns the errors when refused.
-pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
+pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = compile(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
     shared.install(config)
 }
 
-/// Reloads on every SIGHUP until the runtime stops.
-#[cfg(unix)]
-pub async fn on_sighup(shared: Arc<Shared>, path: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGHUP; reload disabled: {e}");
-            return;
+fn reload_and_log(shared: &Shared, path: &Path, cause: &'static str) {
+    match reload(shared, path) {
+        Ok(()) => {
+            shared.metrics.config_reload("ok");
+            tracing::info!(file = %path.display(), cause, "configuration reloaded");
         }
-    };
-    while hup.recv().await.is_some() {
-        match reload(&shared, &path) {
-            Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-            Err(errors) => {
-                tracing::error!(file = %path.display(), "configuration refused, the previous one keeps serving:\n{errors}");
+        Err(errors) => {
+            shared.metrics.config_reload("refused");
+            tracing::error!(
+                file = %path.display(),
+                cause,
+                "configuration refused, the previous one keeps serving:\n{errors}"
+            );
+        }
+    }
+}
+
+fn fingerprint(path: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
+}
+
+/// Reloads on every SIGHUP, and whenever the file's contents change, until the runtime stops.
+pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::error!("cannot listen for SIGHUP; reload on file change only: {e}"))
+        .ok();
+    let mut seen = fingerprint(&path);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = hangup => {
+                seen = fingerprint(&path);
+                reload_and_log(&shared, &path, "SIGHUP");
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(&path);
+                // A file being replaced can be missing for a moment: wait for it to come back.
+                if now.is_some() && now != seen {
+                    seen = now;
+                    reload_and_log(&shared, &path, "file changed");
+                }
             }
         }
     }

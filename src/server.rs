@@ -2,6 +2,7 @@
 //! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::Request;
@@ -121,13 +122,33 @@ async fn accept_loop<S, M>(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let started = Arc::new(AtomicBool::new(false));
+        let service = FirstRequest {
+            inner: make_service(peer),
+            started: Arc::clone(&started),
+        };
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), make_service(peer))
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let first_request_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+            // hyper's header read timeout only starts once it knows the protocol: a client that
+            // sends nothing, or half an HTTP/2 preface, would hold its slot forever. So the
+            // first request must arrive within the same timeout, or the connection is dropped.
+            let deadline = async {
+                tokio::time::sleep(first_request_timeout).await;
+                if started.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, "connection ended with an error: {e}");
+                    }
+                }
+                () = deadline => tracing::debug!(%peer, "no request within the header read timeout; closing"),
             }
             drop(permit);
         });
@@ -142,6 +163,26 @@ async fn accept_loop<S, M>(
             listener = name,
             "drain timeout reached; closing remaining connections"
         );
+    }
+}
+
+/// Wraps a connection's service to note that a request arrived.
+struct FirstRequest<S> {
+    inner: S,
+    started: Arc<AtomicBool>,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.started.store(true, Ordering::Relaxed);
+        self.inner.call(req)
     }
 }
 

@@ -361,8 +361,6 @@ fn check_reports_every_problem_with_file_line_col_and_key() {
 /// Editors and CI problem matchers read `^file:line:col:`; the first problem line carries a
 /// `jwtgate: ` prefix, so they miss the first (often the only) error.
 #[test]
-#[ignore = "jwtgate bug (minor): the first problem line of `check` starts with `jwtgate: ` \
-            instead of `file:line:col:`"]
 fn check_problem_lines_start_with_the_file_name() {
     let dir = TempDir::new();
     let path = dir.write("bad.toml", BAD);
@@ -646,8 +644,6 @@ async fn sighup_reloads_and_a_bad_file_is_refused() {
 
 /// The design says "SIGHUP (and a changed file) reloads the config"; only SIGHUP does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "jwtgate gap: a changed config file is not reloaded without SIGHUP (DESIGN.md: \
-            \"SIGHUP (and a changed file) reloads the config atomically\")"]
 async fn a_changed_file_is_reloaded_without_sighup() {
     let (issuer, upstream) = issuer_and_upstream().await;
     let (proxy, admin) = (free_addr(), free_addr());

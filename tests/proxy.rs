@@ -248,8 +248,6 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_constant_memory() {
 /// starts the clock before the request body is sent, so a client that uploads for longer than
 /// the timeout gets a 504 blaming the upstream, although the upstream answers at once.
 #[tokio::test]
-#[ignore = "jwtgate bug: response_timeout includes the time the client takes to send the request \
-            body; a 3 s upload to an instant upstream gets 504 Gateway Timeout (timeout 2s)"]
 async fn slow_client_upload_is_not_a_gateway_timeout() {
     let env = Env::start().await; // response_timeout = "2s"
     // Six 1 KiB chunks, 500 ms apart: the body takes ~3 s; the echo answers as soon as it ends.
@@ -444,8 +442,6 @@ async fn upgrading_upstream() -> (
 /// through the tunnel, and every request on it bypasses jwtgate's per-route checks (here bob,
 /// allowed on /orders, would reach /admin). A reverse proxy must not forward `Upgrade: h2c`.
 #[tokio::test]
-#[ignore = "jwtgate bug: `Upgrade: h2c` is forwarded like a WebSocket upgrade; an upstream that \
-            accepts it gets an unauthenticated tunnel (h2c smuggling past per-route auth)"]
 async fn h2c_upgrade_is_not_tunnelled_to_the_upstream() {
     let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
         .await
@@ -755,8 +751,6 @@ async fn slowloris_half_head_is_cut_off_by_the_header_read_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "jwtgate bug: a connection that never sends a byte is never closed (header_read_timeout \
-            only starts once hyper-util's HTTP/1-or-h2 sniffing has seen a byte)"]
 async fn silent_connection_is_cut_off_by_the_header_read_timeout() {
     let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
@@ -769,8 +763,6 @@ async fn silent_connection_is_cut_off_by_the_header_read_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "jwtgate bug: a connection that sends part of the HTTP/2 preface and stalls is never \
-            closed (hyper-util's protocol sniffing waits for 24 bytes without any timeout)"]
 async fn stalled_h2_preface_is_cut_off_by_the_header_read_timeout() {
     let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
@@ -784,8 +776,6 @@ async fn stalled_h2_preface_is_cut_off_by_the_header_read_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "jwtgate bug: an idle h2c connection (preface + SETTINGS, then no request) is never \
-            closed, unlike an idle HTTP/1.1 connection; nothing bounds h2 idle time"]
 async fn idle_h2c_connection_is_closed() {
     let (_issuer, _upstream, proxy) = env_with_header_timeout().await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
