@@ -145,6 +145,8 @@ pub struct Config {
     pub token_cache_bytes: u64,
     /// Browser sign-in, when `[login]` is configured.
     pub login: Option<LoginSettings>,
+    /// Path prefix of the forward-auth endpoint, when `[forward_auth]` is configured.
+    pub forward_auth: Option<String>,
 }
 
 /// Every problem found, one `file:line:col: key: reason` per line.
@@ -407,6 +409,36 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 
     // [login]
     let login = raw.login.as_ref().and_then(|l| compile_login(&mut d, l));
+
+    // [forward_auth]
+    let forward_auth = raw.forward_auth.as_ref().map(|fa| {
+        let path = fa
+            .get_ref()
+            .path
+            .as_ref()
+            .map_or_else(|| "/auth".to_owned(), |p| p.get_ref().clone());
+        let normal = crate::routes::normalize(&path)
+            .ok()
+            .is_some_and(|n| n == path);
+        if !normal || path == "/" || path.ends_with('/') {
+            let span = fa.get_ref().path.as_ref().map_or(fa.span(), Spanned::span);
+            d.err(
+                span,
+                "forward_auth.path",
+                format!("{path:?} must be a normalised path like /auth"),
+            );
+        }
+        if let Some(l) = &login {
+            if path == CALLBACK_PATH || path == l.logout_path {
+                d.err(
+                    fa.span(),
+                    "forward_auth.path",
+                    "collides with the sign-in paths",
+                );
+            }
+        }
+        path
+    });
     let needs_login = routes.iter().any(|(_, _, r)| r.auth == AuthMode::Login);
     if needs_login && raw.login.is_none() {
         d.err(
@@ -441,6 +473,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             headers,
             token_cache_bytes,
             login,
+            forward_auth,
         }),
         _ => Err(ConfigErrors(d.errors)),
     }

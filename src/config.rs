@@ -34,6 +34,16 @@ pub struct RawConfig {
     pub token_cache: RawTokenCache,
     /// `[login]`: the browser sign-in used by `auth = "login"` routes.
     pub login: Option<Spanned<RawLogin>>,
+    /// `[forward_auth]`: answer auth subrequests of another proxy instead of forwarding.
+    pub forward_auth: Option<Spanned<RawForwardAuth>>,
+}
+
+/// `[forward_auth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    /// Path (and prefix) of the auth endpoint. Default `/auth`.
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[server]`.

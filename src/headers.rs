@@ -185,7 +185,8 @@ impl HeaderPlan {
         valid.then(|| format!("{scheme}://{host}"))
     }
 
-    fn is_trusted(&self, peer: IpAddr) -> bool {
+    /// Whether `peer` is a trusted proxy (its forwarding headers are believed).
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             v4 => v4,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::authz::Denial;
-use crate::compile::{AuthMode, UpstreamSettings};
+use crate::compile::{AuthMode, Route, UpstreamSettings};
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
 use crate::login::cookies;
@@ -162,6 +162,13 @@ enum Caller {
     Session(Box<Identity>),
 }
 
+/// The outcome of authentication: a caller (with cookies to send), or an answer of its own (a
+/// redirect to sign in).
+enum Decided {
+    Caller(Caller, Vec<HeaderValue>),
+    Respond(Response<ProxyBody>),
+}
+
 async fn pipeline(
     shared: &Shared,
     snapshot: &Snapshot,
@@ -177,23 +184,26 @@ async fn pipeline(
     }
     let path = routes::normalize(req.uri().path())?;
     let query = req.uri().query().map(str::to_owned);
-    let base = || {
-        plan.external_base(
-            req.headers(),
-            req.uri().authority().map(|a| a.as_str()),
-            conn.peer.ip(),
-            conn.proto,
-        )
-        .ok_or(Reject::BadPath(PathError::NotAbsolute))
-    };
+    let base = plan.external_base(
+        req.headers(),
+        req.uri().authority().map(|a| a.as_str()),
+        conn.peer.ip(),
+        conn.proto,
+    );
 
-    // jwtgate's own sign-in paths come before any route.
+    // jwtgate's own paths come before any route.
     if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(&path)) {
         outcome.route = Arc::from(LOGIN_ROUTE);
+        let base = base.ok_or(Reject::BadPath(PathError::NotAbsolute))?;
         let response = login
-            .handle_own(req.headers(), &path, query.as_deref(), &base()?)
+            .handle_own(req.headers(), &path, query.as_deref(), &base)
             .await?;
         return Ok(response.map(Either::Right));
+    }
+    if let Some(prefix) = config.forward_auth.as_deref() {
+        if let Some(rest) = under(&path, prefix) {
+            return forward_auth(shared, snapshot, conn, &req, rest, base, outcome).await;
+        }
     }
 
     let route = config
@@ -203,10 +213,79 @@ async fn pipeline(
     outcome.route = Arc::clone(&route.name);
 
     // Authenticate and authorise before touching the request.
-    let mut set_cookies = Vec::new();
+    let return_to = with_query(&path, query.as_deref());
+    let (caller, set_cookies) = match authenticate(
+        shared,
+        snapshot,
+        route,
+        req.headers(),
+        req.method(),
+        &return_to,
+        base,
+    )
+    .await?
+    {
+        Decided::Respond(response) => return Ok(response),
+        Decided::Caller(caller, cookies) => (caller, cookies),
+    };
+
+    // Rewrite headers: strip what the client may not say, then add what we vouch for.
+    let upgrade = headers::upgrade_requested(req.headers());
+    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = req.headers_mut();
+    plan.strip_inbound(headers, conn.peer.ip());
+    if let Some(login) = &snapshot.login {
+        cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
+    }
+    add_identity(snapshot, headers, &caller);
+    plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
+    headers.insert(REQUEST_ID, request_id.clone());
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
+    *req.version_mut() = Version::HTTP_11;
+
+    let mut response = forward(snapshot, req, upgrade, outcome)
+        .await?
+        .map(Either::Left);
+    for cookie in set_cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// `path` with its query, as a same-origin return target.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// The part of `path` below `prefix` (`Some("")` for the prefix itself).
+fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Authenticates and authorises a request for `route`.
+async fn authenticate(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &HeaderMap,
+    method: &Method,
+    return_to: &str,
+    base: Option<String>,
+) -> Result<Decided, Reject> {
     let caller = match route.auth {
         AuthMode::None => Caller::Anonymous,
-        AuthMode::Jwt | AuthMode::Optional => match token::bearer(req.headers())? {
+        AuthMode::Jwt | AuthMode::Optional => match token::bearer(headers)? {
             None if route.auth == AuthMode::Jwt => return Err(Reject::MissingToken),
             None => Caller::Anonymous,
             Some(raw) => {
@@ -224,43 +303,31 @@ async fn pipeline(
         },
         AuthMode::Login => {
             let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
-            let mut return_to = path.clone();
-            if let Some(q) = &query {
-                return_to.push('?');
-                return_to.push_str(q);
-            }
-            match login
-                .gate(req.headers(), req.method(), &return_to, &base()?)
-                .await?
-            {
-                Gate::Respond(response) => return Ok(response.map(Either::Right)),
+            let base = base.ok_or(Reject::BadPath(PathError::NotAbsolute))?;
+            match login.gate(headers, method, return_to, &base).await? {
+                Gate::Respond(response) => {
+                    return Ok(Decided::Respond(response.map(Either::Right)));
+                }
                 Gate::Forward(identity, cookies) => {
-                    set_cookies = cookies;
-                    match identity {
+                    let caller = match identity {
                         Some(identity) => {
                             authorize(route, login.policy(), &identity.claims)?;
                             Caller::Session(Box::new(identity))
                         }
                         None => Caller::Anonymous,
-                    }
+                    };
+                    return Ok(Decided::Caller(caller, cookies));
                 }
             }
         }
     };
+    Ok(Decided::Caller(caller, Vec::new()))
+}
 
-    // Rewrite headers: strip what the client may not say, then add what we vouch for.
-    let upgrade = headers::upgrade_requested(req.headers());
-    let host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let headers = req.headers_mut();
-    plan.strip_inbound(headers, conn.peer.ip());
-    if let Some(login) = &snapshot.login {
-        cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
-    }
-    match &caller {
+/// Adds the identity headers jwtgate vouches for: claim headers, and ALB's for sessions.
+fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
+    let plan = &snapshot.config.headers;
+    match caller {
         Caller::Anonymous => {}
         Caller::Token(token) => {
             plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
@@ -272,21 +339,76 @@ async fn pipeline(
             plan.inject_claims(headers, &identity.session.claims, None);
         }
     }
-    plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
-    headers.insert(REQUEST_ID, request_id.clone());
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
-    *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
-    *req.version_mut() = Version::HTTP_11;
+}
 
-    let mut response = forward(snapshot, req, upgrade, outcome)
-        .await?
-        .map(Either::Left);
-    for cookie in set_cookies {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+/// Forward-auth (nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`): decides the
+/// original request, named by the asking proxy's headers, and answers 200 with the identity
+/// headers, or the 401/403/404 (or sign-in redirect) the request itself would get. The
+/// original method, URI and host are read from `X-Forwarded-Method/-Uri/-Host` (Traefik) or
+/// `X-Original-Method/-URI` (nginx) only when the peer is a trusted proxy; otherwise, and for
+/// Envoy, the path below the forward-auth prefix names the original path.
+async fn forward_auth(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    req: &Request<Incoming>,
+    suffix: &str,
+    base: Option<String>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, Reject> {
+    let plan = &snapshot.config.headers;
+    let trusted = plan.is_trusted(conn.peer.ip());
+    let header = |names: &[&str]| {
+        names.iter().find_map(|n| {
+            req.headers()
+                .get(*n)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| trusted)
+        })
+    };
+    let method = header(&["x-forwarded-method", "x-original-method"])
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or_else(|| req.method().clone());
+    let uri = header(&["x-forwarded-uri", "x-original-uri"])
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let path = if suffix.is_empty() { "/" } else { suffix };
+            with_query(path, req.uri().query())
+        });
+    let (raw_path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri.as_str(), None),
+    };
+    let path = routes::normalize(raw_path)?;
+    let route = snapshot
+        .config
+        .routes
+        .lookup(&method, &path)
+        .ok_or(Reject::NoRoute)?;
+    outcome.route = Arc::clone(&route.name);
+    let return_to = with_query(&path, query);
+    match authenticate(
+        shared,
+        snapshot,
+        route,
+        req.headers(),
+        &method,
+        &return_to,
+        base,
+    )
+    .await?
+    {
+        Decided::Respond(response) => Ok(response),
+        Decided::Caller(caller, cookies) => {
+            let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+            let headers = response.headers_mut();
+            add_identity(snapshot, headers, &caller);
+            for cookie in cookies {
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            Ok(response)
+        }
     }
-    Ok(response)
 }
 
 fn authorize(
