@@ -66,7 +66,7 @@ http {{
             dir = dir.display(),
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
+        let mut child = Command::new("nginx")
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -81,6 +81,8 @@ http {{
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         let log = std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default();
         panic!("nginx did not start: {log}");
     }

@@ -496,7 +496,11 @@ async fn twenty_concurrent_requests_refresh_the_session_once() {
             "the refreshed session is re-issued"
         );
     }
-    assert_eq!(after - before, 1, "token endpoint calls for 20 concurrent requests");
+    assert_eq!(
+        after - before,
+        1,
+        "token endpoint calls for 20 concurrent requests"
+    );
     // With the refreshed cookie, no further refresh.
     stale.keep(&responses[0]);
     assert_eq!(stale.get(&env.proxy.url("/app/x")).await.status(), 200);
