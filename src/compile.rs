@@ -22,6 +22,7 @@ use crate::login::cookies::CookieKeys;
 use crate::login::oidc::{ClientAuth, EndpointConfig, Endpoints};
 use crate::login::{CALLBACK_PATH, LoginSettings, OnUnauthenticated, Redacted};
 use crate::routes::{Pattern, Router};
+use crate::tls::{ServerTls, UpstreamTls};
 use crate::token::{IssuerPolicy, TokenUse};
 
 /// Default `[server].max_header_bytes`.
@@ -120,6 +121,10 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept.
     pub pool_max_idle: usize,
+    /// HTTP/2 to the upstream.
+    pub http2: bool,
+    /// TLS settings for an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// A checked configuration: everything but live key stores.
@@ -147,6 +152,8 @@ pub struct Config {
     pub login: Option<LoginSettings>,
     /// Path prefix of the forward-auth endpoint, when `[forward_auth]` is configured.
     pub forward_auth: Option<String>,
+    /// TLS on the proxy listener.
+    pub tls: Option<ServerTls>,
 }
 
 /// Every problem found, one `file:line:col: key: reason` per line.
@@ -344,6 +351,11 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let server_tls = s
+        .tls
+        .as_ref()
+        .and_then(|t| compile_server_tls(&mut d, t.get_ref()));
+
     // [upstream]
     let upstream = match &raw.upstream {
         None => {
@@ -474,9 +486,54 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             token_cache_bytes,
             login,
             forward_auth,
+            tls: server_tls,
         }),
         _ => Err(ConfigErrors(d.errors)),
     }
+}
+
+fn compile_server_tls(d: &mut Diags<'_>, t: &config::RawServerTls) -> Option<ServerTls> {
+    let client_cert_required = match t
+        .client_auth
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("required", _)) => true,
+        Some(("optional", _)) => false,
+        Some((other, span)) => {
+            d.err(
+                span,
+                "server.tls.client_auth",
+                format!("{other:?} must be required or optional"),
+            );
+            true
+        }
+    };
+    if t.client_auth.is_some() && t.client_ca_file.is_none() {
+        if let Some(v) = &t.client_auth {
+            d.err(v.span(), "server.tls.client_auth", "needs client_ca_file");
+        }
+    }
+    let settings = ServerTls {
+        cert_file: t.cert_file.get_ref().into(),
+        key_file: t.key_file.get_ref().into(),
+        client_ca_file: t.client_ca_file.as_ref().map(|c| c.get_ref().into()),
+        client_cert_required,
+    };
+    // Load everything now, so `check` reports a bad certificate, key or CA with its position.
+    if let Err(e) = crate::tls::certified_key(&settings.cert_file, &settings.key_file) {
+        d.err(t.cert_file.span(), "server.tls.cert_file", e);
+        return None;
+    }
+    if let Err(e) = crate::tls::Acceptor::new(&settings) {
+        let span = t
+            .client_ca_file
+            .as_ref()
+            .map_or(t.cert_file.span(), Spanned::span);
+        d.err(span, "server.tls", e);
+        return None;
+    }
+    Some(settings)
 }
 
 fn compile_upstream(d: &mut Diags<'_>, u: &config::RawUpstream) -> Option<UpstreamSettings> {
@@ -492,21 +549,18 @@ fn compile_upstream(d: &mut Diags<'_>, u: &config::RawUpstream) -> Option<Upstre
             return None;
         }
     };
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            d.err(u.url.span(), "upstream.url", "https upstreams are not supported by this version; use http:// (a sidecar talks to localhost)");
-            return None;
-        }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         _ => {
             d.err(
                 u.url.span(),
                 "upstream.url",
-                format!("{text:?} must start with http://"),
+                format!("{text:?} must start with http:// or https://"),
             );
             return None;
         }
-    }
+    };
     let Some(authority) = uri.authority().cloned() else {
         d.err(
             u.url.span(),
@@ -519,12 +573,57 @@ fn compile_upstream(d: &mut Diags<'_>, u: &config::RawUpstream) -> Option<Upstre
         d.err(u.url.span(), "upstream.url", "must not have a query string");
     }
     let origin = Uri::builder()
-        .scheme("http")
+        .scheme(if https { "https" } else { "http" })
         .authority(authority)
         .path_and_query("/")
         .build()
         .ok()?;
+    let file =
+        |d: &mut Diags<'_>, v: &Option<Spanned<String>>, key: &str| -> Option<std::path::PathBuf> {
+            let v = v.as_ref()?;
+            let path = std::path::PathBuf::from(v.get_ref());
+            if !path.is_file() {
+                d.err(
+                    v.span(),
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                );
+            }
+            Some(path)
+        };
+    let ca_file = file(d, &u.ca_file, "upstream.ca_file");
+    let client_cert = match (
+        file(d, &u.client_cert_file, "upstream.client_cert_file"),
+        file(d, &u.client_key_file, "upstream.client_key_file"),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            d.err(
+                u.url.span(),
+                "upstream.client_cert_file",
+                "client_cert_file and client_key_file go together",
+            );
+            None
+        }
+    };
+    if !https && (ca_file.is_some() || client_cert.is_some()) {
+        d.err(
+            u.url.span(),
+            "upstream.url",
+            "ca_file and client certificates need an https:// upstream",
+        );
+    }
+    let tls = https.then_some(UpstreamTls { ca_file, client_cert });
+    let http2 = u.http2.as_ref().is_some_and(|h| *h.get_ref());
+    if let Some(tls) = &tls {
+        if let Err(e) = crate::tls::client_config(tls) {
+            d.err(u.url.span(), "upstream", e);
+        }
+    }
     Some(UpstreamSettings {
+        http2,
+        tls,
         origin,
         path_prefix: uri.path().trim_end_matches('/').to_owned(),
         connect_timeout: d.duration(

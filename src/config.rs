@@ -66,6 +66,22 @@ pub struct RawServer {
     pub drain_timeout: Option<Spanned<String>>,
     /// Networks whose `X-Forwarded-*` headers are believed (CIDRs). Default: none.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[server.tls]`: TLS on the proxy listener.
+    pub tls: Option<Spanned<RawServerTls>>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Spanned<String>,
+    /// PEM private key.
+    pub key_file: Spanned<String>,
+    /// PEM CA bundle for client certificates (mutual TLS).
+    pub client_ca_file: Option<Spanned<String>>,
+    /// `required` (default with `client_ca_file`) or `optional`.
+    pub client_auth: Option<Spanned<String>>,
 }
 
 /// `[upstream]`.
@@ -82,6 +98,14 @@ pub struct RawUpstream {
     pub pool_idle_timeout: Option<Spanned<String>>,
     /// Most idle pooled connections kept. Default 256.
     pub pool_max_idle: Option<Spanned<u64>>,
+    /// Speak HTTP/2 to the upstream (h2c for `http://`, ALPN h2 for `https://`). Default false.
+    pub http2: Option<Spanned<bool>>,
+    /// PEM CA bundle trusted for an `https://` upstream. Default: the system's roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// PEM client certificate for mutual TLS to the upstream.
+    pub client_cert_file: Option<Spanned<String>>,
+    /// PEM key of `client_cert_file`.
+    pub client_key_file: Option<Spanned<String>>,
 }
 
 /// One `[[issuers]]` table.

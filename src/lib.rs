@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod token;
 
 use std::future::Future;
@@ -120,7 +121,7 @@ fn bind(
         )?)),
         _ => None,
     };
-    let upstream = Upstream::new(config.upstream.clone());
+    let upstream = Upstream::new(config.upstream.clone())?;
     Ok(Snapshot {
         config,
         issuers,
@@ -135,11 +136,17 @@ pub struct Listeners {
     pub proxy: TcpListener,
     /// Admin endpoints.
     pub admin: TcpListener,
+    /// TLS on the proxy listener, when `[server.tls]` is configured.
+    pub tls: Option<Arc<tls::Acceptor>>,
 }
 
 impl Listeners {
-    /// Binds the addresses a config names.
+    /// Binds the addresses a config names and loads its TLS certificate.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let tls = match &config.tls {
+            Some(settings) => Some(tls::Acceptor::new(settings).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let proxy = TcpListener::bind(config.listen).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
@@ -149,16 +156,21 @@ impl Listeners {
                 format!("cannot listen on {}: {e}", config.admin_listen),
             )
         })?;
-        Ok(Listeners { proxy, admin })
+        Ok(Listeners { proxy, admin, tls })
     }
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (up to the drain timeout).
 pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let (stop, stopped) = watch::channel(false);
+    let watcher = listeners
+        .tls
+        .as_ref()
+        .map(|tls| tokio::spawn(Arc::clone(tls).watch()));
     let proxy = tokio::spawn(server::run_proxy(
         listeners.proxy,
         Arc::clone(&shared),
+        listeners.tls,
         stopped.clone(),
     ));
     let admin = tokio::spawn(server::run_admin(listeners.admin, shared, stopped));
@@ -166,4 +178,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Fut
     let _ = stop.send(true);
     let _ = proxy.await;
     let _ = admin.await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
 }

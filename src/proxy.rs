@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
@@ -47,21 +47,48 @@ pub struct ConnInfo {
 /// The pooled client to the upstream.
 pub struct Upstream {
     settings: UpstreamSettings,
-    client: Client<HttpConnector, UploadBody>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UploadBody>,
 }
 
 impl Upstream {
-    /// A client with the configured connect timeout and pool size.
-    pub fn new(settings: UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
+    /// A client with the configured timeouts, pool, protocol and TLS. The TLS settings were
+    /// checked when the config was compiled.
+    pub fn new(settings: UpstreamSettings) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = match &settings.tls {
+            Some(tls) => crate::tls::client_config(tls)?,
+            // Plain http: the TLS half of the connector is never used.
+            None => rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if settings.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle)
             .pool_timer(hyper_util::rt::TokioTimer::new())
+            .http2_only(settings.http2)
             .build(connector);
-        Upstream { settings, client }
+        Ok(Upstream { settings, client })
+    }
+
+    /// The HTTP version requests to this upstream use.
+    fn version(&self) -> Version {
+        if self.settings.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        }
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
@@ -76,7 +103,6 @@ impl Upstream {
         }
         let pq = PathAndQuery::try_from(pq).map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
         let mut parts = self.settings.origin.clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).map_err(|_| Reject::BadPath(PathError::BadEncoding))
     }
@@ -248,7 +274,7 @@ async fn pipeline(
         headers.insert(header::HOST, host);
     }
     *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = snapshot.upstream.version();
 
     let mut response = forward(snapshot, req, upgrade, outcome)
         .await?

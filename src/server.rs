@@ -1,6 +1,7 @@
 //! Accept loops: a connection cap, hyper's limits (head size, header count, head read timeout),
 //! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::compile::Limits;
 use crate::proxy::{self, ConnInfo};
-use crate::{Shared, admin};
+use crate::{Shared, admin, tls};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -37,31 +38,29 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then stops accepting and waits up
-/// to `limits.drain_timeout` for in-flight requests.
+/// Serves the proxy on `listener` (over TLS when `tls` is set) until `shutdown` resolves, then
+/// stops accepting and waits up to `limits.drain_timeout` for in-flight requests.
 pub async fn run_proxy(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<tls::Acceptor>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = shared.snapshot.load().config.limits.clone();
-    let service = move |peer| {
+    let service = move |peer, proto| {
         let shared = Arc::clone(&shared);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             async move {
-                let conn = ConnInfo {
-                    peer,
-                    proto: "http",
-                };
+                let conn = ConnInfo { peer, proto };
                 Ok::<_, std::convert::Infallible>(proxy::handle(shared, conn, req).await)
             }
         })
     };
-    accept_loop("proxy", listener, &limits, service, shutdown).await;
+    accept_loop("proxy", listener, tls, &limits, service, shutdown).await;
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` resolves.
+/// Serves the admin endpoints until `shutdown` resolves.
 pub async fn run_admin(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -72,24 +71,25 @@ pub async fn run_admin(
         drain_timeout: Duration::from_secs(1),
         ..shared.snapshot.load().config.limits.clone()
     };
-    let service = move |_peer| {
+    let service = move |_peer, _proto| {
         let shared = Arc::clone(&shared);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             async move { Ok::<_, std::convert::Infallible>(admin::handle(&shared, &req)) }
         })
     };
-    accept_loop("admin", listener, &limits, service, shutdown).await;
+    accept_loop("admin", listener, None, &limits, service, shutdown).await;
 }
 
 async fn accept_loop<S, M>(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<Arc<tls::Acceptor>>,
     limits: &Limits,
     make_service: M,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    M: Fn(std::net::SocketAddr) -> S,
+    M: Fn(SocketAddr, &'static str) -> S,
     S: hyper::service::Service<
             Request<Incoming>,
             Response = hyper::Response<proxy::ProxyBody>,
@@ -98,9 +98,10 @@ async fn accept_loop<S, M>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = builder(limits);
+    let builder = Arc::new(builder(limits));
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let proto = if tls.is_some() { "https" } else { "http" };
     loop {
         // Wait for a free slot first: over the cap, connections queue in the kernel backlog.
         let permit = tokio::select! {
@@ -122,33 +123,29 @@ async fn accept_loop<S, M>(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let started = Arc::new(AtomicBool::new(false));
-        let service = FirstRequest {
-            inner: make_service(peer),
-            started: Arc::clone(&started),
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            peer,
+            first_request_timeout: limits.header_read_timeout,
         };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let first_request_timeout = limits.header_read_timeout;
+        let service = make_service(peer, proto);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // hyper's header read timeout only starts once it knows the protocol: a client that
-            // sends nothing, or half an HTTP/2 preface, would hold its slot forever. So the
-            // first request must arrive within the same timeout, or the connection is dropped.
-            let deadline = async {
-                tokio::time::sleep(first_request_timeout).await;
-                if started.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
+            match tls {
+                None => connection.serve(stream, service).await,
+                Some(tls) => {
+                    // The handshake counts against the same timeout as the first request.
+                    let handshake = tokio::time::timeout(
+                        connection.first_request_timeout,
+                        tls.acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => connection.serve(stream, service).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                () = deadline => tracing::debug!(%peer, "no request within the header read timeout; closing"),
             }
             drop(permit);
         });
@@ -163,6 +160,56 @@ async fn accept_loop<S, M>(
             listener = name,
             "drain timeout reached; closing remaining connections"
         );
+    }
+}
+
+/// One accepted connection, ready to be served over TCP or TLS.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+    first_request_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve<I, S>(self, io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = hyper::Response<proxy::ProxyBody>,
+                Error = std::convert::Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let started = Arc::new(AtomicBool::new(false));
+        let service = FirstRequest {
+            inner: service,
+            started: Arc::clone(&started),
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = self.watcher.watch(conn.into_owned());
+        // hyper's header read timeout only starts once it knows the protocol: a client that
+        // sends nothing, or half an HTTP/2 preface, would hold its slot forever. So the first
+        // request must arrive within the same timeout, or the connection is dropped.
+        let deadline = async {
+            tokio::time::sleep(self.first_request_timeout).await;
+            if started.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        let peer = self.peer;
+        tokio::select! {
+            result = conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended with an error: {e}");
+                }
+            }
+            () = deadline => tracing::debug!(%peer, "no request within the header read timeout; closing"),
+        }
     }
 }
 

@@ -40,7 +40,11 @@ impl TestProxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             Arc::clone(&shared),
-            Listeners { proxy, admin },
+            Listeners {
+                proxy,
+                admin,
+                tls: None,
+            },
             async {
                 let _ = stopped.await;
             },
