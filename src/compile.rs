@@ -614,7 +614,10 @@ fn compile_upstream(d: &mut Diags<'_>, u: &config::RawUpstream) -> Option<Upstre
             "ca_file and client certificates need an https:// upstream",
         );
     }
-    let tls = https.then_some(UpstreamTls { ca_file, client_cert });
+    let tls = https.then_some(UpstreamTls {
+        ca_file,
+        client_cert,
+    });
     let http2 = u.http2.as_ref().is_some_and(|h| *h.get_ref());
     if let Some(tls) = &tls {
         if let Err(e) = crate::tls::client_config(tls) {

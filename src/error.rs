@@ -108,6 +108,47 @@ impl Reject {
         )
     }
 
+    /// The gRPC status code a gRPC client gets instead of the HTTP status.
+    pub fn grpc_status(&self) -> u8 {
+        match self.status() {
+            StatusCode::BAD_REQUEST => 3,     // INVALID_ARGUMENT
+            StatusCode::UNAUTHORIZED => 16,   // UNAUTHENTICATED
+            StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
+            StatusCode::NOT_FOUND => 12,      // UNIMPLEMENTED
+            StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
+            _ => 14,                          // UNAVAILABLE
+        }
+    }
+
+    /// The answer for a gRPC client: HTTP 200, `application/grpc`, no body, and the outcome in
+    /// `grpc-status` / `grpc-message` (a "trailers-only" response), plus the same challenge.
+    pub fn into_grpc_response(self) -> Response<Full<Bytes>> {
+        let code = self.grpc_status();
+        let message: String = format!("jwtgate: {self}")
+            .bytes()
+            .map(|b| {
+                if (0x20..0x7f).contains(&b) && b != b'%' {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let mut response = self.into_response();
+        *response.body_mut() = Full::new(Bytes::new());
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+        if let Ok(v) = HeaderValue::try_from(message) {
+            headers.insert("grpc-message", v);
+        }
+        response
+    }
+
     /// The response: fixed JSON body, RFC 6750 challenge where one applies.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();

@@ -126,6 +126,10 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(req.headers());
     let method = req.method().clone();
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut outcome = Outcome {
         route: Arc::from(UNMATCHED),
         reason: "",
@@ -149,7 +153,12 @@ pub async fn handle(
             } else {
                 Decision::Deny
             };
-            (reject.into_response().map(Either::Right), decision)
+            let response = if grpc {
+                reject.into_grpc_response()
+            } else {
+                reject.into_response()
+            };
+            (response.map(Either::Right), decision)
         }
     };
     response
