@@ -8,13 +8,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Method, Uri};
+use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
 use crate::authz::{ClaimMatcher, Requirements};
 use crate::config::{self, ClaimValues, RawConfig};
+use crate::cors::Cors;
 use crate::headers::{ALB_IDENTITY_HEADERS, HeaderPlan};
 use crate::jwks::{KeySettings, KeySource};
 use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
@@ -89,6 +90,8 @@ pub struct Route {
     pub auth: AuthMode,
     /// Requirements on the token.
     pub requirements: Requirements,
+    /// Pass CORS preflights upstream without authentication.
+    pub preflight_forward: bool,
 }
 
 /// Listener limits.
@@ -154,6 +157,8 @@ pub struct Config {
     pub forward_auth: Option<String>,
     /// TLS on the proxy listener.
     pub tls: Option<ServerTls>,
+    /// CORS, when `[cors]` is configured.
+    pub cors: Option<Cors>,
 }
 
 /// Every problem found, one `file:line:col: key: reason` per line.
@@ -422,6 +427,12 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     // [login]
     let login = raw.login.as_ref().and_then(|l| compile_login(&mut d, l));
 
+    // [cors]
+    let cors = raw
+        .cors
+        .as_ref()
+        .and_then(|c| compile_cors(&mut d, c.get_ref()));
+
     // [forward_auth]
     let forward_auth = raw.forward_auth.as_ref().map(|fa| {
         let path = fa
@@ -487,9 +498,82 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             login,
             forward_auth,
             tls: server_tls,
+            cors,
         }),
         _ => Err(ConfigErrors(d.errors)),
     }
+}
+
+fn compile_cors(d: &mut Diags<'_>, c: &config::RawCors) -> Option<Cors> {
+    let list = |d: &mut Diags<'_>,
+                v: &Option<Spanned<Vec<Spanned<String>>>>,
+                key: &str,
+                default: &[&str]|
+     -> Option<HeaderValue> {
+        let items: Vec<String> = match v {
+            Some(list) => list.get_ref().iter().map(|s| s.get_ref().clone()).collect(),
+            None => default.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        if items.is_empty() {
+            return None;
+        }
+        HeaderValue::try_from(items.join(", "))
+            .map_err(|_| {
+                d.err(
+                    v.as_ref().map_or(0..0, Spanned::span),
+                    key,
+                    "not valid in a header",
+                )
+            })
+            .ok()
+    };
+    let allow_origins: Vec<String> = c
+        .allow_origins
+        .get_ref()
+        .iter()
+        .map(|s| s.get_ref().clone())
+        .collect();
+    for origin in c.allow_origins.get_ref() {
+        let o = origin.get_ref();
+        let ok = o == "*"
+            || ((o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && o.parse::<Uri>().is_ok());
+        if !ok {
+            d.err(
+                origin.span(),
+                "cors.allow_origins",
+                format!("{o:?} is not an origin like https://app.example.com (or \"*\")"),
+            );
+        }
+    }
+    let allow_credentials = c.allow_credentials.as_ref().is_some_and(|b| *b.get_ref());
+    if allow_credentials && allow_origins.iter().any(|o| o == "*") {
+        d.err(
+            c.allow_origins.span(),
+            "cors.allow_origins",
+            "\"*\" cannot be combined with allow_credentials = true",
+        );
+    }
+    let max_age = d.duration(&c.max_age, "cors.max_age", Duration::from_secs(600));
+    Some(Cors {
+        allow_origins,
+        allow_methods: list(
+            d,
+            &c.allow_methods,
+            "cors.allow_methods",
+            &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+        )?,
+        allow_headers: list(
+            d,
+            &c.allow_headers,
+            "cors.allow_headers",
+            &["authorization", "content-type"],
+        )?,
+        expose_headers: list(d, &c.expose_headers, "cors.expose_headers", &[]),
+        max_age: HeaderValue::from(max_age.as_secs()),
+        allow_credentials,
+    })
 }
 
 fn compile_server_tls(d: &mut Diags<'_>, t: &config::RawServerTls) -> Option<ServerTls> {
@@ -1063,6 +1147,22 @@ fn compile_route(
     if d.errors.len() > errors_before {
         return None;
     }
+    let preflight_forward = match r
+        .preflight
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None => false,
+        Some(("forward", _)) => true,
+        Some((other, span)) => {
+            d.err(
+                span,
+                format!("{key}.preflight"),
+                format!("{other:?}: the only value is \"forward\""),
+            );
+            false
+        }
+    };
     Some((
         pattern?,
         methods,
@@ -1070,6 +1170,7 @@ fn compile_route(
             name,
             auth,
             requirements,
+            preflight_forward,
         },
     ))
 }

@@ -36,6 +36,26 @@ pub struct RawConfig {
     pub login: Option<Spanned<RawLogin>>,
     /// `[forward_auth]`: answer auth subrequests of another proxy instead of forwarding.
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
+    /// `[cors]`: answer preflights and add CORS headers, like API Gateway's CORS settings.
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `[cors]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Allowed origins (`https://app.example.com`), or `["*"]`.
+    pub allow_origins: Spanned<Vec<Spanned<String>>>,
+    /// Allowed methods. Default `["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]`.
+    pub allow_methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Allowed request headers. Default `["authorization", "content-type"]`.
+    pub allow_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Response headers the page may read. Default none.
+    pub expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How long browsers may cache a preflight answer. Default `10m`.
+    pub max_age: Option<Spanned<String>>,
+    /// Allow cookies and `Authorization` on cross-origin requests. Default false.
+    pub allow_credentials: Option<Spanned<bool>>,
 }
 
 /// `[forward_auth]`.
@@ -165,6 +185,9 @@ pub struct RawRoute {
     pub issuers: Option<Spanned<Vec<Spanned<String>>>>,
     /// Exact claim values: `{ claim = "value" }` or `{ claim = ["a", "b"] }` (any of).
     pub claims: Option<Spanned<BTreeMap<String, Spanned<ClaimValues>>>>,
+    /// `forward`: pass CORS preflights for this route to the upstream without authentication.
+    /// Default: answered from `[cors]` when it is configured, else treated like any request.
+    pub preflight: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).

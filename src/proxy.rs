@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::authz::Denial;
 use crate::compile::{AuthMode, Route, UpstreamSettings};
+use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
 use crate::login::cookies;
@@ -113,6 +114,8 @@ struct Outcome {
     route: Arc<str>,
     reason: &'static str,
     upstream_seconds: Option<f64>,
+    /// jwtgate answered a CORS preflight itself.
+    preflight: bool,
 }
 
 /// Serves one request end to end; never fails (errors become responses).
@@ -134,7 +137,9 @@ pub async fn handle(
         route: Arc::from(UNMATCHED),
         reason: "",
         upstream_seconds: None,
+        preflight: false,
     };
+    let origin = req.headers().get(header::ORIGIN).cloned();
 
     let span = tracing::info_span!("request", request_id = ?request_id, method = %method);
     let result = pipeline(&shared, &snapshot, conn, &request_id, req, &mut outcome)
@@ -164,6 +169,9 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(REQUEST_ID, request_id.clone());
+    if let (Some(cors), false) = (&snapshot.config.cors, outcome.preflight) {
+        cors.decorate(origin.as_ref(), response.headers_mut());
+    }
     let elapsed = started.elapsed().as_secs_f64();
     shared.metrics.request(
         &outcome.route,
@@ -241,27 +249,51 @@ async fn pipeline(
         }
     }
 
+    // CORS preflights: answered from [cors], or passed upstream unauthenticated for routes
+    // that handle CORS themselves; browsers never send credentials on a preflight.
+    let mut method = req.method().clone();
+    let mut preflight_forward = false;
+    if let Some(requested) = cors::preflight(req.method(), req.headers()) {
+        if config
+            .routes
+            .lookup(&requested, &path)
+            .is_some_and(|r| r.preflight_forward)
+        {
+            method = requested;
+            preflight_forward = true;
+        } else if let Some(cors) = &config.cors {
+            outcome.preflight = true;
+            return Ok(cors
+                .answer_preflight::<Full<Bytes>>(req.headers())
+                .map(Either::Right));
+        }
+    }
+
     let route = config
         .routes
-        .lookup(req.method(), &path)
+        .lookup(&method, &path)
         .ok_or(Reject::NoRoute)?;
     outcome.route = Arc::clone(&route.name);
 
     // Authenticate and authorise before touching the request.
     let return_to = with_query(&path, query.as_deref());
-    let (caller, set_cookies) = match authenticate(
-        shared,
-        snapshot,
-        route,
-        req.headers(),
-        req.method(),
-        &return_to,
-        base,
-    )
-    .await?
-    {
-        Decided::Respond(response) => return Ok(response),
-        Decided::Caller(caller, cookies) => (caller, cookies),
+    let (caller, set_cookies) = if preflight_forward {
+        (Caller::Anonymous, Vec::new())
+    } else {
+        match authenticate(
+            shared,
+            snapshot,
+            route,
+            req.headers(),
+            req.method(),
+            &return_to,
+            base,
+        )
+        .await?
+        {
+            Decided::Respond(response) => return Ok(response),
+            Decided::Caller(caller, cookies) => (caller, cookies),
+        }
     };
 
     // Rewrite headers: strip what the client may not say, then add what we vouch for.
