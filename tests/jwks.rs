@@ -321,3 +321,57 @@ async fn unconfigured_issuers_cost_no_network_call() {
     }
     assert_eq!(env.issuer.jwks_fetches(), before);
 }
+
+#[tokio::test]
+async fn twenty_reloads_under_load_fail_no_request() {
+    let env = Env::start().await;
+    let toml = config(&env.issuer, &env.upstream.url(), "", "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, url, token, stop) = (
+            env.http.clone(),
+            env.proxy.url("/orders/1"),
+            env.access("alice"),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.get(&url).bearer_auth(&token).send().await {
+                    Ok(res) if res.status() == 200 => ok += 1,
+                    Ok(res) => failed.push(res.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..20 {
+        // Alternate between two different but valid configs (an extra route every other time).
+        let text = if i % 2 == 0 {
+            format!("{toml}\n[[routes]]\npath = \"/extra-{i}\"\nauth = \"none\"\n")
+        } else {
+            toml.clone()
+        };
+        let config = jwtgate::compile::compile("reload.toml", &text).unwrap();
+        env.proxy.shared.install(config).unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during reloads: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 20, "the load ran throughout ({total} requests)");
+    assert_eq!(
+        env.issuer.jwks_fetches(),
+        1,
+        "the issuer's keys survived every reload"
+    );
+}
