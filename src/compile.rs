@@ -159,6 +159,17 @@ pub struct Config {
     pub tls: Option<ServerTls>,
     /// CORS, when `[cors]` is configured.
     pub cors: Option<Cors>,
+    /// OpenTelemetry export, when `[tracing]` is configured.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// `[tracing]`, checked.
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// OTLP/HTTP base URL.
+    pub otlp_endpoint: String,
+    /// `service.name`.
+    pub service_name: String,
 }
 
 /// Every problem found, one `file:line:col: key: reason` per line.
@@ -427,6 +438,34 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     // [login]
     let login = raw.login.as_ref().and_then(|l| compile_login(&mut d, l));
 
+    // [tracing]
+    let tracing = raw.tracing.as_ref().and_then(|t| {
+        let t = t.get_ref();
+        if !is_http_url(t.otlp_endpoint.get_ref()) {
+            d.err(
+                t.otlp_endpoint.span(),
+                "tracing.otlp_endpoint",
+                "must be an http(s) URL like http://otel-collector:4318",
+            );
+            return None;
+        }
+        if !cfg!(feature = "otlp") {
+            d.err(
+                t.otlp_endpoint.span(),
+                "tracing.otlp_endpoint",
+                "this build has no OTLP export (cargo feature otlp)",
+            );
+            return None;
+        }
+        Some(TracingSettings {
+            otlp_endpoint: t.otlp_endpoint.get_ref().clone(),
+            service_name: t
+                .service_name
+                .as_ref()
+                .map_or_else(|| "jwtgate".to_owned(), |n| n.get_ref().clone()),
+        })
+    });
+
     // [cors]
     let cors = raw
         .cors
@@ -499,6 +538,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             forward_auth,
             tls: server_tls,
             cors,
+            tracing,
         }),
         _ => Err(ConfigErrors(d.errors)),
     }

@@ -38,6 +38,18 @@ pub struct RawConfig {
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     /// `[cors]`: answer preflights and add CORS headers, like API Gateway's CORS settings.
     pub cors: Option<Spanned<RawCors>>,
+    /// `[tracing]`: OpenTelemetry export.
+    pub tracing: Option<Spanned<RawTracing>>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// OTLP/HTTP collector base URL, e.g. `http://otel-collector:4318`.
+    pub otlp_endpoint: Spanned<String>,
+    /// `service.name` of the exported spans. Default `jwtgate`.
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[cors]`.

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Sign-in state that survives reloads (generated keys, refreshes in flight, Redis).
     pub login_runtime: Arc<LoginRuntime>,
+    /// OTLP span export, when `[tracing] otlp_endpoint` is set (fixed at start).
+    #[cfg(feature = "otlp")]
+    pub exporter: Option<trace::Exporter>,
 }
 
 impl Shared {
@@ -71,6 +75,11 @@ impl Shared {
         let keys = KeyManager::new(Arc::clone(&metrics)).map_err(|e| e.to_string())?;
         let login_runtime = Arc::new(LoginRuntime::new().map_err(|e| e.to_string())?);
         let token_cache = TokenCache::new(config.token_cache_bytes);
+        #[cfg(feature = "otlp")]
+        let exporter = match &config.tracing {
+            Some(t) => Some(trace::Exporter::start(&t.otlp_endpoint, &t.service_name)?),
+            None => None,
+        };
         let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -78,6 +87,8 @@ impl Shared {
             token_cache,
             metrics,
             login_runtime,
+            #[cfg(feature = "otlp")]
+            exporter,
         }))
     }
 

@@ -31,6 +31,8 @@ use crate::{Shared, Snapshot};
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// Route label for requests that matched no route.
 const UNMATCHED: &str = "_unmatched";
 /// Route label of jwtgate's own sign-in paths (callback, sign-out).
@@ -116,6 +118,8 @@ struct Outcome {
     upstream_seconds: Option<f64>,
     /// jwtgate answered a CORS preflight itself.
     preflight: bool,
+    /// This request's place in its trace.
+    trace: crate::trace::TraceContext,
 }
 
 /// Serves one request end to end; never fails (errors become responses).
@@ -138,7 +142,9 @@ pub async fn handle(
         reason: "",
         upstream_seconds: None,
         preflight: false,
+        trace: crate::trace::TraceContext::from_headers(req.headers()),
     };
+    let wall_start = std::time::SystemTime::now();
     let origin = req.headers().get(header::ORIGIN).cloned();
 
     let span = tracing::info_span!("request", request_id = ?request_id, method = %method);
@@ -195,6 +201,21 @@ pub async fn handle(
         latency_ms = elapsed * 1000.0,
         upstream_ms = outcome.upstream_seconds.map(|s| s * 1000.0),
     );
+    #[cfg(feature = "otlp")]
+    if let Some(exporter) = &shared.exporter {
+        exporter.export(crate::trace::SpanRecord {
+            context: outcome.trace,
+            route: outcome.route.to_string(),
+            method: method.to_string(),
+            status: response.status().as_u16(),
+            decision: decision.as_str(),
+            reason: outcome.reason,
+            start: wall_start,
+            end: std::time::SystemTime::now(),
+        });
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = wall_start;
     response
 }
 
@@ -310,6 +331,7 @@ async fn pipeline(
     }
     add_identity(snapshot, headers, &caller);
     plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
+    headers.insert(TRACEPARENT, outcome.trace.traceparent());
     headers.insert(REQUEST_ID, request_id.clone());
     if let Some(host) = host {
         headers.insert(header::HOST, host);
