@@ -222,6 +222,35 @@ impl Diags<'_> {
         }
     }
 
+    /// One of a closed set of words; `default` when absent, an error naming the choices when
+    /// the word is not among them.
+    fn choice<T: Copy>(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(v) = value else {
+            return default;
+        };
+        match options
+            .iter()
+            .find(|(word, _)| *word == v.get_ref().as_str())
+        {
+            Some((_, t)) => *t,
+            None => {
+                let words: Vec<&str> = options.iter().map(|(w, _)| *w).collect();
+                self.err(
+                    v.span(),
+                    key,
+                    format!("{:?} must be {}", v.get_ref(), words.join(", ")),
+                );
+                default
+            }
+        }
+    }
+
     fn bounded(
         &mut self,
         value: &Option<Spanned<u64>>,
@@ -617,22 +646,12 @@ fn compile_cors(d: &mut Diags<'_>, c: &config::RawCors) -> Option<Cors> {
 }
 
 fn compile_server_tls(d: &mut Diags<'_>, t: &config::RawServerTls) -> Option<ServerTls> {
-    let client_cert_required = match t
-        .client_auth
-        .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("required", _)) => true,
-        Some(("optional", _)) => false,
-        Some((other, span)) => {
-            d.err(
-                span,
-                "server.tls.client_auth",
-                format!("{other:?} must be required or optional"),
-            );
-            true
-        }
-    };
+    let client_cert_required = d.choice(
+        &t.client_auth,
+        "server.tls.client_auth",
+        &[("required", true), ("optional", false)],
+        true,
+    );
     if t.client_auth.is_some() && t.client_ca_file.is_none() {
         if let Some(v) = &t.client_auth {
             d.err(v.span(), "server.tls.client_auth", "needs client_ca_file");
@@ -1574,22 +1593,15 @@ fn compile_login(d: &mut Diags<'_>, raw: &Spanned<config::RawLogin>) -> Option<L
         },
         (None, None) => None,
     };
-    let client_auth = match r
-        .token_endpoint_auth
-        .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
-        Some(("client_secret_post", _)) => ClientAuth::Post,
-        Some((other, sp)) => {
-            d.err(
-                sp,
-                "login.token_endpoint_auth",
-                format!("{other:?} must be client_secret_basic or client_secret_post"),
-            );
-            ClientAuth::Basic
-        }
-    };
+    let client_auth = d.choice(
+        &r.token_endpoint_auth,
+        "login.token_endpoint_auth",
+        &[
+            ("client_secret_basic", ClientAuth::Basic),
+            ("client_secret_post", ClientAuth::Post),
+        ],
+        ClientAuth::Basic,
+    );
     let scope = r
         .scope
         .as_ref()
@@ -1641,39 +1653,22 @@ fn compile_login(d: &mut Diags<'_>, raw: &Spanned<config::RawLogin>) -> Option<L
         "login.session_timeout",
         Duration::from_secs(7 * 86_400),
     );
-    let on_unauthenticated = match r
-        .on_unauthenticated
-        .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("authenticate", _)) => OnUnauthenticated::Authenticate,
-        Some(("deny", _)) => OnUnauthenticated::Deny,
-        Some(("allow", _)) => OnUnauthenticated::Allow,
-        Some((other, sp)) => {
-            d.err(
-                sp,
-                "login.on_unauthenticated",
-                format!("{other:?} must be authenticate, deny or allow"),
-            );
-            OnUnauthenticated::Authenticate
-        }
-    };
-    let deny_api_clients = match r
-        .api_clients
-        .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("deny", _)) => true,
-        Some(("authenticate", _)) => false,
-        Some((other, sp)) => {
-            d.err(
-                sp,
-                "login.api_clients",
-                format!("{other:?} must be deny or authenticate"),
-            );
-            true
-        }
-    };
+    let on_unauthenticated = d.choice(
+        &r.on_unauthenticated,
+        "login.on_unauthenticated",
+        &[
+            ("authenticate", OnUnauthenticated::Authenticate),
+            ("deny", OnUnauthenticated::Deny),
+            ("allow", OnUnauthenticated::Allow),
+        ],
+        OnUnauthenticated::Authenticate,
+    );
+    let deny_api_clients = d.choice(
+        &r.api_clients,
+        "login.api_clients",
+        &[("deny", true), ("authenticate", false)],
+        true,
+    );
     let logout_path = r
         .logout_path
         .as_ref()

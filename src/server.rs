@@ -90,13 +90,7 @@ async fn accept_loop<S, M>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     M: Fn(SocketAddr, &'static str) -> S,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = hyper::Response<proxy::ProxyBody>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     let builder = Arc::new(builder(limits));
     let graceful = GracefulShutdown::new();
@@ -163,6 +157,29 @@ async fn accept_loop<S, M>(
     }
 }
 
+/// A connection's request handler, as hyper serves it.
+trait ConnService:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = hyper::Response<proxy::ProxyBody>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = hyper::Response<proxy::ProxyBody>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// One accepted connection, ready to be served over TCP or TLS.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -175,13 +192,7 @@ impl Connection {
     async fn serve<I, S>(self, io: I, service: S)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = hyper::Response<proxy::ProxyBody>,
-                Error = std::convert::Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: ConnService,
     {
         let started = Arc::new(AtomicBool::new(false));
         let service = FirstRequest {

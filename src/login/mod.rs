@@ -286,22 +286,20 @@ impl Login {
         base: &str,
     ) -> Result<Gate, Reject> {
         let now = unix_now();
-        let loaded = self.sessions.load(headers, now).await.map_err(|e| {
-            tracing::error!("{e}");
-            Reject::SessionStore
-        })?;
+        let loaded = self
+            .sessions
+            .load(headers, now)
+            .await
+            .map_err(store_unavailable)?;
         if let Some(session) = loaded {
             let (session, cookies) = if session.access_expires_at - REFRESH_SKEW_SECS <= now {
                 match self.refresh(session).await {
                     Some(fresh) => {
-                        let cookies =
-                            self.sessions
-                                .save(&fresh, headers, now)
-                                .await
-                                .map_err(|e| {
-                                    tracing::error!("{e}");
-                                    Reject::SessionStore
-                                })?;
+                        let cookies = self
+                            .sessions
+                            .save(&fresh, headers, now)
+                            .await
+                            .map_err(store_unavailable)?;
                         (Some(fresh), cookies)
                     }
                     None => (None, Vec::new()),
@@ -582,10 +580,7 @@ impl Login {
             .sessions
             .save(&session, headers, now)
             .await
-            .map_err(|e| {
-                tracing::error!("{e}");
-                Reject::SessionStore
-            })?;
+            .map_err(store_unavailable)?;
         let mut response = redirect(safe_return(&pending.return_to));
         for cookie in cookies.into_iter().chain(self.state_cookie(&list)) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -632,10 +627,7 @@ impl Login {
             .sessions
             .delete(headers, session.as_ref())
             .await
-            .map_err(|e| {
-                tracing::error!("{e}");
-                Reject::SessionStore
-            })?;
+            .map_err(store_unavailable)?;
         let target = self.logout_target().await;
         let mut response = redirect(&target);
         for cookie in cookies.into_iter().chain(self.attrs().expire(STATE_COOKIE)) {
@@ -701,6 +693,12 @@ impl Login {
             headers.insert(HeaderName::from_static("x-amzn-oidc-data"), v);
         }
     }
+}
+
+/// A session store failure: logged here, a 503 for the client.
+fn store_unavailable(e: session::StoreError) -> Reject {
+    tracing::error!("{e}");
+    Reject::SessionStore
 }
 
 fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
