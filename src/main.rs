@@ -49,16 +49,19 @@ enum LogFormat {
     Json,
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stderr through a background writer: a request never waits on the terminal or the
+/// log collector (when the buffer is full, lines are dropped rather than requests slowed). The
+/// returned guard flushes what is buffered when `main` returns.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<jwtgate::compile::Config> {
@@ -79,11 +82,11 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Run { config } => {
-            init_tracing(cli.log_format);
+            let _logs = init_tracing(cli.log_format);
             runtime().and_then(|rt| rt.block_on(run(config)))
         }
         Command::Demo => {
-            init_tracing(cli.log_format);
+            let _logs = init_tracing(cli.log_format);
             runtime()
                 .and_then(|rt| rt.block_on(async { dev::demo().await.map_err(anyhow::Error::msg) }))
         }
