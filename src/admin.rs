@@ -39,9 +39,10 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
         "/readyz" => {
             let snapshot = shared.snapshot.load();
             let issuers = snapshot.issuers.readiness();
-            let ready = issuers.iter().all(|(_, ok)| *ok);
+            let draining = shared.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let ready = !draining && issuers.iter().all(|(_, ok)| *ok);
             let body = serde_json::json!({
-                "status": if ready { "ready" } else { "not ready" },
+                "status": if draining { "shutting down" } else if ready { "ready" } else { "not ready" },
                 "issuers": issuers.iter().map(|(name, ok)| (name.to_string(), serde_json::Value::Bool(*ok))).collect::<serde_json::Map<_, _>>(),
             });
             let status = if ready {

@@ -107,6 +107,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Time to keep serving, not ready, after SIGTERM.
+    pub shutdown_delay: Duration,
 }
 
 /// Where allowed requests go.
@@ -370,6 +372,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             "server.drain_timeout",
             DEFAULT_DRAIN_TIMEOUT,
         ),
+        shutdown_delay: d.duration(&s.shutdown_delay, "server.shutdown_delay", Duration::ZERO),
     };
     if limits.header_read_timeout.is_zero() {
         if let Some(v) = &s.header_read_timeout {
@@ -1728,52 +1731,63 @@ fn compile_login(d: &mut Diags<'_>, raw: &Spanned<config::RawLogin>) -> Option<L
         },
         (None, None) => Vec::new(),
     };
-    let redis_url = match r
-        .session_store
+    let redis = d.choice(
+        &r.session_store,
+        "login.session_store",
+        &[("cookie", false), ("redis", true)],
+        false,
+    );
+    // The URL from the file, or from an environment variable (a password stays out of the file).
+    let url_from_env = r
+        .redis_url_env
         .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("cookie", _)) => {
-            if let Some(u) = &r.redis_url {
+        .map(|var| match std::env::var(var.get_ref()) {
+            Ok(url) => Some((url, var.span(), "login.redis_url_env")),
+            Err(_) => {
                 d.err(
-                    u.span(),
-                    "login.redis_url",
-                    "only used with session_store = \"redis\"",
-                );
-            }
-            None
-        }
-        Some(("redis", sp)) => match &r.redis_url {
-            Some(u)
-                if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") =>
-            {
-                Some(u.get_ref().clone())
-            }
-            Some(u) => {
-                d.err(
-                    u.span(),
-                    "login.redis_url",
-                    "must start with redis:// (or rediss://)",
+                    var.span(),
+                    "login.redis_url_env",
+                    format!("environment variable {} is not set", var.get_ref()),
                 );
                 None
             }
-            None => {
-                d.err(
-                    sp,
-                    "login.redis_url",
-                    "session_store = \"redis\" needs redis_url",
-                );
-                None
-            }
-        },
-        Some((other, sp)) => {
+        });
+    let url = match (&r.redis_url, url_from_env) {
+        (Some(u), None) => Some((u.get_ref().clone(), u.span(), "login.redis_url")),
+        (None, Some(found)) => found,
+        (Some(u), Some(_)) => {
             d.err(
-                sp,
-                "login.session_store",
-                format!("{other:?} must be cookie or redis"),
+                u.span(),
+                "login.redis_url",
+                "give redis_url or redis_url_env, not both",
             );
             None
         }
+        (None, None) => None,
+    };
+    let redis_url = match (redis, url) {
+        (false, Some((_, span, key))) => {
+            d.err(span, key, "only used with session_store = \"redis\"");
+            None
+        }
+        (true, Some((url, _, _)))
+            if url.starts_with("redis://") || url.starts_with("rediss://") =>
+        {
+            Some(url)
+        }
+        (true, Some((_, span, key))) => {
+            d.err(span, key, "must start with redis:// (or rediss://)");
+            None
+        }
+        (true, None) if r.redis_url_env.is_none() => {
+            d.err(
+                span,
+                "login.redis_url",
+                "session_store = \"redis\" needs redis_url or redis_url_env",
+            );
+            None
+        }
+        _ => None,
     };
     let alb_signer = r
         .alb_signer

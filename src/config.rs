@@ -96,6 +96,9 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<u64>>,
     /// How long SIGTERM waits for in-flight requests. Default `30s`.
     pub drain_timeout: Option<Spanned<String>>,
+    /// After SIGTERM, how long to keep accepting while `/readyz` says 503, before draining.
+    /// Default `0s`.
+    pub shutdown_delay: Option<Spanned<String>>,
     /// Networks whose `X-Forwarded-*` headers are believed (CIDRs). Default: none.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[server.tls]`: TLS on the proxy listener.
@@ -296,6 +299,8 @@ pub struct RawLogin {
     pub session_store: Option<Spanned<String>>,
     /// Redis URL for `session_store = "redis"`.
     pub redis_url: Option<Spanned<String>>,
+    /// Environment variable holding the Redis URL (keeps a password out of the file).
+    pub redis_url_env: Option<Spanned<String>>,
     /// ALB ARN put in `x-amzn-oidc-data`'s `signer` header.
     pub alb_signer: Option<Spanned<String>>,
     /// PEM (PKCS#8) P-256 private key that signs `x-amzn-oidc-data`. Default: generated.

@@ -63,6 +63,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Sign-in state that survives reloads (generated keys, refreshes in flight, Redis).
     pub login_runtime: Arc<LoginRuntime>,
+    /// Set on shutdown: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
     /// OTLP span export, when `[tracing] otlp_endpoint` is set (fixed at start).
     #[cfg(feature = "otlp")]
     pub exporter: Option<trace::Exporter>,
@@ -87,6 +89,7 @@ impl Shared {
             token_cache,
             metrics,
             login_runtime,
+            draining: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "otlp")]
             exporter,
         }))
@@ -174,7 +177,8 @@ impl Listeners {
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (up to the drain timeout).
 pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let (stop, stopped) = watch::channel(false);
+    let (stop_proxy, proxy_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
     let watcher = listeners
         .tls
         .as_ref()
@@ -183,12 +187,31 @@ pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Fut
         listeners.proxy,
         Arc::clone(&shared),
         listeners.tls,
-        stopped.clone(),
+        proxy_stopped,
     ));
-    let admin = tokio::spawn(server::run_admin(listeners.admin, shared, stopped));
+    let admin = tokio::spawn(server::run_admin(
+        listeners.admin,
+        Arc::clone(&shared),
+        admin_stopped,
+    ));
     shutdown.await;
-    let _ = stop.send(true);
+    // Report not-ready at once, keep serving for the shutdown delay (load balancers and the
+    // Kubernetes endpoints controller take a moment to stop sending), then drain. The admin
+    // listener (probes, metrics) stays up until the proxy has drained.
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let delay = shared.snapshot.load().config.limits.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "shutting down: not ready, still serving for the shutdown delay"
+        );
+        tokio::time::sleep(delay).await;
+    }
+    let _ = stop_proxy.send(true);
     let _ = proxy.await;
+    let _ = stop_admin.send(true);
     let _ = admin.await;
     if let Some(watcher) = watcher {
         watcher.abort();

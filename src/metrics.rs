@@ -196,6 +196,21 @@ impl Metrics {
         for c in collectors {
             registry.register(c).expect("unique metric names"); // ok: static definition
         }
+        // Known label values start at 0, so their families show from the first scrape and
+        // increase() sees the first event.
+        for event in [
+            "redirect",
+            "callback_ok",
+            "callback_failed",
+            "refresh_ok",
+            "refresh_failed",
+            "logout",
+        ] {
+            login_events.with_label_values(&[event]).inc_by(0);
+        }
+        for result in ["ok", "refused"] {
+            config_reloads.with_label_values(&[result]).inc_by(0);
+        }
         Metrics {
             registry,
             requests,

@@ -147,7 +147,7 @@ pub async fn handle(
     let wall_start = std::time::SystemTime::now();
     let origin = req.headers().get(header::ORIGIN).cloned();
 
-    let span = tracing::info_span!("request", request_id = ?request_id, method = %method);
+    let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or_default(), method = %method);
     let result = pipeline(&shared, &snapshot, conn, &request_id, req, &mut outcome)
         .instrument(span)
         .await;
@@ -191,7 +191,7 @@ pub async fn handle(
     }
     tracing::info!(
         target: "jwtgate::access",
-        request_id = ?request_id,
+        request_id = request_id.to_str().unwrap_or_default(),
         peer = %conn.peer.ip(),
         method = %method,
         route = &*outcome.route,

@@ -972,3 +972,24 @@ async fn fifty_sequential_requests_on_pooled_connections() {
     let uris: Vec<String> = env.upstream.received().into_iter().map(|r| r.uri).collect();
     assert_eq!(uris[49], "/orders/49");
 }
+
+#[tokio::test]
+async fn shutdown_reports_not_ready_and_keeps_serving_for_the_delay() {
+    let env = Env::start_with("", "[server]\nshutdown_delay = \"2s\"\n").await;
+    let admin = env.proxy.admin_url("/readyz");
+    assert_eq!(reqwest::get(&admin).await.unwrap().status(), 200);
+    let url = env.proxy.url("/orders/1");
+    let token = env.access("alice");
+    let stopping = tokio::spawn(async move { env.proxy.stop().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = reqwest::get(&admin).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready once shutdown starts");
+    assert!(ready.text().await.unwrap().contains("shutting down"));
+    let res = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200, "still serving during the shutdown delay");
+    stopping.await.unwrap();
+    assert!(
+        client().get(&url).send().await.is_err(),
+        "closed after the delay and the drain"
+    );
+}
