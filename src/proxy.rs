@@ -37,6 +37,9 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 const UNMATCHED: &str = "_unmatched";
 /// Route label of jwtgate's own sign-in paths (callback, sign-out).
 const LOGIN_ROUTE: &str = "_login";
+/// The unmatched label, allocated once (every request starts with it).
+static UNMATCHED_ROUTE: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from(UNMATCHED));
 
 /// What the server knows about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +141,7 @@ pub async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut outcome = Outcome {
-        route: Arc::from(UNMATCHED),
+        route: Arc::clone(&UNMATCHED_ROUTE),
         reason: "",
         upstream_seconds: None,
         preflight: false,
