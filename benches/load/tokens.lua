@@ -1,0 +1,66 @@
+-- wrk script for benches/load/run: every request carries the next token of a file (one JWT per
+-- line), so no token repeats within a run as long as the file is long enough.
+--
+--   wrk ... URL -- TOKEN_FILE [FIRST] [STOP_AFTER MARKER]
+--
+-- FIRST (default 1) is the 1-based line to start from (the warm-up and the measured run use
+-- disjoint ranges). STOP_AFTER (optional) stops sending after that many responses and creates
+-- the file MARKER: wrk itself runs on until -d, so the caller waits for MARKER and then sends
+-- wrk SIGINT (it then prints its summary as usual).
+-- done() prints "TOKENS next=N wrapped=W": the line the next run should start from and how many
+-- times the file was exhausted (W > 0 means tokens repeated: the file was too short).
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local file = args[1] or error("usage: -- TOKEN_FILE [FIRST] [STOP_AFTER]")
+  tokens = {}
+  local n = 0
+  for line in io.lines(file) do
+    if #line > 0 then
+      n = n + 1
+      tokens[n] = line
+    end
+  end
+  if n == 0 then error("no tokens in " .. file) end
+  count = n
+  idx = tonumber(args[2] or "1")
+  if idx < 1 or idx > n then idx = 1 end
+  wrapped = 0
+  stop_after = tonumber(args[3] or "0")
+  marker = args[4]
+  responses = 0
+  local host = wrk.host
+  if wrk.port then host = host .. ":" .. wrk.port end
+  prefix = "GET " .. wrk.path .. " HTTP/1.1\r\nHost: " .. host .. "\r\nAuthorization: Bearer "
+  if stop_after > 0 then
+    response = function(status, headers, body)
+      responses = responses + 1
+      if responses == stop_after then
+        if marker then io.open(marker, "w"):close() end
+        wrk.thread:stop()
+      end
+    end
+  end
+end
+
+function request()
+  local token = tokens[idx]
+  idx = idx + 1
+  if idx > count then
+    idx = 1
+    wrapped = wrapped + 1
+  end
+  return prefix .. token .. "\r\n\r\n"
+end
+
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    io.write(string.format("TOKENS next=%d wrapped=%d count=%d\n",
+      thread:get("idx"), thread:get("wrapped"), thread:get("count")))
+  end
+end
