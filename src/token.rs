@@ -274,6 +274,11 @@ impl Issuers {
         out
     }
 
+    /// Whether every issuer has keys.
+    pub fn all_ready(&self) -> bool {
+        self.by_iss.values().all(|(_, keys)| keys.is_ready())
+    }
+
     fn get(&self, iss: &str) -> Option<&(Arc<IssuerPolicy>, Arc<KeyStore>)> {
         self.by_iss.get(iss)
     }
@@ -434,7 +439,9 @@ async fn verify_signature(
     if !key.verify(alg, signed.as_bytes(), &signature) {
         return Err(TokenError::BadSignature);
     }
-    let weight = u32::try_from(payload_b64.len() * 2 + 256).unwrap_or(u32::MAX);
+    // Memory an entry really holds (the parsed claim map dominates), calibrated on the load
+    // benchmark: 300k distinct Cognito-shaped tokens cost ~2.4 KB each for a ~300-byte payload.
+    let weight = u32::try_from(payload_b64.len() * 6 + 640).unwrap_or(u32::MAX);
     Ok((
         VerifiedToken {
             claims,
