@@ -95,6 +95,20 @@ impl Shared {
         }))
     }
 
+    /// Waits until every issuer has keys, at most `timeout`; whether they all do.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.snapshot.load().issuers.all_ready() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Installs a new configuration atomically. Listener addresses, limits and the token cache
     /// size are fixed at start; a change to them is logged and takes effect on restart.
     pub fn install(&self, config: Config) -> Result<(), String> {

@@ -109,19 +109,7 @@ async fn tls_proxy(pki: &Pki, server_tls: &str) -> TlsProxy {
     tokio::spawn(serve(Arc::clone(&shared), listeners, async {
         let _ = stopped.await;
     }));
-    for _ in 0..200 {
-        if shared
-            .snapshot
-            .load()
-            .issuers
-            .readiness()
-            .iter()
-            .all(|(_, ok)| *ok)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(shared.wait_ready(Duration::from_secs(5)).await);
     let _ = pki;
     TlsProxy {
         port,

@@ -66,21 +66,10 @@ impl TestProxy {
     }
 
     pub async fn wait_ready(&self) {
-        for _ in 0..500 {
-            if self
-                .shared
-                .snapshot
-                .load()
-                .issuers
-                .readiness()
-                .iter()
-                .all(|(_, ok)| *ok)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("proxy never became ready");
+        assert!(
+            self.shared.wait_ready(Duration::from_secs(5)).await,
+            "proxy never became ready"
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
