@@ -169,12 +169,13 @@ fn headers(c: &mut Criterion) {
         base.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
     let peer = "127.0.0.1".parse().unwrap();
+    let peer_value = jwtgate::headers::peer_value(peer);
     c.bench_function("headers_strip_inject", |b| {
         b.iter(|| {
             let mut h = base.clone();
             plan.strip_inbound(&mut h, peer);
             plan.inject_claims(&mut h, &claims, Some("payload"));
-            plan.add_forwarded(&mut h, peer, "http", None);
+            plan.add_forwarded(&mut h, &peer_value, "http", None);
             black_box(h)
         });
     });

@@ -15,26 +15,36 @@ pub const ALB_IDENTITY_HEADERS: [&str; 3] = [
 ];
 
 /// Forwarding headers, believed only from trusted proxies.
-const FORWARDING_HEADERS: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
-];
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "forwarded"
+            | "x-real-ip"
+    )
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that apply to one connection only, never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("http2-settings"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "http2-settings"
+            | "proxy-connection"
+            | "keep-alive"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
 
 /// The request id header, kept when the client sent a sane one, generated otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,16 +76,20 @@ impl HeaderPlan {
             })
         });
         strip_hop_by_hop(headers);
-        for name in &self.identity {
+        // One pass over the names the client sent (usually a handful), rather than a hashed
+        // lookup per name that might be there.
+        let untrusted = !self.is_trusted(peer);
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                self.identity.contains(name)
+                    || (!self.forward_authorization && *name == header::AUTHORIZATION)
+                    || (untrusted && is_forwarding(name))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
             headers.remove(name);
-        }
-        if !self.forward_authorization {
-            headers.remove(header::AUTHORIZATION);
-        }
-        if !self.is_trusted(peer) {
-            for name in FORWARDING_HEADERS {
-                headers.remove(name);
-            }
         }
         if let Some(protocol) = upgrade {
             headers.insert(header::UPGRADE, protocol);
@@ -126,30 +140,33 @@ impl HeaderPlan {
 
     /// Sets `X-Forwarded-For/-Proto/-Host`: appended to a trusted proxy's values, replacing
     /// anything else.
+    /// `peer` is the client address as header text (made once per connection).
     pub fn add_forwarded(
         &self,
         headers: &mut HeaderMap,
-        peer: IpAddr,
+        peer: &HeaderValue,
         proto: &'static str,
         host: Option<HeaderValue>,
     ) {
-        let xff = HeaderName::from_static("x-forwarded-for");
-        let peer_text = peer.to_string();
-        let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.is_empty() => format!("{prior}, {peer_text}"),
-            _ => peer_text,
+        let value = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+            Some(prior) if !prior.is_empty() => {
+                let mut joined = Vec::with_capacity(prior.len() + 2 + peer.len());
+                joined.extend_from_slice(prior);
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer.as_bytes());
+                HeaderValue::from_bytes(&joined).ok()
+            }
+            _ => Some(peer.clone()),
         };
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(xff, v);
+        if let Some(v) = value {
+            headers.insert(X_FORWARDED_FOR, v);
         }
-        let xfp = HeaderName::from_static("x-forwarded-proto");
-        if !headers.contains_key(&xfp) {
-            headers.insert(xfp, HeaderValue::from_static(proto));
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
-        let xfh = HeaderName::from_static("x-forwarded-host");
-        if !headers.contains_key(&xfh) {
+        if !headers.contains_key(X_FORWARDED_HOST) {
             if let Some(host) = host {
-                headers.insert(xfh, host);
+                headers.insert(X_FORWARDED_HOST, host);
             }
         }
     }
@@ -163,19 +180,19 @@ impl HeaderPlan {
         peer: IpAddr,
         proto: &'static str,
     ) -> Option<String> {
-        let forwarded = |name: &str| {
+        let forwarded = |name: HeaderName| {
             self.is_trusted(peer)
                 .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
                 .flatten()
                 .map(|v| v.split(',').next().unwrap_or("").trim())
                 .filter(|v| !v.is_empty())
         };
-        let scheme = match forwarded("x-forwarded-proto") {
+        let scheme = match forwarded(X_FORWARDED_PROTO) {
             Some("https") => "https",
             Some("http") => "http",
             _ => proto,
         };
-        let host = forwarded("x-forwarded-host")
+        let host = forwarded(X_FORWARDED_HOST)
             .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
             .or(authority)?;
         let valid = !host.is_empty()
@@ -219,17 +236,19 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Most messages carry none (HTTP/1.1 keeps connections alive by default).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -248,6 +267,11 @@ pub fn render_claim(value: &Value) -> String {
             .join(","),
         other => other.to_string(),
     }
+}
+
+/// A client address as header text, made once per connection (`X-Forwarded-For`).
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The client's `x-request-id` when it is 1–128 visible ASCII characters, else a new UUID.
@@ -287,25 +311,42 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         h.insert("x-user-sub", "evil".parse().unwrap());
+        h.append("x-user-sub", "evil too".parse().unwrap());
         h.insert("connection", "keep-alive, x-custom".parse().unwrap());
         h.insert("x-custom", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        h.insert("x-real-ip", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-port", "443".parse().unwrap());
         h.insert("authorization", "Bearer t".parse().unwrap());
         plan.strip_inbound(&mut h, "192.0.2.1".parse().unwrap());
+        for name in ["forwarded", "x-real-ip", "x-forwarded-port"] {
+            assert!(h.get(name).is_none(), "{name} from an untrusted peer");
+        }
         assert!(h.get("x-user-sub").is_none());
         assert!(h.get("x-custom").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("connection").is_none());
         assert!(h.get("x-forwarded-for").is_none(), "untrusted peer");
         assert!(h.get("authorization").is_some());
-        plan.add_forwarded(&mut h, "192.0.2.1".parse().unwrap(), "http", None);
+        plan.add_forwarded(
+            &mut h,
+            &peer_value("192.0.2.1".parse().unwrap()),
+            "http",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         plan.strip_inbound(&mut h, "10.1.2.3".parse().unwrap());
-        plan.add_forwarded(&mut h, "10.1.2.3".parse().unwrap(), "http", None);
+        plan.add_forwarded(
+            &mut h,
+            &peer_value("10.1.2.3".parse().unwrap()),
+            "http",
+            None,
+        );
         assert_eq!(
             h["x-forwarded-for"], "1.2.3.4, 10.1.2.3",
             "trusted proxy: appended"

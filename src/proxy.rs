@@ -42,12 +42,25 @@ static UNMATCHED_ROUTE: std::sync::LazyLock<Arc<str>> =
     std::sync::LazyLock::new(|| Arc::from(UNMATCHED));
 
 /// What the server knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer address.
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The peer's IP as header text, for `X-Forwarded-For` (made once per connection).
+    pub peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    /// The connection from `peer`, over `proto`.
+    pub fn new(peer: SocketAddr, proto: &'static str) -> Self {
+        ConnInfo {
+            peer,
+            proto,
+            peer_value: headers::peer_value(peer.ip()),
+        }
+    }
 }
 
 /// The pooled client to the upstream.
@@ -151,7 +164,7 @@ pub async fn handle(
     let origin = req.headers().get(header::ORIGIN).cloned();
 
     let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or_default(), method = %method);
-    let result = pipeline(&shared, &snapshot, conn, &request_id, req, &mut outcome)
+    let result = pipeline(&shared, &snapshot, &conn, &request_id, req, &mut outcome)
         .instrument(span)
         .await;
 
@@ -239,9 +252,9 @@ enum Decided {
 async fn pipeline(
     shared: &Shared,
     snapshot: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     request_id: &HeaderValue,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Reject> {
     let config = &snapshot.config;
@@ -249,35 +262,40 @@ async fn pipeline(
     if req.method() == Method::CONNECT {
         return Err(Reject::BadPath(PathError::NotAbsolute));
     }
-    let path = routes::normalize(req.uri().path())?;
-    let query = req.uri().query().map(str::to_owned);
-    let base = plan.external_base(
-        req.headers(),
-        req.uri().authority().map(|a| a.as_str()),
-        conn.peer.ip(),
-        conn.proto,
-    );
+    // Split so the URI can be read while the headers are rewritten.
+    let (mut parts, body) = req.into_parts();
+    let path = routes::normalize(parts.uri.path())?;
+    let query = parts.uri.query();
+    // `scheme://host` as the client sees it: only sign-in needs it, so it is made on demand.
+    let base = || {
+        plan.external_base(
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            conn.peer.ip(),
+            conn.proto,
+        )
+    };
 
     // jwtgate's own paths come before any route.
     if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(&path)) {
         outcome.route = Arc::from(LOGIN_ROUTE);
-        let base = base.ok_or(Reject::BadPath(PathError::NotAbsolute))?;
+        let base = base().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
         let response = login
-            .handle_own(req.headers(), &path, query.as_deref(), &base)
+            .handle_own(&parts.headers, &path, query, &base)
             .await?;
         return Ok(response.map(Either::Right));
     }
     if let Some(prefix) = config.forward_auth.as_deref() {
         if let Some(rest) = under(&path, prefix) {
-            return forward_auth(shared, snapshot, conn, &req, rest, base, outcome).await;
+            return forward_auth(shared, snapshot, conn, &parts, rest, &base, outcome).await;
         }
     }
 
     // CORS preflights: answered from [cors], or passed upstream unauthenticated for routes
     // that handle CORS themselves; browsers never send credentials on a preflight.
-    let mut method = req.method().clone();
+    let mut method = parts.method.clone();
     let mut preflight_forward = false;
-    if let Some(requested) = cors::preflight(req.method(), req.headers()) {
+    if let Some(requested) = cors::preflight(&parts.method, &parts.headers) {
         if config
             .routes
             .lookup(&requested, &path)
@@ -288,7 +306,7 @@ async fn pipeline(
         } else if let Some(cors) = &config.cors {
             outcome.preflight = true;
             return Ok(cors
-                .answer_preflight::<Full<Bytes>>(req.headers())
+                .answer_preflight::<Full<Bytes>>(&parts.headers)
                 .map(Either::Right));
         }
     }
@@ -300,48 +318,47 @@ async fn pipeline(
     outcome.route = Arc::clone(&route.name);
 
     // Authenticate and authorise before touching the request.
-    let return_to = with_query(&path, query.as_deref());
     let (caller, set_cookies) = if preflight_forward {
         (Caller::Anonymous, Vec::new())
     } else {
-        match authenticate(
-            shared,
-            snapshot,
-            route,
-            req.headers(),
-            req.method(),
-            &return_to,
-            base,
-        )
-        .await?
-        {
+        let request = Asking {
+            headers: &parts.headers,
+            method: &parts.method,
+            path: &path,
+            query,
+            base: &base,
+        };
+        match authenticate(shared, snapshot, route, &request).await? {
             Decided::Respond(response) => return Ok(response),
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
 
     // Rewrite headers: strip what the client may not say, then add what we vouch for.
-    let upgrade = headers::upgrade_requested(req.headers());
-    let host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
+    let upstream_uri = snapshot.upstream.uri(&path, query)?;
+    let upgrade = headers::upgrade_requested(&parts.headers);
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let headers = req.headers_mut();
+    let headers = &mut parts.headers;
     plan.strip_inbound(headers, conn.peer.ip());
     if let Some(login) = &snapshot.login {
         cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
     }
     add_identity(snapshot, headers, &caller);
-    plan.add_forwarded(headers, conn.peer.ip(), conn.proto, host.clone());
+    plan.add_forwarded(headers, &conn.peer_value, conn.proto, host.clone());
     headers.insert(TRACEPARENT, outcome.trace.traceparent());
     headers.insert(REQUEST_ID, request_id.clone());
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
-    *req.uri_mut() = snapshot.upstream.uri(&path, query.as_deref())?;
-    *req.version_mut() = snapshot.upstream.version();
+    parts.uri = upstream_uri;
+    parts.version = snapshot.upstream.version();
 
+    let req = Request::from_parts(parts, body);
     let mut response = forward(snapshot, req, upgrade, outcome)
         .await?
         .map(Either::Left);
@@ -349,6 +366,17 @@ async fn pipeline(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// The parts of a request authentication reads.
+struct Asking<'a, B> {
+    headers: &'a HeaderMap,
+    method: &'a Method,
+    /// The normalised path and the query: where a sign-in returns to.
+    path: &'a str,
+    query: Option<&'a str>,
+    /// `scheme://host` as the client sees it, made only when sign-in needs it.
+    base: &'a B,
 }
 
 /// `path` with its query, as a same-origin return target.
@@ -366,18 +394,15 @@ fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Authenticates and authorises a request for `route`.
-async fn authenticate(
+async fn authenticate<B: Fn() -> Option<String>>(
     shared: &Shared,
     snapshot: &Snapshot,
     route: &Route,
-    headers: &HeaderMap,
-    method: &Method,
-    return_to: &str,
-    base: Option<String>,
+    request: &Asking<'_, B>,
 ) -> Result<Decided, Reject> {
     let caller = match route.auth {
         AuthMode::None => Caller::Anonymous,
-        AuthMode::Jwt | AuthMode::Optional => match token::bearer(headers)? {
+        AuthMode::Jwt | AuthMode::Optional => match token::bearer(request.headers)? {
             None if route.auth == AuthMode::Jwt => return Err(Reject::MissingToken),
             None => Caller::Anonymous,
             Some(raw) => {
@@ -395,8 +420,12 @@ async fn authenticate(
         },
         AuthMode::Login => {
             let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
-            let base = base.ok_or(Reject::BadPath(PathError::NotAbsolute))?;
-            match login.gate(headers, method, return_to, &base).await? {
+            let base = (request.base)().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
+            let return_to = with_query(request.path, request.query);
+            match login
+                .gate(request.headers, request.method, &return_to, &base)
+                .await?
+            {
                 Gate::Respond(response) => {
                     return Ok(Decided::Respond(response.map(Either::Right)));
                 }
@@ -439,20 +468,20 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
 /// original method, URI and host are read from `X-Forwarded-Method/-Uri/-Host` (Traefik) or
 /// `X-Original-Method/-URI` (nginx) only when the peer is a trusted proxy; otherwise, and for
 /// Envoy, the path below the forward-auth prefix names the original path.
-async fn forward_auth(
+async fn forward_auth<B: Fn() -> Option<String>>(
     shared: &Shared,
     snapshot: &Snapshot,
-    conn: ConnInfo,
-    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    req: &http::request::Parts,
     suffix: &str,
-    base: Option<String>,
+    base: &B,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Reject> {
     let plan = &snapshot.config.headers;
     let trusted = plan.is_trusted(conn.peer.ip());
     let header = |names: &[&str]| {
         names.iter().find_map(|n| {
-            req.headers()
+            req.headers
                 .get(*n)
                 .and_then(|v| v.to_str().ok())
                 .filter(|_| trusted)
@@ -460,12 +489,12 @@ async fn forward_auth(
     };
     let method = header(&["x-forwarded-method", "x-original-method"])
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or_else(|| req.method().clone());
+        .unwrap_or_else(|| req.method.clone());
     let uri = header(&["x-forwarded-uri", "x-original-uri"])
         .map(str::to_owned)
         .unwrap_or_else(|| {
             let path = if suffix.is_empty() { "/" } else { suffix };
-            with_query(path, req.uri().query())
+            with_query(path, req.uri.query())
         });
     let (raw_path, query) = match uri.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -478,18 +507,14 @@ async fn forward_auth(
         .lookup(&method, &path)
         .ok_or(Reject::NoRoute)?;
     outcome.route = Arc::clone(&route.name);
-    let return_to = with_query(&path, query);
-    match authenticate(
-        shared,
-        snapshot,
-        route,
-        req.headers(),
-        &method,
-        &return_to,
+    let request = Asking {
+        headers: &req.headers,
+        method: &method,
+        path: &path,
+        query,
         base,
-    )
-    .await?
-    {
+    };
+    match authenticate(shared, snapshot, route, &request).await? {
         Decided::Respond(response) => Ok(response),
         Decided::Caller(caller, cookies) => {
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));

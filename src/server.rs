@@ -49,12 +49,11 @@ pub async fn run_proxy(
     let limits = shared.snapshot.load().config.limits.clone();
     let service = move |peer, proto| {
         let shared = Arc::clone(&shared);
+        let conn = ConnInfo::new(peer, proto);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
-            async move {
-                let conn = ConnInfo { peer, proto };
-                Ok::<_, std::convert::Infallible>(proxy::handle(shared, conn, req).await)
-            }
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, conn, req).await) }
         })
     };
     accept_loop("proxy", listener, tls, &limits, service, shutdown).await;

@@ -38,8 +38,19 @@ fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     (out != [0u8; N]).then_some(out)
 }
 
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+}
+
 fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = vec![0u8; bytes.len() * 2];
+    write_hex(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -89,13 +100,12 @@ impl TraceContext {
 
     /// The `traceparent` for the upstream: same trace, jwtgate's span as parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            to_hex(&self.trace_id),
-            to_hex(&self.span_id),
-            u8::from(self.sampled)
-        );
-        HeaderValue::try_from(value).unwrap_or_else(|_| {
+        // `00-<32 hex>-<16 hex>-0<0|1>`, written in place: this runs on every request.
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&self.trace_id, &mut out[3..35]);
+        write_hex(&self.span_id, &mut out[36..52]);
+        out[54] = if self.sampled { b'1' } else { b'0' };
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
             HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00")
         })
     }
