@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod headers;
 pub mod jwks;
+pub mod log_writer;
 pub mod login;
 pub mod metrics;
 pub mod proxy;

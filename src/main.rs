@@ -1,12 +1,13 @@
 //! The `jwtgate` command: `run`, `check`, `demo`.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use jwtgate::compile::{ConfigErrors, compile};
-use jwtgate::{Listeners, Shared, dev, reload, serve, server};
+use jwtgate::{Listeners, Shared, dev, log_writer, reload, serve, server};
 
 /// API Gateway's JWT authorizer and ALB's Cognito login, as a reverse proxy for any HTTP service.
 #[derive(Parser)]
@@ -23,6 +24,10 @@ struct Cli {
         env = "JWTGATE_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Threads that serve requests (default: the CPUs this process may use, which honours CPU
+    /// affinity and cgroup CPU quotas, e.g. a Kubernetes CPU limit).
+    #[arg(long, global = true, env = "JWTGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -49,21 +54,24 @@ enum LogFormat {
     Json,
 }
 
-/// Logs go to stderr through a background writer: a request never waits on the terminal or the
-/// log collector (when the buffer is full, lines are dropped rather than requests slowed). The
-/// returned guard flushes what is buffered when `main` returns.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr in batches written by a background thread (`log_writer`): a request never
+/// waits on the terminal or the log collector. The returned guard writes what is waiting when
+/// `main` returns.
+fn init_tracing(format: LogFormat) -> anyhow::Result<log_writer::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, guard) =
+        log_writer::batched(std::io::stderr()).context("cannot start the log writer")?;
+    // Colour only for a person at a terminal, never into files or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<jwtgate::compile::Config> {
@@ -83,15 +91,12 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        Command::Run { config } => {
-            let _logs = init_tracing(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(run(config)))
-        }
-        Command::Demo => {
-            let _logs = init_tracing(cli.log_format);
-            runtime()
+        Command::Run { config } => init_tracing(cli.log_format)
+            .and_then(|_logs| runtime(cli.worker_threads).and_then(|rt| rt.block_on(run(config)))),
+        Command::Demo => init_tracing(cli.log_format).and_then(|_logs| {
+            runtime(cli.worker_threads)
                 .and_then(|rt| rt.block_on(async { dev::demo().await.map_err(anyhow::Error::msg) }))
-        }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,8 +118,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime: one worker thread per usable CPU unless told otherwise. With one thread,
+/// tokio's current-thread scheduler serves everything on the main thread: no work stealing and
+/// no cross-thread wake-ups, measurably cheaper per request than a one-worker thread pool
+/// (BENCHMARKS.md).
+fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -110,7 +110,18 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, proxy: SocketAddr, admin: SocketAddr) -> Running {
+        Running::start_with(config, proxy, admin, &[])
+    }
+
+    /// Starts `jwtgate [global_args] run --config config`.
+    fn start_with(
+        config: &Path,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        global_args: &[&str],
+    ) -> Running {
         let mut child = jwtgate()
+            .args(global_args)
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -274,6 +285,14 @@ fn version_and_help() {
     let out = output(jwtgate().arg("--version"));
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "jwtgate 0.1.0");
+
+    let out = output(jwtgate().args(["--worker-threads", "0", "check", "--config", "x.toml"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--worker-threads"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = output(jwtgate().arg("--help"));
     assert!(out.status.success());
@@ -462,7 +481,8 @@ async fn run_serves_and_drains_in_flight_requests_on_sigterm() {
         "jwtgate.toml",
         &run_config(&issuer, &upstream, proxy, admin, "auth = \"none\""),
     );
-    let mut jwtgate = Running::start(&path, proxy, admin);
+    // One worker thread: the smallest runtime serves and drains like any other.
+    let mut jwtgate = Running::start_with(&path, proxy, admin, &["--worker-threads", "1"]);
     let http = client();
     jwtgate.wait_ready(&http).await;
 
