@@ -24,6 +24,7 @@ pub mod server;
 pub mod tls;
 pub mod token;
 pub mod trace;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,8 +37,8 @@ use crate::compile::Config;
 use crate::jwks::{KeyManager, KeySettings};
 use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
-use crate::proxy::Upstream;
 use crate::token::{Issuers, TokenCache};
+use crate::upstream::Upstream;
 
 /// Everything one request reads, swapped as a whole on reload: a request loads it once and
 /// keeps that `Arc` to the end, so it never sees half of an old config and half of a new one.

@@ -1,23 +1,20 @@
-//! The request pipeline (normalise, route, authenticate, authorise, rewrite headers, forward) and
-//! the pooled upstream client. Bodies stream both ways; nothing is buffered whole.
+//! The request pipeline (normalise, route, authenticate, authorise, rewrite headers, forward).
+//! Bodies stream both ways; nothing is buffered whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::authz::Denial;
-use crate::compile::{AuthMode, Route, UpstreamSettings};
+use crate::compile::{AuthMode, Route};
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
@@ -26,10 +23,11 @@ use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::token::{self, unix_now};
+use crate::upstream::{UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
@@ -60,70 +58,6 @@ impl ConnInfo {
             proto,
             peer_value: headers::peer_value(peer.ip()),
         }
-    }
-}
-
-/// The pooled client to the upstream.
-pub struct Upstream {
-    settings: UpstreamSettings,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UploadBody>,
-}
-
-impl Upstream {
-    /// A client with the configured timeouts, pool, protocol and TLS. The TLS settings were
-    /// checked when the config was compiled.
-    pub fn new(settings: UpstreamSettings) -> Result<Self, String> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let tls = match &settings.tls {
-            Some(tls) => crate::tls::client_config(tls)?,
-            // Plain http: the TLS half of the connector is never used.
-            None => rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        };
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let connector = if settings.http2 {
-            builder.enable_http2().wrap_connector(http)
-        } else {
-            builder.enable_http1().wrap_connector(http)
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .http2_only(settings.http2)
-            .build(connector);
-        Ok(Upstream { settings, client })
-    }
-
-    /// The HTTP version requests to this upstream use.
-    fn version(&self) -> Version {
-        if self.settings.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        }
-    }
-
-    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
-        let mut pq = String::with_capacity(
-            self.settings.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
-        pq.push_str(&self.settings.path_prefix);
-        pq.push_str(path);
-        if let Some(q) = query {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        let pq = PathAndQuery::try_from(pq).map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
-        let mut parts = self.settings.origin.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).map_err(|_| Reject::BadPath(PathError::BadEncoding))
     }
 }
 
@@ -335,7 +269,10 @@ async fn pipeline(
     };
 
     // Rewrite headers: strip what the client may not say, then add what we vouch for.
-    let upstream_uri = snapshot.upstream.uri(&path, query)?;
+    let upstream_uri = snapshot
+        .upstream
+        .uri(&path, query)
+        .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -550,20 +487,20 @@ async fn forward(
     mut req: Request<Incoming>,
     upgrade: bool,
     outcome: &mut Outcome,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<Response<UpstreamBody>, Reject> {
     let upstream = &snapshot.upstream;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
     // The response timeout starts once the client's body has been sent: a slow upload is the
     // client's time, not the upstream's.
     let (body_sent, uploaded) = oneshot::channel();
-    let req = req.map(|body| UploadBody::new(body, body_sent));
+    let req = req.map(|body| upload_body(body, body_sent));
     let timeout = async {
         let _ = uploaded.await;
         tokio::time::sleep(upstream.settings.response_timeout).await;
     };
     let result = tokio::select! {
-        result = upstream.client.request(req) => Some(result),
+        result = upstream.send(req) => Some(result),
         () = timeout => None,
     };
     outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
@@ -593,62 +530,4 @@ async fn forward(
     }
     headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)
-}
-
-/// The client's request body on its way upstream; reports when it has been sent completely
-/// (or failed), which starts the response timeout.
-pub struct UploadBody {
-    inner: Incoming,
-    sent: Option<oneshot::Sender<()>>,
-}
-
-impl UploadBody {
-    fn new(inner: Incoming, sent: oneshot::Sender<()>) -> Self {
-        let mut body = UploadBody {
-            inner,
-            sent: Some(sent),
-        };
-        if body.inner.is_end_stream() {
-            body.signal();
-        }
-        body
-    }
-
-    fn signal(&mut self) {
-        if let Some(sent) = self.sent.take() {
-            let _ = sent.send(());
-        }
-    }
-}
-
-impl hyper::body::Body for UploadBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(frame) = &polled {
-            if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
-                self.signal();
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UploadBody {
-    fn drop(&mut self) {
-        self.signal();
-    }
 }

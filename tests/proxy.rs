@@ -973,6 +973,94 @@ async fn fifty_sequential_requests_on_pooled_connections() {
     assert_eq!(uris[49], "/orders/49");
 }
 
+/// An HTTP/1.1 upstream on a raw socket that counts its connections; with `close_after_each`
+/// it closes every connection after one response without saying so (no `Connection: close`),
+/// like a server whose keep-alive timeout is shorter than the proxy's pool timeout.
+/// Returns its address and the counts of connections opened and closed by the proxy.
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (opened, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (count, closes) = (Arc::clone(&opened), Arc::clone(&closed));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let closes = Arc::clone(&closes);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One GET (no body) per head.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => {
+                                closes.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() || close_after_each {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, opened, closed)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, opened, closed) = counting_upstream(false).await;
+    let toml = config(&issuer, &format!("http://{addr}"), "", "")
+        .replace("[upstream]\n", "[upstream]\npool_idle_timeout = \"1s\"\n");
+    let proxy = TestProxy::start_ready(&toml).await;
+    let http = client();
+    for i in 0..20 {
+        let res = http.get(proxy.url("/health")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 1, "one pooled connection");
+    // Idle past pool_idle_timeout with no request to notice: closed anyway.
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle connection never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_not_reused() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, opened, _) = counting_upstream(true).await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    for i in 0..10 {
+        let res = http.get(proxy.url("/health")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+        assert_eq!(res.text().await.unwrap(), "ok");
+        // Idle long enough for the close to arrive: a pooled connection found closed is
+        // replaced, never used for a request that then fails.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 10);
+}
+
 #[tokio::test]
 async fn shutdown_reports_not_ready_and_keeps_serving_for_the_delay() {
     let env = Env::start_with("", "[server]\nshutdown_delay = \"2s\"\n").await;

@@ -1,0 +1,378 @@
+//! The client to the one upstream origin: a pool of HTTP/1.1 connections, or one shared HTTP/2
+//! connection, over TCP or TLS.
+//!
+//! jwtgate talks to a single origin, so the pool is a stack of idle connections rather than a
+//! map keyed by origin. An HTTP/1.1 connection goes back to the pool when its response body has
+//! been read to the end ([`UpstreamBody`]): no task per request waits for it to become idle. A
+//! request that finds its pooled connection closed before it was written (the upstream's
+//! keep-alive timeout won the race) is sent again on a new connection; one that was written is
+//! never replayed.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::compile::UpstreamSettings;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Why a request did not get a response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (refused, timed out, TLS failed).
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed during the exchange.
+    #[error("upstream request failed: {0}")]
+    Request(#[from] hyper::Error),
+}
+
+/// The upstream client (one per configuration).
+pub struct Upstream {
+    /// The settings it was made from.
+    pub settings: UpstreamSettings,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
+}
+
+/// Idle HTTP/1.1 connections (most recently used last) and the shared HTTP/2 connection.
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UploadBody>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+struct Idle {
+    sender: http1::SendRequest<UploadBody>,
+    since: Instant,
+}
+
+impl Pool {
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        // Pushes and pops only: a panic elsewhere cannot leave the list inconsistent.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn h2(&self) -> MutexGuard<'_, Option<http2::SendRequest<UploadBody>>> {
+        self.h2.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still open and young enough.
+    fn checkout(&self) -> Option<http1::SendRequest<UploadBody>> {
+        let mut idle = self.idle();
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last response was read to the end.
+    fn give_back(&self, sender: http1::SendRequest<UploadBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        let timeout = self.idle_timeout;
+        idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < timeout);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Upstream {
+    /// A client with the configured timeouts, pool, protocol and TLS. The TLS settings were
+    /// checked when the config was compiled.
+    pub fn new(settings: UpstreamSettings) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = match &settings.tls {
+            Some(tls) => crate::tls::client_config(tls)?,
+            // Plain http: the TLS half of the connector is never used.
+            None => rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if settings.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            max_idle: settings.pool_max_idle,
+            idle_timeout: settings.pool_idle_timeout,
+        });
+        // Idle connections past their timeout are closed even when no request comes to notice.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep_idle(Arc::downgrade(&pool)));
+        }
+        Ok(Upstream {
+            settings,
+            connector,
+            pool,
+        })
+    }
+
+    /// The HTTP version requests to this upstream use.
+    pub fn version(&self) -> Version {
+        if self.settings.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        }
+    }
+
+    /// The request target for `path` and `query` below the upstream's path prefix: origin-form
+    /// for HTTP/1.1, absolute for HTTP/2 (its `:scheme` and `:authority`).
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(
+            self.settings.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.settings.path_prefix);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq)?;
+        if self.settings.http2 {
+            let mut parts = self.settings.origin.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            Ok(Uri::from_parts(parts)?)
+        } else {
+            Ok(Uri::from(pq))
+        }
+    }
+
+    /// Sends `req` and waits for the response head.
+    pub async fn send(
+        &self,
+        req: Request<UploadBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if self.settings.http2 {
+            let response = self.send_h2(req).await?;
+            return Ok(response.map(|inner| Watched::new(inner, ReturnToPool(None))));
+        }
+        let req = match self.pool.checkout() {
+            Some(mut sender) => match pooled_send(&mut sender, req).await {
+                Ok(response) => return Ok(self.returning(sender, response)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection had closed. Try once on a new one.
+                    Some(req) => req,
+                    None => return Err(e.into_error().into()),
+                },
+            },
+            None => req,
+        };
+        let mut sender = self.connect_h1().await?;
+        sender.ready().await?;
+        let response = sender.send_request(req).await?;
+        Ok(self.returning(sender, response))
+    }
+
+    /// Arranges for `sender` to rejoin the pool once `response`'s body has been read.
+    fn returning(
+        &self,
+        sender: http1::SendRequest<UploadBody>,
+        response: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        // A 101 hands the connection over to the upgraded protocol: it never comes back.
+        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| (sender, Arc::clone(&self.pool)));
+        response.map(|inner| Watched::new(inner, ReturnToPool(keep)))
+    }
+
+    async fn send_h2(&self, req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
+        let shared = self.pool.h2().as_ref().filter(|s| !s.is_closed()).cloned();
+        let mut sender = match shared {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect_h2().await?;
+                *self.pool.h2() = Some(sender.clone());
+                sender
+            }
+        };
+        sender.ready().await?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    async fn connect(&self) -> Result<Io, SendError> {
+        use tower_service::Service as _;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        connector
+            .call(self.settings.origin.clone())
+            .await
+            .map_err(SendError::Connect)
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<UploadBody>, SendError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::Builder::new().handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<UploadBody>, SendError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Closes expired idle connections every half idle timeout (at least every second), until the
+/// pool is gone (replaced by a reload).
+async fn sweep_idle(pool: std::sync::Weak<Pool>) {
+    let every = pool.upgrade().map_or(Duration::from_secs(1), |p| {
+        (p.idle_timeout / 2).max(Duration::from_secs(1))
+    });
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.idle_timeout;
+        pool.idle()
+            .retain(|e| !e.sender.is_closed() && e.since.elapsed() < timeout);
+    }
+}
+
+/// Sends on a pooled connection, which may still be finishing its previous exchange. If it
+/// closed meanwhile, the error gives the unsent request back.
+async fn pooled_send(
+    sender: &mut http1::SendRequest<UploadBody>,
+    req: Request<UploadBody>,
+) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UploadBody>>> {
+    // Err means closed, which try_send_request reports with the request.
+    let _ = sender.ready().await;
+    sender.try_send_request(req).await
+}
+
+/// A body from hyper that tells its [`EndHook`] how it ended.
+pub struct Watched<H: EndHook> {
+    inner: Incoming,
+    hook: H,
+}
+
+/// How a [`Watched`] body ended. A hook may hear more than once (e.g. complete, then dropped).
+pub trait EndHook {
+    /// `complete`: read to the end; otherwise it failed or was dropped early.
+    fn ended(&mut self, complete: bool);
+}
+
+impl<H: EndHook> Watched<H> {
+    fn new(inner: Incoming, mut hook: H) -> Self {
+        if inner.is_end_stream() {
+            hook.ended(true);
+        }
+        Watched { inner, hook }
+    }
+}
+
+impl<H: EndHook + Unpin> Body for Watched<H> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.hook.ended(true),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.hook.ended(true),
+            Poll::Ready(Some(Err(_))) => self.hook.ended(false),
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<H: EndHook> Drop for Watched<H> {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.hook.ended(complete);
+    }
+}
+
+/// The upstream's response body.
+pub type UpstreamBody = Watched<ReturnToPool>;
+
+/// An HTTP/1.1 connection rejoins the pool when its response body has been read to the end;
+/// one whose body failed or was dropped early closes (its state is unknown).
+pub struct ReturnToPool(Option<(http1::SendRequest<UploadBody>, Arc<Pool>)>);
+
+impl EndHook for ReturnToPool {
+    fn ended(&mut self, complete: bool) {
+        if let Some((sender, pool)) = self.0.take() {
+            if complete {
+                pool.give_back(sender);
+            }
+        }
+    }
+}
+
+/// The client's request body on its way upstream.
+pub type UploadBody = Watched<UploadDone>;
+
+/// Reports when the request body has been sent completely (or failed), which starts the
+/// response timeout.
+pub struct UploadDone(Option<oneshot::Sender<()>>);
+
+impl EndHook for UploadDone {
+    fn ended(&mut self, _complete: bool) {
+        if let Some(sent) = self.0.take() {
+            let _ = sent.send(());
+        }
+    }
+}
+
+/// Wraps a client's request body; `sent` fires once it has been sent, failed or been dropped.
+pub fn upload_body(inner: Incoming, sent: oneshot::Sender<()>) -> UploadBody {
+    Watched::new(inner, UploadDone(Some(sent)))
+}
