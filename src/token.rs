@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::digest;
@@ -309,10 +310,18 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TokenError> {
 }
 
 /// Verified tokens by SHA-256 of the token bytes; bounded in bytes; an entry never outlives
-/// its token's `exp` (plus leeway).
+/// its token's `exp` (plus leeway). A token is admitted on its second verification: a stream of
+/// tokens that are each used once (the load an attacker with many valid tokens, or a client
+/// minting a token per call, produces) costs no cache insert and evicts nothing useful.
 pub struct TokenCache {
     cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    /// Fingerprints of tokens verified once, in slots chosen by their key; a collision only
+    /// delays admission.
+    seen_once: Box<[AtomicU64]>,
 }
+
+/// Slots of the verified-once filter (8 bytes each: 512 KiB).
+const SEEN_ONCE_SLOTS: usize = 1 << 16;
 
 struct UntilExpiry;
 
@@ -338,12 +347,38 @@ impl TokenCache {
                 .expire_after(UntilExpiry)
                 .build()
         });
-        TokenCache { cache }
+        let slots = if cache.is_some() { SEEN_ONCE_SLOTS } else { 0 };
+        TokenCache {
+            cache,
+            seen_once: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
-    /// Entries held (approximate, for the gauge).
+    /// Whether the token with this key was verified before (and notes it if not).
+    fn seen_before(&self, key: &[u8; 32]) -> bool {
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&key[i..i + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        let Some(slot) = self
+            .seen_once
+            .get(usize::try_from(word(0)).unwrap_or(0) % SEEN_ONCE_SLOTS)
+        else {
+            return false;
+        };
+        // Never 0, the empty slot.
+        let fingerprint = word(8) | 1;
+        slot.swap(fingerprint, Ordering::Relaxed) == fingerprint
+    }
+
+    /// Entries held (for the gauge; called at scrape time).
     pub fn entry_count(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.entry_count())
+        self.cache.as_ref().map_or(0, |c| {
+            // Settle moka's pending inserts and evictions so the count is current.
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 }
 
@@ -388,8 +423,10 @@ pub async fn verify(
     let (verified, policy) = verify_signature(issuers, token).await?;
     check_claims(&policy, &verified.claims, now)?;
     let verified = Arc::new(verified);
-    if let Some(cache) = &cache.cache {
-        cache.insert(key, Arc::clone(&verified));
+    if let Some(store) = &cache.cache {
+        if cache.seen_before(&key) {
+            store.insert(key, Arc::clone(&verified));
+        }
     }
     Ok((verified, policy))
 }
