@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Bytes waiting that trigger a write right away.
 pub const FLUSH_AT: usize = 64 * 1024;
+/// Pause after each write, so lines arriving meanwhile go out together.
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
 /// Bytes waiting beyond which new lines are dropped (the output is not keeping up).
 pub const MAX_PENDING: usize = 4 * 1024 * 1024;
 
@@ -107,7 +109,7 @@ fn write_batches<W: Write>(shared: &Shared, mut out: W) {
         }
         if !closed {
             // Batch what arrives in the meantime rather than waking per line.
-            std::thread::sleep(FLUSH_EVERY.min(Duration::from_millis(5)));
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
 }

@@ -60,6 +60,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and idle for less than `timeout`.
+    fn usable(&self, timeout: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < timeout
+    }
+}
+
 impl Pool {
     fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
         // Pushes and pops only: a panic elsewhere cannot leave the list inconsistent.
@@ -74,7 +81,7 @@ impl Pool {
     fn checkout(&self) -> Option<http1::SendRequest<UploadBody>> {
         let mut idle = self.idle();
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+            if entry.usable(self.idle_timeout) {
                 return Some(entry.sender);
             }
         }
@@ -88,7 +95,7 @@ impl Pool {
         }
         let mut idle = self.idle();
         let timeout = self.idle_timeout;
-        idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < timeout);
+        idle.retain(|e| e.usable(timeout));
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
@@ -269,8 +276,7 @@ async fn sweep_idle(pool: std::sync::Weak<Pool>) {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
         let timeout = pool.idle_timeout;
-        pool.idle()
-            .retain(|e| !e.sender.is_closed() && e.since.elapsed() < timeout);
+        pool.idle().retain(|e| e.usable(timeout));
     }
 }
 
