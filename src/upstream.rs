@@ -2,11 +2,15 @@
 //! connection, over TCP or TLS.
 //!
 //! jwtgate talks to a single origin, so the pool is a stack of idle connections rather than a
-//! map keyed by origin. An HTTP/1.1 connection goes back to the pool when its response body has
+//! map keyed by origin. Requests without a body (nearly all of them) are exchanged by the
+//! requesting task itself ([`exchange`]); requests with a body and upgrades go through hyper's
+//! client. Either way an HTTP/1.1 connection goes back to the pool when its response body has
 //! been read to the end ([`UpstreamBody`]): no task per request waits for it to become idle. A
-//! request that finds its pooled connection closed before it was written (the upstream's
-//! keep-alive timeout won the race) is sent again on a new connection; one that was written is
-//! never replayed.
+//! request that finds its pooled connection closed (the upstream's keep-alive timeout won the
+//! race) is sent again on a new connection when it was never written, or when it is idempotent
+//! and not one byte of response came back; otherwise it is never replayed.
+
+mod exchange;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -37,6 +41,9 @@ pub enum SendError {
     /// The connection failed during the exchange.
     #[error("upstream request failed: {0}")]
     Request(#[from] hyper::Error),
+    /// A bodiless exchange failed (see [`exchange`]).
+    #[error(transparent)]
+    Exchange(#[from] exchange::ExchangeError),
 }
 
 /// The upstream client (one per configuration).
@@ -47,12 +54,32 @@ pub struct Upstream {
     pool: Arc<Pool>,
 }
 
-/// Idle HTTP/1.1 connections (most recently used last) and the shared HTTP/2 connection.
+/// Idle HTTP/1.1 connections and the shared HTTP/2 connection.
 struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleSet>,
     h2: Mutex<Option<http2::SendRequest<UploadBody>>>,
+    /// Most idle HTTP/1.1 connections kept, of both kinds together.
     max_idle: usize,
     idle_timeout: Duration,
+}
+
+/// Idle connections, most recently used last: those hyper drives and those [`exchange`] uses.
+#[derive(Default)]
+struct IdleSet {
+    hyper: Vec<Idle>,
+    direct: Vec<exchange::Conn>,
+}
+
+impl IdleSet {
+    fn len(&self) -> usize {
+        self.hyper.len() + self.direct.len()
+    }
+
+    /// Drops connections that closed or idled past `timeout`.
+    fn expire(&mut self, timeout: Duration) {
+        self.hyper.retain(|e| e.usable(timeout));
+        self.direct.retain(|c| c.since.elapsed() < timeout);
+    }
 }
 
 struct Idle {
@@ -68,7 +95,7 @@ impl Idle {
 }
 
 impl Pool {
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+    fn idle(&self) -> MutexGuard<'_, IdleSet> {
         // Pushes and pops only: a panic elsewhere cannot leave the list inconsistent.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -80,12 +107,33 @@ impl Pool {
     /// The most recently used idle connection that is still open and young enough.
     fn checkout(&self) -> Option<http1::SendRequest<UploadBody>> {
         let mut idle = self.idle();
-        while let Some(entry) = idle.pop() {
+        while let Some(entry) = idle.hyper.pop() {
             if entry.usable(self.idle_timeout) {
                 return Some(entry.sender);
             }
         }
         None
+    }
+
+    /// The most recently used idle connection for a bodiless exchange that is still open and
+    /// young enough.
+    fn checkout_direct(&self) -> Option<exchange::Conn> {
+        let mut idle = self.idle();
+        while let Some(mut conn) = idle.direct.pop() {
+            if conn.since.elapsed() < self.idle_timeout && !conn.closed_while_idle() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last bodiless exchange ended cleanly.
+    fn give_back_direct(&self, conn: exchange::Conn) {
+        let mut idle = self.idle();
+        idle.expire(self.idle_timeout);
+        if idle.len() < self.max_idle {
+            idle.direct.push(conn);
+        }
     }
 
     /// Keeps a connection whose last response was read to the end.
@@ -94,10 +142,9 @@ impl Pool {
             return;
         }
         let mut idle = self.idle();
-        let timeout = self.idle_timeout;
-        idle.retain(|e| e.usable(timeout));
+        idle.expire(self.idle_timeout);
         if idle.len() < self.max_idle {
-            idle.push(Idle {
+            idle.hyper.push(Idle {
                 sender,
                 since: Instant::now(),
             });
@@ -129,7 +176,7 @@ impl Upstream {
             builder.enable_http1().wrap_connector(http)
         };
         let pool = Arc::new(Pool {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleSet::default()),
             h2: Mutex::new(None),
             max_idle: settings.pool_max_idle,
             idle_timeout: settings.pool_idle_timeout,
@@ -183,7 +230,11 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, SendError> {
         if self.settings.http2 {
             let response = self.send_h2(req).await?;
-            return Ok(response.map(|inner| Watched::new(inner, ReturnToPool(None))));
+            let response = response.map(|inner| Watched::new(inner, ReturnToPool(None)));
+            return Ok(response.map(UpstreamBody::Hyper));
+        }
+        if req.body().is_end_stream() && !req.headers().contains_key(header::UPGRADE) {
+            return self.send_direct(req).await;
         }
         let req = match self.pool.checkout() {
             Some(mut sender) => match pooled_send(&mut sender, req).await {
@@ -202,6 +253,36 @@ impl Upstream {
         Ok(self.returning(sender, response))
     }
 
+    /// Sends a bodiless request on a pooled connection of the direct kind, or a new one.
+    async fn send_direct(
+        &self,
+        req: Request<UploadBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (parts, _empty) = req.into_parts();
+        let head = exchange::encode_head(&parts, self.authority());
+        let head_request = parts.method == Method::HEAD;
+        if let Some(conn) = self.pool.checkout_direct() {
+            match exchange::exchange(conn, &head, head_request, &self.pool).await {
+                Ok(response) => return Ok(response.map(UpstreamBody::Direct)),
+                // The upstream had closed it: try once on a new one, if that is safe.
+                Err(failed) if failed.stale && parts.method.is_idempotent() => {
+                    tracing::debug!(error = %failed.error, "pooled connection was closed; retrying");
+                }
+                Err(failed) => return Err(failed.error.into()),
+            }
+        }
+        let conn = exchange::Conn::new(self.connect().await?);
+        match exchange::exchange(conn, &head, head_request, &self.pool).await {
+            Ok(response) => Ok(response.map(UpstreamBody::Direct)),
+            Err(failed) => Err(failed.error.into()),
+        }
+    }
+
+    /// `host[:port]` of the upstream, the `Host` of requests that came without one.
+    fn authority(&self) -> &str {
+        self.settings.origin.authority().map_or("", |a| a.as_str())
+    }
+
     /// Arranges for `sender` to rejoin the pool once `response`'s body has been read.
     fn returning(
         &self,
@@ -211,7 +292,7 @@ impl Upstream {
         // A 101 hands the connection over to the upgraded protocol: it never comes back.
         let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| (sender, Arc::clone(&self.pool)));
-        response.map(|inner| Watched::new(inner, ReturnToPool(keep)))
+        response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
     }
 
     async fn send_h2(&self, req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
@@ -275,8 +356,7 @@ async fn sweep_idle(pool: std::sync::Weak<Pool>) {
     loop {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        let timeout = pool.idle_timeout;
-        pool.idle().retain(|e| e.usable(timeout));
+        pool.idle().expire(pool.idle_timeout);
     }
 }
 
@@ -346,8 +426,42 @@ impl<H: EndHook> Drop for Watched<H> {
     }
 }
 
-/// The upstream's response body.
-pub type UpstreamBody = Watched<ReturnToPool>;
+/// The upstream's response body: from hyper's client, or read by a bodiless exchange.
+pub enum UpstreamBody {
+    /// From hyper's client (HTTP/2, and HTTP/1.1 requests with a body).
+    Hyper(Watched<ReturnToPool>),
+    /// From a bodiless HTTP/1.1 exchange.
+    Direct(exchange::ResponseBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Direct(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Direct(body) => body.size_hint(),
+        }
+    }
+}
 
 /// An HTTP/1.1 connection rejoins the pool when its response body has been read to the end;
 /// one whose body failed or was dropped early closes (its state is unknown).

@@ -980,19 +980,38 @@ async fn fifty_sequential_requests_on_pooled_connections() {
 async fn counting_upstream(
     close_after_each: bool,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    raw_upstream(move |_| {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        (answer.to_vec(), close_after_each)
+    })
+    .await
+}
+
+/// An HTTP/1.1 upstream on a raw socket: it reads one bodiless request head at a time and writes
+/// `answer(n)` for the n-th request (counted over all connections), then closes the connection
+/// if the answer says so. Returns its address and the counts of connections opened and of
+/// connections the proxy closed.
+async fn raw_upstream(
+    answer: impl Fn(usize) -> (Vec<u8>, bool) + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (opened, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (count, closes) = (Arc::clone(&opened), Arc::clone(&closed));
+    let answer = Arc::new(answer);
+    let requests = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let closes = Arc::clone(&closes);
+            let (closes, answer, requests) = (
+                Arc::clone(&closes),
+                Arc::clone(&answer),
+                Arc::clone(&requests),
+            );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    // One GET (no body) per head.
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         match stream.read(&mut chunk).await {
                             Ok(0) | Err(_) => {
@@ -1004,8 +1023,8 @@ async fn counting_upstream(
                     }
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     buf.drain(..end);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(answer).await.is_err() || close_after_each {
+                    let (bytes, close) = answer(requests.fetch_add(1, Ordering::SeqCst));
+                    if stream.write_all(&bytes).await.is_err() || close {
                         return;
                     }
                 }
@@ -1043,6 +1062,101 @@ async fn upstream_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn upstream_framings_are_relayed_and_only_clean_ends_keep_the_connection() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    // (upstream answer, closes after it)
+    let script: Vec<(&'static [u8], bool)> = vec![
+        // 0: chunked, with an extension and a trailer
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
+            false,
+        ),
+        // 1: no content
+        (b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", false),
+        // 2: an interim 103 before the response
+        (
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+            false,
+        ),
+        // 3: a HEAD response: a length, no body
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", false),
+        // 4: bytes after the declared length: relayed up to the length, connection dropped
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\nsmuggled", false),
+        // 5: delimited by the close
+        (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
+        // 6: conflicting lengths: 502, connection dropped
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", false),
+        // 7: fine again
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlast", false),
+    ];
+    let (addr, opened, _) = raw_upstream(move |n| {
+        let (bytes, close) = script[n.min(7)];
+        (bytes.to_vec(), close)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    let get = |path: &'static str| http.get(proxy.url(path)).send();
+
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked")
+    );
+    assert_eq!(res.text().await.unwrap(), "hello world");
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["x-a"], "1");
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers().get("link").is_none(),
+        "interim headers are not merged"
+    );
+    assert_eq!(res.text().await.unwrap(), "hi");
+    let res = http.head(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], "9");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "clean ends keep the connection"
+    );
+
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "ok");
+    let res = get("/health").await.unwrap();
+    assert_eq!(
+        res.text().await.unwrap(),
+        "until close",
+        "not the smuggled bytes"
+    );
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "extra bytes: connection dropped"
+    );
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        3,
+        "a close-delimited body ends the connection"
+    );
+    let res = get("/health").await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "last");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        4,
+        "a refused response ends the connection"
+    );
+}
+
+#[tokio::test]
 async fn connections_the_upstream_closed_while_idle_are_not_reused() {
     let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
         .await
@@ -1059,6 +1173,37 @@ async fn connections_the_upstream_closed_while_idle_are_not_reused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(opened.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn a_connection_closed_under_a_request_retries_it_only_if_idempotent() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    // The upstream's keep-alive timeout fires just as the second request on a connection
+    // arrives: it closes without a byte of answer.
+    let (addr, opened, _) = raw_upstream(|n| match n % 2 {
+        0 => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+        _ => (Vec::new(), true),
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    for i in 0..3 {
+        let res = http.get(proxy.url("/health")).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "GET {i} is sent again on a new connection"
+        );
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+    let res = http.post(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 502, "a POST is never replayed");
+    assert_eq!(opened.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
