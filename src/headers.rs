@@ -241,13 +241,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    // The usual tokens, `keep-alive` and `close`, name no header beyond the hop-by-hop ones.
+    let listed = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok());
+    doomed.extend(listed);
     for name in doomed {
         headers.remove(name);
     }

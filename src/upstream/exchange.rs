@@ -45,6 +45,8 @@ pub struct Conn {
     pub since: Instant,
     /// Whether it has carried an exchange already (a failure on it may be a stale connection).
     reused: bool,
+    /// The read buffer, kept between exchanges so its allocation is reused.
+    buf: BytesMut,
 }
 
 impl Conn {
@@ -54,6 +56,7 @@ impl Conn {
             io: Box::new(TokioIo::new(io)),
             since: Instant::now(),
             reused: false,
+            buf: BytesMut::new(),
         }
     }
 
@@ -134,7 +137,7 @@ pub async fn exchange(
     head_request: bool,
     pool: &Arc<Pool>,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let mut buf = BytesMut::new();
+    let mut buf = std::mem::take(&mut conn.buf);
     let reused = conn.reused;
     let fail = |error: ExchangeError, buf: &BytesMut| Failed {
         stale: reused && buf.is_empty(),
@@ -477,6 +480,7 @@ impl ResponseBody {
             if self.keep_alive && self.buf.is_empty() {
                 conn.since = Instant::now();
                 conn.reused = true;
+                conn.buf = std::mem::take(&mut self.buf);
                 self.pool.give_back_direct(conn);
             }
         }
