@@ -8,7 +8,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -23,7 +22,7 @@ use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::token::{self, unix_now};
-use crate::upstream::{UpstreamBody, upload_body};
+use crate::upstream::{ClientBody, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
@@ -76,7 +75,7 @@ struct Outcome {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let _in_flight = shared.metrics.in_flight();
@@ -188,7 +187,7 @@ async fn pipeline(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     request_id: &HeaderValue,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Reject> {
     let config = &snapshot.config;
@@ -484,7 +483,7 @@ fn authorize(
 
 async fn forward(
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     upgrade: bool,
     outcome: &mut Outcome,
 ) -> Result<Response<UpstreamBody>, Reject> {

@@ -1,5 +1,8 @@
 //! Accept loops: a connection cap, hyper's limits (head size, header count, head read timeout),
-//! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown.
+//! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown. Proxy connections start
+//! on the HTTP/1.1 fast path ([`h1`]) and move to hyper at the first request it leaves to hyper.
+
+mod h1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::compile::Limits;
 use crate::proxy::{self, ConnInfo};
+use crate::upstream::ClientBody;
 use crate::{Shared, admin, tls};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before trying again.
@@ -47,16 +51,27 @@ pub async fn run_proxy(
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = shared.snapshot.load().config.limits.clone();
+    let fast = Arc::clone(&shared);
     let service = move |peer, proto| {
         let shared = Arc::clone(&shared);
         let conn = ConnInfo::new(peer, proto);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let conn = conn.clone();
+            let req = req.map(ClientBody::Streaming);
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, conn, req).await) }
         })
     };
-    accept_loop("proxy", listener, tls, &limits, service, shutdown).await;
+    accept_loop(
+        "proxy",
+        listener,
+        tls,
+        &limits,
+        service,
+        Some(fast),
+        shutdown,
+    )
+    .await;
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -77,7 +92,7 @@ pub async fn run_admin(
             async move { Ok::<_, std::convert::Infallible>(admin::handle(&shared, &req)) }
         })
     };
-    accept_loop("admin", listener, None, &limits, service, shutdown).await;
+    accept_loop("admin", listener, None, &limits, service, None, shutdown).await;
 }
 
 async fn accept_loop<S, M>(
@@ -86,6 +101,7 @@ async fn accept_loop<S, M>(
     tls: Option<Arc<tls::Acceptor>>,
     limits: &Limits,
     make_service: M,
+    fast: Option<Arc<Shared>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M: Fn(SocketAddr, &'static str) -> S,
@@ -95,6 +111,7 @@ async fn accept_loop<S, M>(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let proto = if tls.is_some() { "https" } else { "http" };
+    let shared_limits = Arc::new(limits.clone());
     loop {
         // Wait for a free slot first: over the cap, connections queue in the kernel backlog.
         let permit = tokio::select! {
@@ -121,6 +138,12 @@ async fn accept_loop<S, M>(
             watcher: graceful.watcher(),
             peer,
             first_request_timeout: limits.header_read_timeout,
+            fast: fast.as_ref().map(|shared| Fast {
+                shared: Arc::clone(shared),
+                conn: ConnInfo::new(peer, proto),
+                limits: Arc::clone(&shared_limits),
+                shutdown: shutdown.clone(),
+            }),
         };
         let service = make_service(peer, proto);
         let tls = tls.clone();
@@ -145,7 +168,14 @@ async fn accept_loop<S, M>(
     }
     drop(listener);
     tracing::info!(listener = name, "draining connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    // hyper's connections hear the shutdown from `graceful`, the fast path's from `shutdown`;
+    // every connection holds a permit until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = permits.acquire_many(all).await;
+    };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -185,14 +215,39 @@ struct Connection {
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
     first_request_timeout: Duration,
+    /// Set for proxy connections, which start on the fast path.
+    fast: Option<Fast>,
+}
+
+/// What a proxy connection's fast path needs.
+struct Fast {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    limits: Arc<Limits>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Connection {
-    async fn serve<I, S>(self, io: I, service: S)
+    async fn serve<I, S>(mut self, io: I, service: S)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: ConnService,
     {
+        let (io, read) = match self.fast.take() {
+            Some(fast) => {
+                let path = h1::FastPath {
+                    shared: &fast.shared,
+                    conn: &fast.conn,
+                    limits: &fast.limits,
+                };
+                match h1::serve(io, path, fast.shutdown).await {
+                    h1::Ended::Closed => return,
+                    h1::Ended::Handoff(io, read) => (io, read),
+                }
+            }
+            None => (io, bytes::Bytes::new()),
+        };
+        let io = h1::Prefixed::new(read, io);
         let started = Arc::new(AtomicBool::new(false));
         let service = FirstRequest {
             inner: service,

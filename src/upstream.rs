@@ -371,9 +371,9 @@ async fn pooled_send(
     sender.try_send_request(req).await
 }
 
-/// A body from hyper that tells its [`EndHook`] how it ended.
-pub struct Watched<H: EndHook> {
-    inner: Incoming,
+/// A body that tells its [`EndHook`] how it ended.
+pub struct Watched<B: Body, H: EndHook> {
+    inner: B,
     hook: H,
 }
 
@@ -383,8 +383,8 @@ pub trait EndHook {
     fn ended(&mut self, complete: bool);
 }
 
-impl<H: EndHook> Watched<H> {
-    fn new(inner: Incoming, mut hook: H) -> Self {
+impl<B: Body, H: EndHook> Watched<B, H> {
+    fn new(inner: B, mut hook: H) -> Self {
         if inner.is_end_stream() {
             hook.ended(true);
         }
@@ -392,14 +392,14 @@ impl<H: EndHook> Watched<H> {
     }
 }
 
-impl<H: EndHook + Unpin> Body for Watched<H> {
+impl<B: Body<Data = Bytes> + Unpin, H: EndHook + Unpin> Body for Watched<B, H> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.hook.ended(true),
@@ -419,7 +419,7 @@ impl<H: EndHook + Unpin> Body for Watched<H> {
     }
 }
 
-impl<H: EndHook> Drop for Watched<H> {
+impl<B: Body, H: EndHook> Drop for Watched<B, H> {
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
         self.hook.ended(complete);
@@ -429,7 +429,7 @@ impl<H: EndHook> Drop for Watched<H> {
 /// The upstream's response body: from hyper's client, or read by a bodiless exchange.
 pub enum UpstreamBody {
     /// From hyper's client (HTTP/2, and HTTP/1.1 requests with a body).
-    Hyper(Watched<ReturnToPool>),
+    Hyper(Watched<Incoming, ReturnToPool>),
     /// From a bodiless HTTP/1.1 exchange.
     Direct(exchange::ResponseBody),
 }
@@ -478,7 +478,7 @@ impl EndHook for ReturnToPool {
 }
 
 /// The client's request body on its way upstream.
-pub type UploadBody = Watched<UploadDone>;
+pub type UploadBody = Watched<ClientBody, UploadDone>;
 
 /// Reports when the request body has been sent completely (or failed), which starts the
 /// response timeout.
@@ -493,6 +493,44 @@ impl EndHook for UploadDone {
 }
 
 /// Wraps a client's request body; `sent` fires once it has been sent, failed or been dropped.
-pub fn upload_body(inner: Incoming, sent: oneshot::Sender<()>) -> UploadBody {
+pub fn upload_body(inner: ClientBody, sent: oneshot::Sender<()>) -> UploadBody {
     Watched::new(inner, UploadDone(Some(sent)))
+}
+
+/// A client's request body: none (a request the HTTP/1.1 fast path served), or hyper's stream.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The request has no body.
+    Empty,
+    /// The body as hyper's server receives it.
+    Streaming(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Streaming(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Streaming(body) => body.size_hint(),
+        }
+    }
 }

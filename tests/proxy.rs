@@ -1226,3 +1226,66 @@ async fn shutdown_reports_not_ready_and_keeps_serving_for_the_delay() {
         "closed after the delay and the drain"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. The HTTP/1.1 fast path, and the move to hyper
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_a_body_moves_the_connection_to_hyper() {
+    let env = Env::start().await;
+    let mut stream = TcpStream::connect(env.proxy.addr).await.unwrap();
+    // Everything in one write: the fast path serves the first three from its buffer, hands
+    // the POST (a body) and every byte after it to hyper, which serves the rest.
+    let requests = concat!(
+        "GET /health?i=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /orders/1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "HEAD /health?i=2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /health?i=3 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /health?i=4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let (answer, ended) = read_until_closed(&mut stream).await;
+    assert!(ended, "Connection: close was honoured");
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "401", "200", "200", "200"], "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    let unauthorized = &lower[lower.find("http/1.1 401").unwrap()..];
+    let head = &unauthorized[..unauthorized.find("\r\n\r\n").unwrap()];
+    assert!(head.contains("\r\ndate: "), "own answers are dated: {head}");
+    assert!(head.contains("\r\ncontent-length: "), "{head}");
+    assert!(head.contains("\r\nwww-authenticate: bearer"), "{head}");
+    let seen: Vec<(String, String, u64)> = env
+        .upstream
+        .received()
+        .into_iter()
+        .map(|r| (r.method, r.uri, r.body_bytes))
+        .collect();
+    let expected = [
+        ("GET", "/health?i=1", 0),
+        ("HEAD", "/health?i=2", 0),
+        ("POST", "/health?i=3", 5),
+        ("GET", "/health?i=4", 0),
+    ];
+    assert_eq!(seen.len(), expected.len(), "{seen:?}");
+    for ((method, uri, body), (m, u, b)) in seen.iter().zip(expected) {
+        assert_eq!((method.as_str(), uri.as_str(), *body), (m, u, b));
+    }
+}
+
+#[tokio::test]
+async fn a_request_cut_short_in_its_head_is_not_forwarded_and_the_connection_closes() {
+    let env = Env::start().await;
+    let mut stream = TcpStream::connect(env.proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\nGET /health HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let (answer, ended) = read_until_closed(&mut stream).await;
+    assert!(ended);
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+    assert_eq!(env.upstream.hits(), 1);
+}
