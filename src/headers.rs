@@ -228,10 +228,17 @@ pub fn upgrade_requested(headers: &HeaderMap) -> bool {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| lists(v.as_bytes(), token.as_bytes()))
+}
+
+/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::compile::Limits;
+use crate::headers;
 use crate::proxy::{self, ConnInfo, ProxyBody};
 use crate::upstream::ClientBody;
 
@@ -249,10 +250,10 @@ fn parse(buf: &mut BytesMut, max_headers: usize, spans: &mut Spans) -> Parsed {
                 lengths += 1;
                 value.trim_ascii() == b"0"
             } else if name.eq_ignore_ascii_case("connection") {
-                spans.close |= has_token(value, b"close");
-                !has_token(value, b"upgrade")
+                spans.close |= headers::lists(value, b"close");
+                !headers::lists(value, b"upgrade")
             } else if name.eq_ignore_ascii_case("te") {
-                !has_token(value, b"trailers")
+                !headers::lists(value, b"trailers")
             } else {
                 !(name.eq_ignore_ascii_case("transfer-encoding")
                     || name.eq_ignore_ascii_case("expect")
@@ -296,12 +297,6 @@ fn build(head: &Bytes, spans: &Spans) -> Option<Request<ClientBody>> {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Some(req)
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// How the response body is framed on the wire.

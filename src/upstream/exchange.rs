@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::{Io, Pool};
+use crate::headers;
 
 /// Most bytes a response head (with any 1xx heads before it) may take.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -196,7 +197,10 @@ enum Framing {
 type Head = (Response<()>, Framing, bool);
 
 /// Parses one response head from `buf`, skipping interim (1xx) responses. `Ok(None)`: more
-/// bytes needed. On success the head's bytes are gone from `buf`; the rest is body.
+/// bytes needed. On success the head's bytes are gone from `buf` (the header values share
+/// them); the rest is body. `Connection: keep-alive` and `Keep-Alive` are left out on the way
+/// (hop-by-hop, and nearly every response has them); other hop-by-hop fields stay for the
+/// proxy's stripping.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
     loop {
         if buf.is_empty() {
@@ -229,17 +233,37 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ex
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        // Names now; values once the head is cut out of the buffer, as slices of it.
+        let base = buf.as_ptr() as usize;
+        let mut close = false;
+        let mut fields = Vec::with_capacity(parsed.headers.len());
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ExchangeError::Malformed("header name"))?;
-            let value = HeaderValue::from_bytes(field.value)
+            if name == CONNECTION {
+                close |= headers::lists(field.value, b"close");
+                let only_usual = field.value.split(|b| *b == b',').all(|t| {
+                    let t = t.trim_ascii();
+                    t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+                });
+                if only_usual {
+                    continue;
+                }
+            } else if name.as_str() == "keep-alive" {
+                continue;
+            }
+            let start = field.value.as_ptr() as usize - base;
+            fields.push((name, start..start + field.value.len()));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(value))
                 .map_err(|_| ExchangeError::Malformed("header value"))?;
             headers.append(name, value);
         }
-        buf.advance(len);
         let (framing, mut keep_alive) = framing(status, head_request, &headers)?;
-        keep_alive &= version == Version::HTTP_11 && !has_token(&headers, &CONNECTION, "close");
+        keep_alive &= version == Version::HTTP_11 && !close;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -304,13 +328,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
             .iter()
             .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
     )
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
 }
 
 /// Where a chunked body's decoder stands.
@@ -668,6 +685,20 @@ mod tests {
         assert_eq!(f, Framing::Length(0), "a HEAD response has no body");
         assert!(!framed("HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\n").1);
         assert!(!framed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").1);
+    }
+
+    #[test]
+    fn usual_connection_fields_are_left_out_and_others_kept_for_stripping() {
+        let text = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
+        let (response, _, keep_alive) = head(text, false).unwrap().unwrap();
+        assert!(keep_alive);
+        let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a", "content-length"]);
+        let text =
+            "HTTP/1.1 200 OK\r\nConnection: x-hop, close\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n";
+        let (response, _, keep_alive) = head(text, false).unwrap().unwrap();
+        assert!(!keep_alive);
+        assert_eq!(response.headers()["connection"], "x-hop, close");
     }
 
     #[test]
