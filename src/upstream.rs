@@ -297,14 +297,23 @@ impl Upstream {
 
     async fn send_h2(&self, req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
         let shared = self.pool.h2().as_ref().filter(|s| !s.is_closed()).cloned();
-        let mut sender = match shared {
-            Some(sender) => sender,
-            None => {
-                let sender = self.connect_h2().await?;
-                *self.pool.h2() = Some(sender.clone());
-                sender
+        let req = match shared {
+            Some(mut sender) => {
+                // Err means closed, which try_send_request reports with the request.
+                let _ = sender.ready().await;
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut e) => match e.take_message() {
+                        // Closed (GOAWAY) before the request went out: a new connection.
+                        Some(req) => req,
+                        None => return Err(e.into_error().into()),
+                    },
+                }
             }
+            None => req,
         };
+        let mut sender = self.connect_h2().await?;
+        *self.pool.h2() = Some(sender.clone());
         sender.ready().await?;
         Ok(sender.send_request(req).await?)
     }

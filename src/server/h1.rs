@@ -44,6 +44,8 @@ const MAX_FIELDS: usize = 128;
 const READ_SIZE: usize = 8 * 1024;
 /// A first body frame up to this size is sent in the same write as the head.
 const COALESCE: usize = 16 * 1024;
+/// Time allowed to close a connection cleanly.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How the fast path left a connection.
 pub enum Ended<I> {
@@ -95,7 +97,8 @@ where
         let close = close || *shutdown.borrow();
         let written = write_response(&mut io, &mut out, response, head_request, close).await;
         if written.is_err() || close {
-            let _ = io.shutdown().await;
+            // Bounded: a TLS close_notify waits on a client that may not be reading.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
             return Ended::Closed;
         }
     }
