@@ -9,6 +9,8 @@
 -- wrk SIGINT (it then prints its summary as usual).
 -- done() prints "TOKENS next=N wrapped=W": the line the next run should start from and how many
 -- times the file was exhausted (W > 0 means tokens repeated: the file was too short).
+-- TOKEN_REPEAT=K in the environment sends each token K times in a row (the memory test uses 2:
+-- jwtgate caches a token from its second verification on).
 
 local threads = {}
 
@@ -31,6 +33,8 @@ function init(args)
   idx = tonumber(args[2] or "1")
   if idx < 1 or idx > n then idx = 1 end
   wrapped = 0
+  each = tonumber(os.getenv("TOKEN_REPEAT") or "1")
+  uses = 0
   stop_after = tonumber(args[3] or "0")
   marker = args[4]
   responses = 0
@@ -50,10 +54,14 @@ end
 
 function request()
   local token = tokens[idx]
-  idx = idx + 1
-  if idx > count then
-    idx = 1
-    wrapped = wrapped + 1
+  uses = uses + 1
+  if uses >= each then
+    uses = 0
+    idx = idx + 1
+    if idx > count then
+      idx = 1
+      wrapped = wrapped + 1
+    end
   end
   return prefix .. token .. "\r\n\r\n"
 end
