@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -179,7 +180,8 @@ enum Caller {
 /// redirect to sign in).
 enum Decided {
     Caller(Caller, Vec<HeaderValue>),
-    Respond(Response<ProxyBody>),
+    /// Boxed: it is rare, and a response is large.
+    Respond(Box<Response<ProxyBody>>),
 }
 
 async fn pipeline(
@@ -262,7 +264,7 @@ async fn pipeline(
             base: &base,
         };
         match authenticate(shared, snapshot, route, &request).await? {
-            Decided::Respond(response) => return Ok(response),
+            Decided::Respond(response) => return Ok(*response),
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
@@ -363,7 +365,7 @@ async fn authenticate<B: Fn() -> Option<String>>(
                 .await?
             {
                 Gate::Respond(response) => {
-                    return Ok(Decided::Respond(response.map(Either::Right)));
+                    return Ok(Decided::Respond(Box::new(response.map(Either::Right))));
                 }
                 Gate::Forward(identity, cookies) => {
                     let caller = match identity {
@@ -451,7 +453,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         base,
     };
     match authenticate(shared, snapshot, route, &request).await? {
-        Decided::Respond(response) => Ok(response),
+        Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
@@ -492,10 +494,18 @@ async fn forward(
     let sent = Instant::now();
     // The response timeout starts once the client's body has been sent: a slow upload is the
     // client's time, not the upstream's.
-    let (body_sent, uploaded) = oneshot::channel();
+    // Nothing to wait for without a body (most requests): no channel then.
+    let (body_sent, uploaded) = if req.body().is_end_stream() {
+        (None, None)
+    } else {
+        let (sent, uploaded) = oneshot::channel();
+        (Some(sent), Some(uploaded))
+    };
     let req = req.map(|body| upload_body(body, body_sent));
     let timeout = async {
-        let _ = uploaded.await;
+        if let Some(uploaded) = uploaded {
+            let _ = uploaded.await;
+        }
         tokio::time::sleep(upstream.settings.response_timeout).await;
     };
     let result = tokio::select! {

@@ -237,13 +237,10 @@ impl Upstream {
             return self.send_direct(req).await;
         }
         let req = match self.pool.checkout() {
-            Some(mut sender) => match pooled_send(&mut sender, req).await {
+            Some(mut sender) => match unsent(pooled_send(&mut sender, req).await)? {
                 Ok(response) => return Ok(self.returning(sender, response)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection had closed. Try once on a new one.
-                    Some(req) => req,
-                    None => return Err(e.into_error().into()),
-                },
+                // Never written: the connection had closed. Try once on a new one.
+                Err(req) => req,
             },
             None => req,
         };
@@ -301,13 +298,10 @@ impl Upstream {
             Some(mut sender) => {
                 // Err means closed, which try_send_request reports with the request.
                 let _ = sender.ready().await;
-                match sender.try_send_request(req).await {
+                match unsent(sender.try_send_request(req).await)? {
                     Ok(response) => return Ok(response),
-                    Err(mut e) => match e.take_message() {
-                        // Closed (GOAWAY) before the request went out: a new connection.
-                        Some(req) => req,
-                        None => return Err(e.into_error().into()),
-                    },
+                    // Closed (GOAWAY) before the request went out: a new connection.
+                    Err(req) => req,
                 }
             }
             None => req,
@@ -378,6 +372,22 @@ async fn pooled_send(
     // Err means closed, which try_send_request reports with the request.
     let _ = sender.ready().await;
     sender.try_send_request(req).await
+}
+
+/// The response, or the request back when its connection closed before sending it.
+type Unsent = Result<Response<Incoming>, Request<UploadBody>>;
+
+/// Sorts a `try_send_request` result: an error that returned the request is [`Unsent`].
+fn unsent(
+    sent: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UploadBody>>>,
+) -> Result<Unsent, SendError> {
+    match sent {
+        Ok(response) => Ok(Ok(response)),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Ok(Err(req)),
+            None => Err(e.into_error().into()),
+        },
+    }
 }
 
 /// A body that tells its [`EndHook`] how it ended.
@@ -501,9 +511,10 @@ impl EndHook for UploadDone {
     }
 }
 
-/// Wraps a client's request body; `sent` fires once it has been sent, failed or been dropped.
-pub fn upload_body(inner: ClientBody, sent: oneshot::Sender<()>) -> UploadBody {
-    Watched::new(inner, UploadDone(Some(sent)))
+/// Wraps a client's request body; `sent` (if any) fires once it has been sent, failed or been
+/// dropped.
+pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<()>>) -> UploadBody {
+    Watched::new(inner, UploadDone(sent))
 }
 
 /// A client's request body: none (a request the HTTP/1.1 fast path served), or hyper's stream.

@@ -23,9 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -33,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::compile::Limits;
-use crate::headers;
+use crate::headers::{self, FieldSpans};
 use crate::proxy::{self, ConnInfo, ProxyBody};
 use crate::upstream::ClientBody;
 
@@ -67,34 +65,26 @@ pub struct FastPath<'a> {
 
 /// Serves `io` until it closes or needs hyper. `shutdown` turning true ends the connection
 /// after the request in flight (at once if it is idle).
-pub async fn serve<I>(
-    mut io: I,
-    fast: FastPath<'_>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Ended<I>
+pub async fn serve<I>(mut io: I, fast: FastPath<'_>, shutdown: watch::Receiver<bool>) -> Ended<I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut reader = HeadReader {
+        buf: BytesMut::with_capacity(READ_SIZE),
+        spans: Spans::default(),
+        timer: HeadTimer::new(fast.limits.header_read_timeout),
+        shutdown,
+    };
     let mut out = Vec::with_capacity(1024);
-    let mut spans = Spans::default();
-    let mut timer = HeadTimer::new(fast.limits.header_read_timeout);
     loop {
-        let reading = Reading {
-            buf: &mut buf,
-            spans: &mut spans,
-            timer: &mut timer,
-            shutdown: &mut shutdown,
-        };
-        let next = read_request(&mut io, reading, fast.limits);
-        let (req, close) = match next.await {
+        let (req, close) = match reader.next(&mut io, fast.limits).await {
             Next::Request(req, close) => (req, close),
-            Next::Handoff => return Ended::Handoff(io, buf.freeze()),
+            Next::Handoff => return Ended::Handoff(io, reader.buf.freeze()),
             Next::Close => return Ended::Closed,
         };
         let head_request = req.method() == Method::HEAD;
         let response = proxy::handle(Arc::clone(fast.shared), fast.conn.clone(), req).await;
-        let close = close || *shutdown.borrow();
+        let close = close || *reader.shutdown.borrow();
         let written = write_response(&mut io, &mut out, response, head_request, close).await;
         if written.is_err() || close {
             // Bounded: a TLS close_notify waits on a client that may not be reading.
@@ -150,48 +140,43 @@ impl HeadTimer {
     }
 }
 
-/// The connection state a head read works with.
-struct Reading<'a> {
-    buf: &'a mut BytesMut,
-    spans: &'a mut Spans,
-    timer: &'a mut HeadTimer,
-    shutdown: &'a mut watch::Receiver<bool>,
+/// What a connection keeps between request heads.
+struct HeadReader {
+    /// Bytes read and not yet parsed.
+    buf: BytesMut,
+    spans: Spans,
+    timer: HeadTimer,
+    shutdown: watch::Receiver<bool>,
 }
 
-/// Reads until a complete request head is buffered, within the head read timeout (which also
-/// bounds an idle keep-alive connection, as hyper's does).
-async fn read_request<I: AsyncRead + Unpin>(
-    io: &mut I,
-    reading: Reading<'_>,
-    limits: &Limits,
-) -> Next {
-    let Reading {
-        buf,
-        spans,
-        timer,
-        shutdown,
-    } = reading;
-    timer.restart();
-    loop {
-        if !buf.is_empty() {
-            match parse(buf, limits.max_headers, spans) {
-                Parsed::Request(req, close) => return Next::Request(req, close),
-                Parsed::Other => return Next::Handoff,
-                // Over the limit: hyper reads on and answers 431.
-                Parsed::Partial if buf.len() >= limits.max_header_bytes => return Next::Handoff,
-                Parsed::Partial => {}
+impl HeadReader {
+    /// Reads until a complete request head is buffered, within the head read timeout (which
+    /// also bounds an idle keep-alive connection, as hyper's does).
+    async fn next<I: AsyncRead + Unpin>(&mut self, io: &mut I, limits: &Limits) -> Next {
+        self.timer.restart();
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&mut self.buf, limits.max_headers, &mut self.spans) {
+                    Parsed::Request(req, close) => return Next::Request(req, close),
+                    Parsed::Other => return Next::Handoff,
+                    // Over the limit: hyper reads on and answers 431.
+                    Parsed::Partial if self.buf.len() >= limits.max_header_bytes => {
+                        return Next::Handoff;
+                    }
+                    Parsed::Partial => {}
+                }
             }
-        }
-        buf.reserve(READ_SIZE);
-        let idle = buf.is_empty();
-        let read = tokio::select! {
-            read = io.read_buf(buf) => read,
-            () = timer.expired() => return Next::Close,
-            _ = shutdown.changed(), if idle => return Next::Close,
-        };
-        match read {
-            Ok(0) | Err(_) => return Next::Close,
-            Ok(_) => {}
+            self.buf.reserve(READ_SIZE);
+            let idle = self.buf.is_empty();
+            let read = tokio::select! {
+                read = io.read_buf(&mut self.buf) => read,
+                () = self.timer.expired() => return Next::Close,
+                _ = self.shutdown.changed(), if idle => return Next::Close,
+            };
+            match read {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            }
         }
     }
 }
@@ -207,15 +192,13 @@ enum Parsed {
     Other,
 }
 
-/// Where the parts of a head lie in the buffer (the head is cut out of the buffer afterwards,
-/// so the parsed slices cannot be kept). Kept per connection, so its field list is allocated
-/// once.
+/// Where the parts of a request head lie in the buffer (see [`FieldSpans`]).
 #[derive(Default)]
 struct Spans {
     method: Range<usize>,
     target: Range<usize>,
-    /// Name and value of each field.
-    fields: Vec<(Range<usize>, Range<usize>)>,
+    fields: FieldSpans,
+    /// The client asked to close after this request.
     close: bool,
 }
 
@@ -236,13 +219,8 @@ fn parse(buf: &mut BytesMut, max_headers: usize, spans: &mut Spans) -> Parsed {
         if !target.starts_with('/') || method == "CONNECT" || head.headers.len() > max_headers {
             return Parsed::Other;
         }
-        let base = buf.as_ptr() as usize;
-        let span = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
-        };
-        spans.method = span(method.as_bytes());
-        spans.target = span(target.as_bytes());
+        spans.method = headers::span(buf, method.as_bytes());
+        spans.target = headers::span(buf, target.as_bytes());
         spans.fields.clear();
         spans.close = false;
         let mut lengths = 0;
@@ -265,7 +243,7 @@ fn parse(buf: &mut BytesMut, max_headers: usize, spans: &mut Spans) -> Parsed {
             if !served || lengths > 1 {
                 return Parsed::Other;
             }
-            spans.fields.push((span(name.as_bytes()), span(value)));
+            spans.fields.push(buf, name.as_bytes(), value);
         }
         len
     };
@@ -288,12 +266,7 @@ fn build(head: &Bytes, spans: &Spans) -> Option<Request<ClientBody>> {
     let method = Method::from_bytes(&head[spans.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(spans.target.clone())).ok()?;
     // Room for what the pipeline adds (forwarding, identity, trace and request id headers).
-    let mut headers = HeaderMap::with_capacity(spans.fields.len() + 8);
-    for (name, value) in &spans.fields {
-        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
-        headers.append(name, value);
-    }
+    let headers = spans.fields.build(head, 8)?;
     let mut req = Request::new(ClientBody::Empty);
     *req.method_mut() = method;
     *req.uri_mut() = uri;

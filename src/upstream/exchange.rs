@@ -19,14 +19,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::{Io, Pool};
-use crate::headers;
+use crate::headers::{self, FieldSpans};
 
 /// Most bytes a response head (with any 1xx heads before it) may take.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -48,6 +48,8 @@ pub struct Conn {
     reused: bool,
     /// The read buffer, kept between exchanges so its allocation is reused.
     buf: BytesMut,
+    /// Where the response head's fields lie in `buf` (its list reused likewise).
+    fields: FieldSpans,
 }
 
 impl Conn {
@@ -58,6 +60,7 @@ impl Conn {
             since: Instant::now(),
             reused: false,
             buf: BytesMut::new(),
+            fields: FieldSpans::default(),
         }
     }
 
@@ -148,7 +151,8 @@ pub async fn exchange(
         return Err(fail(e.into(), &buf));
     }
     loop {
-        if let Some(parsed) = parse_head(&mut buf, head_request).map_err(|e| fail(e, &buf))? {
+        let parsed = parse_head(&mut buf, &mut conn.fields, head_request);
+        if let Some(parsed) = parsed.map_err(|e| fail(e, &buf))? {
             let (response, framing, keep_alive) = parsed;
             let body = ResponseBody {
                 conn: Some(conn),
@@ -173,11 +177,7 @@ pub async fn exchange(
     }
 }
 
-async fn read_more(
-    io: &mut Box<TokioIo<Io>>,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> io::Result<usize> {
+async fn read_more(io: &mut TokioIo<Io>, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
     buf.reserve(READ_SIZE.min(limit));
     io.read_buf(buf).await
 }
@@ -201,7 +201,11 @@ type Head = (Response<()>, Framing, bool);
 /// them); the rest is body. `Connection: keep-alive` and `Keep-Alive` are left out on the way
 /// (hop-by-hop, and nearly every response has them); other hop-by-hop fields stay for the
 /// proxy's stripping.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut FieldSpans,
+    head_request: bool,
+) -> Result<Option<Head>, ExchangeError> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -233,14 +237,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ex
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Names now; values once the head is cut out of the buffer, as slices of it.
-        let base = buf.as_ptr() as usize;
         let mut close = false;
-        let mut fields = Vec::with_capacity(parsed.headers.len());
+        spans.clear();
         for field in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| ExchangeError::Malformed("header name"))?;
-            if name == CONNECTION {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("connection") {
                 close |= headers::lists(field.value, b"close");
                 let only_usual = field.value.split(|b| *b == b',').all(|t| {
                     let t = t.trim_ascii();
@@ -249,19 +250,15 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ex
                 if only_usual {
                     continue;
                 }
-            } else if name.as_str() == "keep-alive" {
+            } else if name.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
-            let start = field.value.as_ptr() as usize - base;
-            fields.push((name, start..start + field.value.len()));
+            spans.push(buf, name.as_bytes(), field.value);
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, value) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(value))
-                .map_err(|_| ExchangeError::Malformed("header value"))?;
-            headers.append(name, value);
-        }
+        let headers = spans
+            .build(&head, 0)
+            .ok_or(ExchangeError::Malformed("header field"))?;
         let (framing, mut keep_alive) = framing(status, head_request, &headers)?;
         keep_alive &= version == Version::HTTP_11 && !close;
         let mut response = Response::new(());
@@ -614,7 +611,11 @@ mod tests {
     use super::*;
 
     fn head(text: &str, head_request: bool) -> Result<Option<Head>, ExchangeError> {
-        parse_head(&mut BytesMut::from(text), head_request)
+        parse_head(
+            &mut BytesMut::from(text),
+            &mut FieldSpans::default(),
+            head_request,
+        )
     }
 
     fn framed(text: &str) -> (Framing, bool) {
@@ -731,7 +732,9 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nhi",
         );
-        let (response, framing, _) = parse_head(&mut buf, false).unwrap().unwrap();
+        let (response, framing, _) = parse_head(&mut buf, &mut FieldSpans::default(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-a"], "1");
         assert!(!response.headers().contains_key("link"));
