@@ -517,6 +517,13 @@ impl ResponseBody {
         ready!(polled)?;
         Poll::Ready(Ok(filled > 0))
     }
+
+    /// Gives up on the body: the connection closes, its state unknown.
+    fn fail(&mut self, error: ExchangeError) -> ExchangeError {
+        self.framing = Framing::Done;
+        self.conn = None;
+        error
+    }
 }
 
 impl Body for ResponseBody {
@@ -594,15 +601,6 @@ impl Body for ResponseBody {
             Framing::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-impl ResponseBody {
-    /// Gives up on the body: the connection closes, its state unknown.
-    fn fail(&mut self, error: ExchangeError) -> ExchangeError {
-        self.framing = Framing::Done;
-        self.conn = None;
-        error
     }
 }
 
