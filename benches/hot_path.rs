@@ -176,7 +176,7 @@ fn headers(c: &mut Criterion) {
     c.bench_function("headers_strip_inject", |b| {
         b.iter(|| {
             let mut h = base.clone();
-            plan.strip_inbound(&mut h, peer);
+            plan.strip_inbound(&mut h, peer, &[]);
             plan.inject_claims(&mut h, &claims, Some("payload"));
             plan.add_forwarded(&mut h, &peer_value, "http", None);
             black_box(h)

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::authz::{ClaimMatcher, Requirements};
 use crate::config::{self, ClaimValues, RawConfig};
 use crate::cors::Cors;
-use crate::headers::{ALB_IDENTITY_HEADERS, HeaderPlan};
+use crate::headers::{self, ALB_IDENTITY_HEADERS, HeaderPlan};
 use crate::jwks::{KeySettings, KeySource};
 use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
 use crate::login::cookies::CookieKeys;
@@ -92,6 +92,8 @@ pub struct Route {
     pub requirements: Requirements,
     /// Pass CORS preflights upstream without authentication.
     pub preflight_forward: bool,
+    /// Override headers this route passes upstream (usually none).
+    pub keep_override_headers: Vec<HeaderName>,
 }
 
 /// Listener limits.
@@ -1225,6 +1227,26 @@ fn compile_route(
             false
         }
     };
+    let mut keep_override_headers = Vec::new();
+    for header in strings(&r.keep_override_headers) {
+        let name = HeaderName::from_bytes(header.get_ref().to_ascii_lowercase().as_bytes());
+        if let Some(name) = name
+            .ok()
+            .filter(|n| headers::OVERRIDE_HEADERS.contains(&n.as_str()))
+        {
+            keep_override_headers.push(name);
+        } else {
+            d.err(
+                header.span(),
+                format!("{key}.keep_override_headers"),
+                format!(
+                    "{:?} is not an override header (one of {})",
+                    header.get_ref(),
+                    headers::OVERRIDE_HEADERS.join(", ")
+                ),
+            );
+        }
+    }
     Some((
         pattern?,
         methods,
@@ -1233,6 +1255,7 @@ fn compile_route(
             auth,
             requirements,
             preflight_forward,
+            keep_override_headers,
         },
     ))
 }
@@ -1261,7 +1284,8 @@ fn compile_headers(
     let header_name =
         |d: &mut Diags<'_>, text: &str, span: Range<usize>, key: &str| -> Option<HeaderName> {
             let lower = text.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
+            // A look-alike (`x_forwarded_for`) reads as the managed header in CGI-style servers.
+            if RESERVED_HEADERS.contains(&lower.replace('_', "-").as_str()) {
                 d.err(span, key, format!("{text:?} is managed by jwtgate"));
                 return None;
             }
@@ -1269,12 +1293,29 @@ fn compile_headers(
                 .map_err(|_| d.err(span, key, format!("{text:?} is not a header name")))
                 .ok()
         };
+    let keep_underscores = match h
+        .underscores
+        .as_ref()
+        .map(|u| (u.get_ref().as_str(), u.span()))
+    {
+        None | Some(("drop", _)) => false,
+        Some(("keep", _)) => true,
+        Some((other, span)) => {
+            d.err(
+                span,
+                "headers.underscores",
+                format!("{other:?}: expected \"drop\" or \"keep\""),
+            );
+            false
+        }
+    };
     let mut plan = HeaderPlan {
         forward_authorization: h
             .forward_authorization
             .as_ref()
             .is_none_or(|f| *f.get_ref()),
         trusted_proxies,
+        keep_underscores,
         ..HeaderPlan::default()
     };
     if let Some(claims) = &h.claims {
@@ -1395,6 +1436,14 @@ impl Config {
             for c in &r.claims {
                 req.push(format!("claim {}={}", c.name, c.values.join("|")));
             }
+            if !route.keep_override_headers.is_empty() {
+                let kept: Vec<&str> = route
+                    .keep_override_headers
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect();
+                req.push(format!("keeps {}", kept.join(",")));
+            }
             let _ = writeln!(
                 out,
                 "{:<4} {:<24} {:<22} {:<12} {:<8} {}",
@@ -1411,6 +1460,15 @@ impl Config {
             );
         }
         let _ = writeln!(out, "unmatched requests: 404");
+        let _ = writeln!(
+            out,
+            "client headers with '_': {}",
+            if self.headers.keep_underscores {
+                "kept (look-alikes of managed headers dropped)"
+            } else {
+                "dropped"
+            }
+        );
         out
     }
 }

@@ -203,6 +203,9 @@ pub struct RawRoute {
     /// `forward`: pass CORS preflights for this route to the upstream without authentication.
     /// Default: answered from `[cors]` when it is configured, else treated like any request.
     pub preflight: Option<Spanned<String>>,
+    /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
+    /// its upstream. Default: none (every one is removed).
+    pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A claim matcher's accepted value(s).
@@ -227,6 +230,9 @@ pub struct RawHeaders {
     pub forward_authorization: Option<Spanned<bool>>,
     /// Further header names to strip from every client request (identity headers of your own).
     pub strip: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Client header names containing `_`: `drop` (default, as nginx does) or `keep` (look-alikes
+    /// of headers jwtgate manages, and of headers the request carries, are dropped even then).
+    pub underscores: Option<Spanned<String>>,
 }
 
 /// `[token_cache]`.

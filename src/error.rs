@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::headers::HostError;
 use crate::routes::PathError;
 use crate::token::TokenError;
 
@@ -28,6 +29,9 @@ pub enum Reject {
     /// An unusable request target (bad encoding, encoded slash, …).
     #[error("bad request: {0}")]
     BadPath(#[from] PathError),
+    /// A missing, repeated or invalid `Host` (RFC 9112 §3.2).
+    #[error("bad request: {0}")]
+    BadHost(#[from] HostError),
     /// No route matches (deny by default, like API Gateway).
     #[error("no matching route")]
     NoRoute,
@@ -66,7 +70,7 @@ impl Reject {
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::BadPath(_) | Reject::BadHost(_) => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::InvalidToken(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -83,6 +87,7 @@ impl Reject {
     pub fn reason(&self) -> &'static str {
         match self {
             Reject::BadPath(_) => "bad_path",
+            Reject::BadHost(_) => "bad_host",
             Reject::NoRoute => "no_route",
             Reject::MissingToken => "missing_token",
             Reject::InvalidToken(e) => e.reason(),

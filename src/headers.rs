@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
@@ -16,17 +17,29 @@ pub const ALB_IDENTITY_HEADERS: [&str; 3] = [
     "x-amzn-oidc-data",
 ];
 
-/// Forwarding headers, believed only from trusted proxies.
-fn is_forwarding(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "forwarded"
-            | "x-real-ip"
-    )
+/// Forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), believed only from trusted
+/// proxies. Every `X-Forwarded-` name counts: frameworks read `-Prefix`, `-Uri`, `-Path`, … too.
+fn is_forwarding(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+}
+
+/// Headers that make a framework act on another path or method than the request line's
+/// (IIS, Symfony and Laravel route by `X-Original-URL`/`X-Rewrite-URL`; Express, Spring and
+/// Rails let `X-HTTP-Method-Override` and its kin turn a POST into a DELETE; nginx's forward-auth
+/// passes the original request in `X-Original-URI`/`-Method`). jwtgate authorised the request
+/// line, so these are removed unless a route keeps one (`keep_override_headers`).
+pub const OVERRIDE_HEADERS: [&str; 7] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+fn is_override(name: &str) -> bool {
+    OVERRIDE_HEADERS.contains(&name)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -35,8 +48,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Headers that apply to one connection only, never forwarded.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_name(name.as_str())
+}
+
+fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "http2-settings"
             | "proxy-connection"
@@ -64,30 +81,32 @@ pub struct HeaderPlan {
     pub identity: Vec<HeaderName>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Pass client header names containing `_` (`[headers] underscores = "keep"`), except
+    /// look-alikes of headers jwtgate manages or interprets and of headers the request has.
+    /// Default false: dropped, as nginx does (`underscores_in_headers off`).
+    pub keep_underscores: bool,
 }
 
 impl HeaderPlan {
-    /// Removes hop-by-hop headers (and those the client listed in `Connection`) and every
-    /// identity header. An upgrade request keeps `Upgrade` and gets `Connection: upgrade`.
-    pub fn strip_inbound(&self, headers: &mut HeaderMap, peer: IpAddr) {
+    /// Removes every client header the upstream must not take from the client: hop-by-hop
+    /// headers (and those listed in `Connection`), identity headers, forwarding headers from an
+    /// untrusted peer, override headers (except those in `keep`), `Trailer` (client trailers
+    /// are never forwarded), and names with `_` (see [`HeaderPlan::keep_underscores`]). The one
+    /// place that decides which client headers pass, for every route, protocol and server path.
+    /// An upgrade request keeps `Upgrade` and gets `Connection: upgrade`.
+    pub fn strip_inbound(&self, headers: &mut HeaderMap, peer: IpAddr, keep: &[HeaderName]) {
         let upgrade = upgrade_requested(headers).then(|| HeaderValue::from_static("websocket"));
-        let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-        });
+        let te_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| lists(v.as_bytes(), b"trailers"));
         strip_hop_by_hop(headers);
         // One pass over the names the client sent (usually a handful), rather than a hashed
         // lookup per name that might be there.
         let untrusted = !self.is_trusted(peer);
         let doomed: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| {
-                self.identity.contains(name)
-                    || (!self.forward_authorization && *name == header::AUTHORIZATION)
-                    || (untrusted && is_forwarding(name))
-            })
+            .filter(|name| !self.admits(name, untrusted, keep, headers))
             .cloned()
             .collect();
         for name in doomed {
@@ -100,6 +119,56 @@ impl HeaderPlan {
         if te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
+    }
+
+    /// Whether a client header `name` (hop-by-hop ones already gone) may reach the upstream.
+    fn admits(
+        &self,
+        name: &HeaderName,
+        untrusted: bool,
+        keep: &[HeaderName],
+        headers: &HeaderMap,
+    ) -> bool {
+        let text = name.as_str();
+        if text.contains('_') {
+            // CGI-style servers (WSGI, Rack, PHP-FPM) read `X_User_Sub` and `X-User-Sub` as the
+            // same variable, so an underscore name is a look-alike of its dashed spelling.
+            if !self.keep_underscores {
+                return false;
+            }
+            let dashed = text.replace('_', "-");
+            return !(self.interprets(&dashed) || headers.contains_key(dashed.as_str()));
+        }
+        if self.identity.contains(name) || *name == header::TRAILER {
+            return false;
+        }
+        if *name == header::AUTHORIZATION {
+            return self.forward_authorization;
+        }
+        if is_override(text) {
+            return keep.contains(name);
+        }
+        !(untrusted && is_forwarding(text))
+    }
+
+    /// Whether jwtgate manages or interprets a header of this (lower-case, dashed) name: a
+    /// client's look-alike of it never passes.
+    fn interprets(&self, name: &str) -> bool {
+        self.identity.iter().any(|n| n.as_str() == name)
+            || is_forwarding(name)
+            || is_override(name)
+            || is_hop_by_hop_name(name)
+            || matches!(
+                name,
+                "host"
+                    | "authorization"
+                    | "cookie"
+                    | "content-length"
+                    | "trailer"
+                    | "x-request-id"
+                    | "traceparent"
+                    | "tracestate"
+            )
     }
 
     /// Adds the configured claim headers (and the all-claims header) of a verified token.
@@ -174,11 +243,11 @@ impl HeaderPlan {
     }
 
     /// `scheme://host` the client used: from a trusted proxy's `X-Forwarded-Proto/-Host`, else
-    /// from the connection and the `Host` header (or the h2 authority).
+    /// from the connection and the request's host (see [`request_host`]).
     pub fn external_base(
         &self,
         headers: &HeaderMap,
-        authority: Option<&str>,
+        host: Option<&HeaderValue>,
         peer: IpAddr,
         proto: &'static str,
     ) -> Option<String> {
@@ -194,14 +263,8 @@ impl HeaderPlan {
             Some("http") => "http",
             _ => proto,
         };
-        let host = forwarded(X_FORWARDED_HOST)
-            .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
-            .or(authority)?;
-        let valid = !host.is_empty()
-            && host.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-            });
-        valid.then(|| format!("{scheme}://{host}"))
+        let host = forwarded(X_FORWARDED_HOST).or_else(|| host?.to_str().ok())?;
+        valid_host(host.as_bytes()).then(|| format!("{scheme}://{host}"))
     }
 
     /// Whether `peer` is a trusted proxy (its forwarding headers are believed).
@@ -211,6 +274,93 @@ impl HeaderPlan {
             v4 => v4,
         };
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Why a request's host cannot be used (answered with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    #[error("HTTP/1.1 request without Host")]
+    Missing,
+    /// More than one `Host` field.
+    #[error("more than one Host field")]
+    Repeated,
+    /// A `Host` or target authority that is not `host[:port]`.
+    #[error("invalid Host")]
+    Invalid,
+}
+
+/// The host a request names, the same on every server path: the target's authority when it
+/// has one (an absolute-form target, RFC 9112 §3.2.2; HTTP/2's `:authority`, which wins over
+/// `host`, RFC 9113 §8.3.1), else its one `Host` field. An HTTP/1.1 request must carry exactly
+/// one valid `Host`; an HTTP/1.0 or HTTP/2 request may name none (`Ok(None)`).
+pub fn request_host(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, HostError> {
+    let mut fields = headers.get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    if field.is_some_and(|f| !valid_host(f.as_bytes())) {
+        return Err(HostError::Invalid);
+    }
+    if field.is_none() && version == Version::HTTP_11 {
+        return Err(HostError::Missing);
+    }
+    match uri.authority() {
+        Some(authority) if valid_host(authority.as_str().as_bytes()) => {
+            HeaderValue::from_str(authority.as_str())
+                .map(Some)
+                .map_err(|_| HostError::Invalid)
+        }
+        Some(_) => Err(HostError::Invalid),
+        None => Ok(field.cloned()),
+    }
+}
+
+/// Whether `value` is `host[:port]` (RFC 3986 authority without user info): a bracketed IPv6
+/// literal or a name of letters, digits, `-`, `.`, `_`, `~`, and an optional port of 1–5 digits.
+/// Nothing that could carry a path (`/`), user info (`@`) or an escape.
+pub fn valid_host(value: &[u8]) -> bool {
+    const MAX: usize = 255 + 6;
+    if value.len() > MAX {
+        return false;
+    }
+    let port = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'))
+        {
+            return false;
+        }
+        &rest[end + 1..]
+    } else {
+        let cut = value.iter().position(|&c| c == b':').unwrap_or(value.len());
+        let name = &value[..cut];
+        if name.is_empty()
+            || !name
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
+        {
+            return false;
+        }
+        &value[cut..]
+    };
+    match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
     }
 }
 
@@ -375,7 +525,7 @@ mod tests {
         h.insert("x-real-ip", "1.2.3.4".parse().unwrap());
         h.insert("x-forwarded-port", "443".parse().unwrap());
         h.insert("authorization", "Bearer t".parse().unwrap());
-        plan.strip_inbound(&mut h, "192.0.2.1".parse().unwrap());
+        plan.strip_inbound(&mut h, "192.0.2.1".parse().unwrap(), &[]);
         for name in ["forwarded", "x-real-ip", "x-forwarded-port"] {
             assert!(h.get(name).is_none(), "{name} from an untrusted peer");
         }
@@ -395,7 +545,7 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        plan.strip_inbound(&mut h, "10.1.2.3".parse().unwrap());
+        plan.strip_inbound(&mut h, "10.1.2.3".parse().unwrap(), &[]);
         plan.add_forwarded(
             &mut h,
             &peer_value("10.1.2.3".parse().unwrap()),
@@ -408,6 +558,149 @@ mod tests {
         );
     }
 
+    fn plan(keep_underscores: bool) -> HeaderPlan {
+        HeaderPlan {
+            identity: vec![
+                HeaderName::from_static("x-user-sub"),
+                HeaderName::from_static("x-amzn-oidc-identity"),
+            ],
+            forward_authorization: true,
+            keep_underscores,
+            ..Default::default()
+        }
+    }
+
+    fn stripped(plan: &HeaderPlan, fields: &[(&str, &str)], keep: &[HeaderName]) -> Vec<String> {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        plan.strip_inbound(&mut h, "192.0.2.1".parse().unwrap(), keep);
+        let mut names: Vec<String> = h.keys().map(|n| n.as_str().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn underscore_names_are_dropped_by_default_and_look_alikes_always() {
+        let fields = [
+            ("X_User_Sub", "evil"),
+            ("x_amzn_oidc_identity", "evil"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x_request_id", "evil"),
+            ("transfer_encoding", "chunked"),
+            ("content_length", "5"),
+            ("x_http_method_override", "DELETE"),
+            ("accept", "*/*"),
+            ("x-app_flag", "1"),
+            ("x-dup", "a"),
+            ("x_dup", "b"),
+        ];
+        assert_eq!(stripped(&plan(false), &fields, &[]), ["accept", "x-dup"]);
+        // Kept on request, except look-alikes of what jwtgate manages or interprets and of
+        // headers the request already has.
+        assert_eq!(
+            stripped(&plan(true), &fields, &[]),
+            ["accept", "x-app_flag", "x-dup"]
+        );
+    }
+
+    #[test]
+    fn override_headers_and_trailer_are_stripped_unless_the_route_keeps_them() {
+        let fields = [
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-original-uri", "/admin"),
+            ("x-original-method", "DELETE"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("trailer", "x-user-sub"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("accept", "*/*"),
+        ];
+        assert_eq!(stripped(&plan(false), &fields, &[]), ["accept"]);
+        let keep = [HeaderName::from_static("x-http-method-override")];
+        assert_eq!(
+            stripped(&plan(false), &fields, &keep),
+            ["accept", "x-http-method-override"]
+        );
+    }
+
+    #[test]
+    fn the_request_host_follows_rfc_9112_and_9113() {
+        let h = |fields: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in fields {
+                h.append(header::HOST, v.parse().unwrap());
+            }
+            h
+        };
+        let origin: Uri = "/x".parse().unwrap();
+        let absolute: Uri = "http://a.example/x".parse().unwrap();
+        let v11 = Version::HTTP_11;
+        assert_eq!(
+            request_host(v11, &origin, &h(&["gw:8080"]))
+                .unwrap()
+                .unwrap(),
+            "gw:8080"
+        );
+        assert_eq!(request_host(v11, &origin, &h(&[])), Err(HostError::Missing));
+        assert_eq!(
+            request_host(v11, &origin, &h(&["a", "a"])),
+            Err(HostError::Repeated)
+        );
+        for bad in [
+            "gw/admin/x",
+            "user@gw",
+            "",
+            "gw:",
+            "gw:123456",
+            "gw:80:80",
+            "g w",
+            "[::1",
+            "[zz]",
+            "gw%2f",
+        ] {
+            assert_eq!(
+                request_host(v11, &origin, &h(&[bad])),
+                Err(HostError::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            request_host(v11, &origin, &h(&["[::1]:8080"]))
+                .unwrap()
+                .unwrap(),
+            "[::1]:8080"
+        );
+        // The absolute-form authority replaces Host; HTTP/1.1 still needs a Host field.
+        assert_eq!(
+            request_host(v11, &absolute, &h(&["b.example"]))
+                .unwrap()
+                .unwrap(),
+            "a.example"
+        );
+        assert_eq!(
+            request_host(v11, &absolute, &h(&[])),
+            Err(HostError::Missing)
+        );
+        // HTTP/2: :authority wins over host; neither is fine; HTTP/1.0 may omit Host.
+        let v2 = Version::HTTP_2;
+        assert_eq!(
+            request_host(v2, &absolute, &h(&["b.example"]))
+                .unwrap()
+                .unwrap(),
+            "a.example"
+        );
+        assert_eq!(request_host(v2, &origin, &h(&[])), Ok(None));
+        assert_eq!(request_host(Version::HTTP_10, &origin, &h(&[])), Ok(None));
+    }
+
     #[test]
     fn only_websocket_upgrades_survive_stripping() {
         let plan = HeaderPlan::default();
@@ -416,7 +709,7 @@ mod tests {
         h.insert("upgrade", "h2c".parse().unwrap());
         h.insert("http2-settings", "AAMAAABkAAQAAP__".parse().unwrap());
         assert!(!upgrade_requested(&h));
-        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap());
+        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap(), &[]);
         assert!(h.is_empty(), "{h:?}");
     }
 
@@ -426,7 +719,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("connection", "Upgrade".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
-        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap());
+        plan.strip_inbound(&mut h, "127.0.0.1".parse().unwrap(), &[]);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }

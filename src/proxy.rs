@@ -199,17 +199,11 @@ async fn pipeline(
     }
     // Split so the URI can be read while the headers are rewritten.
     let (mut parts, body) = req.into_parts();
+    let host = headers::request_host(parts.version, &parts.uri, &parts.headers)?;
     let path = routes::normalize(parts.uri.path())?;
     let query = parts.uri.query();
     // `scheme://host` as the client sees it: only sign-in needs it, so it is made on demand.
-    let base = || {
-        plan.external_base(
-            &parts.headers,
-            parts.uri.authority().map(|a| a.as_str()),
-            conn.peer.ip(),
-            conn.proto,
-        )
-    };
+    let base = || plan.external_base(&parts.headers, host.as_ref(), conn.peer.ip(), conn.proto);
 
     // jwtgate's own paths come before any route.
     if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(&path)) {
@@ -275,14 +269,8 @@ async fn pipeline(
         .uri(&path, query)
         .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     let headers = &mut parts.headers;
-    plan.strip_inbound(headers, conn.peer.ip());
+    plan.strip_inbound(headers, conn.peer.ip(), &route.keep_override_headers);
     if let Some(login) = &snapshot.login {
         cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
     }

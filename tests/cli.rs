@@ -417,6 +417,54 @@ fn check_points_at_unknown_keys_and_syntax_errors() {
     );
 }
 
+const BAD_HEADER_POLICY: &str = r#"
+[upstream]
+url = "http://127.0.0.1:1"
+
+[[routes]]
+path = "/legacy/**"
+auth = "none"
+keep_override_headers = ["X-HTTP-Method-Override", "x-user-sub"]
+
+[headers]
+underscores = "sometimes"
+claims = { "x_forwarded_for" = "sub" }
+"#;
+
+#[test]
+fn check_points_at_bad_header_policy_options() {
+    let dir = TempDir::new();
+    let path = dir.write("headers.toml", BAD_HEADER_POLICY);
+    let file = path.display().to_string();
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for (value, key) in [
+        ("\"x-user-sub\"", "routes[0].keep_override_headers"),
+        ("\"sometimes\"", "headers.underscores"),
+    ] {
+        let (line, col) = position(BAD_HEADER_POLICY, value);
+        let prefix = format!("{file}:{line}:{col}: {key}: ");
+        assert!(stderr.contains(&prefix), "no {prefix:?} in:\n{stderr}");
+    }
+    // A look-alike of a managed header is managed too.
+    assert!(
+        stderr.contains("\"x_forwarded_for\" is managed by jwtgate"),
+        "{stderr}"
+    );
+
+    let good = BAD_HEADER_POLICY
+        .replace(", \"x-user-sub\"", "")
+        .replace("sometimes", "keep")
+        .replace("x_forwarded_for", "x-user-sub");
+    let path = dir.write("good.toml", &good);
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("keeps x-http-method-override"), "{stdout}");
+    assert!(stdout.contains("client headers with '_': kept"), "{stdout}");
+}
+
 #[test]
 fn check_on_a_missing_file_names_it() {
     let dir = TempDir::new();

@@ -2,6 +2,8 @@
 //! on 127.0.0.1:0.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod recorder;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

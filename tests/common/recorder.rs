@@ -1,0 +1,115 @@
+//! A raw-socket HTTP/1.1 upstream that records the exact bytes of every request it receives
+//! (head, body, chunked framing and trailers) and answers each with `200 ok`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The recording upstream; stops when dropped.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&log)));
+            }
+        });
+        Recorder { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, as sent on the wire, and forgets them.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(len) = request_len(&mut stream, &mut buf).await else {
+            return;
+        };
+        let request: Vec<u8> = buf.drain(..len).collect();
+        log.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&request).into_owned());
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads until `buf` holds one whole request; its length. `None` once the connection ends.
+async fn request_len(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(len) = complete(buf) {
+            return Some(len);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The length of the first whole request in `buf` (framed by Content-Length or chunked).
+fn complete(buf: &[u8]) -> Option<usize> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::trim))
+            .map(str::to_owned)
+    };
+    if field("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        let mut at = head_end;
+        loop {
+            let line_end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&buf[at..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                // Trailer fields, then an empty line.
+                loop {
+                    let end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+                    let empty = end == at;
+                    at = end + 2;
+                    if empty {
+                        return Some(at);
+                    }
+                }
+            }
+            at += size + 2;
+            if at > buf.len() {
+                return None;
+            }
+        }
+    }
+    let length: usize = field("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (buf.len() >= head_end + length).then_some(head_end + length)
+}
