@@ -199,7 +199,7 @@ async fn pipeline(
     }
     // Split so the URI can be read while the headers are rewritten.
     let (mut parts, body) = req.into_parts();
-    let path = routes::normalize(parts.uri.path())?;
+    let path = routes::normalize(parts.uri.path(), config.paths)?;
     let query = parts.uri.query();
     // `scheme://host` as the client sees it: only sign-in needs it, so it is made on demand.
     let base = || {
@@ -438,7 +438,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         Some((p, q)) => (p, Some(q)),
         None => (uri.as_str(), None),
     };
-    let path = routes::normalize(raw_path)?;
+    let path = routes::normalize(raw_path, snapshot.config.paths)?;
     let route = snapshot
         .config
         .routes
