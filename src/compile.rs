@@ -22,7 +22,7 @@ use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
 use crate::login::cookies::CookieKeys;
 use crate::login::oidc::{ClientAuth, EndpointConfig, Endpoints};
 use crate::login::{CALLBACK_PATH, LoginSettings, OnUnauthenticated, Redacted};
-use crate::routes::{Pattern, Router};
+use crate::routes::{PathOptions, Pattern, Router, Semicolons};
 use crate::tls::{ServerTls, UpstreamTls};
 use crate::token::{IssuerPolicy, TokenUse};
 
@@ -149,6 +149,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// Issuers with the settings of their key stores.
     pub issuers: Vec<(Arc<IssuerPolicy>, KeySettings)>,
+    /// How request paths are normalised and matched (`[paths]`).
+    pub paths: PathOptions,
     /// Routes in file order.
     pub routes: Router<Route>,
     /// Header plan.
@@ -401,6 +403,21 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         }
     }
 
+    // [paths]: before anything that normalises or parses a path.
+    let paths = PathOptions {
+        semicolons: d.choice(
+            &raw.paths.semicolons,
+            "paths.semicolons",
+            &[("reject", Semicolons::Reject), ("allow", Semicolons::Allow)],
+            Semicolons::Reject,
+        ),
+        case_insensitive: raw
+            .paths
+            .case_insensitive
+            .as_ref()
+            .is_some_and(|c| *c.get_ref()),
+    };
+
     let server_tls = s
         .tls
         .as_ref()
@@ -453,7 +470,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     for (i, raw_route) in raw.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         if let Some((pattern, methods, route)) =
-            compile_route(&mut d, &key, raw_route.get_ref(), &names)
+            compile_route(&mut d, &key, raw_route.get_ref(), &names, paths)
         {
             if matches!(route.auth, AuthMode::Jwt | AuthMode::Optional) && raw.issuers.is_empty() {
                 d.err(
@@ -470,7 +487,10 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let headers = compile_headers(&mut d, &raw.headers, trusted_proxies);
 
     // [login]
-    let login = raw.login.as_ref().and_then(|l| compile_login(&mut d, l));
+    let login = raw
+        .login
+        .as_ref()
+        .and_then(|l| compile_login(&mut d, l, paths));
 
     // [tracing]
     let tracing = raw.tracing.as_ref().and_then(|t| {
@@ -513,7 +533,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             .path
             .as_ref()
             .map_or_else(|| "/auth".to_owned(), |p| p.get_ref().clone());
-        let normal = crate::routes::normalize(&path)
+        let normal = crate::routes::normalize(&path, paths)
             .ok()
             .is_some_and(|n| n == path);
         if !normal || path == "/" || path.ends_with('/') {
@@ -565,6 +585,7 @@ pub fn compile(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             limits,
             upstream,
             issuers,
+            paths,
             routes,
             headers,
             token_cache_bytes,
@@ -1054,9 +1075,10 @@ fn compile_route(
     key: &str,
     r: &config::RawRoute,
     issuer_names: &HashSet<Arc<str>>,
+    paths: PathOptions,
 ) -> Option<(Pattern, Option<Vec<Method>>, Route)> {
     let errors_before = d.errors.len();
-    let pattern = match Pattern::parse(r.path.get_ref()) {
+    let pattern = match Pattern::parse(r.path.get_ref(), paths) {
         Ok(p) => Some(p),
         Err(reason) => {
             d.err(
@@ -1406,6 +1428,12 @@ impl Config {
         }
         let _ = writeln!(
             out,
+            "paths  semicolons={}  case_insensitive={}",
+            self.paths.semicolons.as_str(),
+            self.paths.case_insensitive,
+        );
+        let _ = writeln!(
+            out,
             "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",
             "#", "path", "name", "methods", "auth"
         );
@@ -1487,7 +1515,11 @@ const RESERVED_PARAMS: [&str; 8] = [
     "code_challenge_method",
 ];
 
-fn compile_login(d: &mut Diags<'_>, raw: &Spanned<config::RawLogin>) -> Option<LoginSettings> {
+fn compile_login(
+    d: &mut Diags<'_>,
+    raw: &Spanned<config::RawLogin>,
+    paths: PathOptions,
+) -> Option<LoginSettings> {
     let span = raw.span();
     let r = raw.get_ref();
     let before = d.errors.len();
@@ -1736,7 +1768,10 @@ fn compile_login(d: &mut Diags<'_>, raw: &Spanned<config::RawLogin>) -> Option<L
         .map_or_else(|| "/oauth2/sign_out".to_owned(), |p| p.get_ref().clone());
     if !logout_path.starts_with('/')
         || logout_path == CALLBACK_PATH
-        || crate::routes::normalize(&logout_path).ok().as_deref() != Some(logout_path.as_str())
+        || crate::routes::normalize(&logout_path, paths)
+            .ok()
+            .as_deref()
+            != Some(logout_path.as_str())
     {
         if let Some(p) = &r.logout_path {
             d.err(
@@ -2018,6 +2053,57 @@ auth = "sometimes"
         );
         let errors = compile("x.toml", "[server\n").unwrap_err().0;
         assert!(errors[0].starts_with("x.toml:1:"), "{errors:?}");
+    }
+
+    #[test]
+    fn paths_options_default_strict_and_are_checked() {
+        let c = compile("good.toml", GOOD).unwrap();
+        assert_eq!(c.paths, PathOptions::default());
+        assert!(
+            c.describe()
+                .contains("paths  semicolons=reject  case_insensitive=false")
+        );
+        let text = format!("{GOOD}\n[paths]\nsemicolons = \"allow\"\ncase_insensitive = true\n");
+        let c = compile("good.toml", &text).unwrap();
+        assert_eq!(c.paths.semicolons, Semicolons::Allow);
+        assert!(c.paths.case_insensitive);
+        assert!(
+            c.describe()
+                .contains("paths  semicolons=allow  case_insensitive=true")
+        );
+
+        let bad = format!("{GOOD}\n[paths]\nsemicolons = \"strip\"\n");
+        let errors = compile("bad.toml", &bad).unwrap_err().0;
+        let line = bad
+            .lines()
+            .position(|l| l.starts_with("semicolons"))
+            .unwrap()
+            + 1;
+        assert_eq!(
+            errors,
+            [format!(
+                "bad.toml:{line}:14: paths.semicolons: \"strip\" must be reject, allow"
+            )]
+        );
+        let errors = compile(
+            "bad.toml",
+            &format!("{GOOD}\n[paths]\ncase_insensitive = 1\n"),
+        )
+        .unwrap_err()
+        .0;
+        assert!(errors[0].contains("invalid type"), "{errors:?}");
+
+        // A pattern with a ';' is refused in either mode.
+        for mode in ["reject", "allow"] {
+            let text = format!(
+                "{GOOD}\n[[routes]]\npath = \"/a;b\"\nauth = \"none\"\n[paths]\nsemicolons = \"{mode}\"\n"
+            );
+            let errors = compile("x.toml", &text).unwrap_err().0;
+            assert!(
+                errors[0].contains("routes[2].path: \"/a;b\" must not contain ';'"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// `[server]`: listeners and limits.
     #[serde(default)]
     pub server: RawServer,
+    /// `[paths]`: how request paths are read and matched.
+    #[serde(default)]
+    pub paths: RawPaths,
     /// `[upstream]`: where allowed requests go.
     pub upstream: Option<Spanned<RawUpstream>>,
     /// `[[issuers]]`: who may sign tokens.
@@ -76,6 +79,17 @@ pub struct RawCors {
 pub struct RawForwardAuth {
     /// Path (and prefix) of the auth endpoint. Default `/auth`.
     pub path: Option<Spanned<String>>,
+}
+
+/// `[paths]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// `reject` (default): a `;` in a path is 400. `allow`: it starts a segment's parameters,
+    /// and `..;x` is a dot-segment. `%3B` is 400 either way.
+    pub semicolons: Option<Spanned<String>>,
+    /// Route patterns match ASCII letters case-insensitively. Default false.
+    pub case_insensitive: Option<Spanned<bool>>,
 }
 
 /// `[server]`.

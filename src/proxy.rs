@@ -200,7 +200,7 @@ async fn pipeline(
     // Split so the URI can be read while the headers are rewritten.
     let (mut parts, body) = req.into_parts();
     let host = headers::request_host(parts.version, &parts.uri, &parts.headers)?;
-    let path = routes::normalize(parts.uri.path())?;
+    let path = routes::normalize(parts.uri.path(), config.paths)?;
     let query = parts.uri.query();
     // `scheme://host` as the client sees it: only sign-in needs it, so it is made on demand.
     let base = || plan.external_base(&parts.headers, host.as_ref(), conn.peer.ip(), conn.proto);
@@ -426,7 +426,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         Some((p, q)) => (p, Some(q)),
         None => (uri.as_str(), None),
     };
-    let path = routes::normalize(raw_path)?;
+    let path = routes::normalize(raw_path, snapshot.config.paths)?;
     let route = snapshot
         .config
         .routes

@@ -19,15 +19,57 @@ pub enum PathError {
     /// `%2F`, `%5C`, a raw `\` or `%00`: ambiguous between proxy and upstream.
     #[error("encoded slash, backslash or NUL in path")]
     AmbiguousSegment,
+    /// A raw `;` while `[paths] semicolons = "reject"`, or a `%3B` in any mode: servlet stacks
+    /// read `;` as the start of path parameters (`/public/..;/admin` is `/admin` to Tomcat), and
+    /// an encoded one is data to some upstreams and a delimiter to others.
+    #[error("';' (path parameter) in path")]
+    Semicolon,
+}
+
+/// What a `;` in a request path means (`[paths] semicolons`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Semicolons {
+    /// A `;`, `%3B` or `%3b` anywhere in the path is refused with 400 (the default, as Spring
+    /// Security's `StrictHttpFirewall` does).
+    #[default]
+    Reject,
+    /// A raw `;` is allowed: in each segment it starts parameters that do not name the
+    /// resource, and a segment named `.` or `..` before them is a dot-segment (`..;x`). `%3B`
+    /// is still refused.
+    Allow,
+}
+
+impl Semicolons {
+    /// The word used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semicolons::Reject => "reject",
+            Semicolons::Allow => "allow",
+        }
+    }
+}
+
+/// How request paths are read and matched (`[paths]`). The default is the strictest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// What a `;` means.
+    pub semicolons: Semicolons,
+    /// Route patterns' literal segments match ASCII letters case-insensitively.
+    pub case_insensitive: bool,
 }
 
 /// Normalises a request path (no query): percent-decodes unreserved characters, upper-cases the
 /// remaining escapes, merges repeated slashes and resolves `.` and `..` (never above the root).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// With `Semicolons::Allow`, a segment is named by its part before the first `;`: a segment
+/// named `.` or `..` is a dot-segment and one with an empty name is an empty segment (its
+/// parameters go with it); other segments are kept whole, parameters included. `%3B` is
+/// refused in both modes.
+pub fn normalize(raw: &str, options: PathOptions) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    let reject_semicolons = options.semicolons == Semicolons::Reject;
     // Decode into `decoded`, keeping reserved escapes as `%XX`.
     let mut decoded = String::with_capacity(raw.len());
     let mut i = 0;
@@ -43,6 +85,9 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 if matches!(c, b'/' | b'\\' | 0) {
                     return Err(PathError::AmbiguousSegment);
                 }
+                if c == b';' {
+                    return Err(PathError::Semicolon);
+                }
                 if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
                     decoded.push(c as char);
                 } else {
@@ -53,30 +98,36 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::AmbiguousSegment),
+            b';' if reject_semicolons => return Err(PathError::Semicolon),
             _ => {
-                // Copy the run up to the next escape or backslash in one go (keeps UTF-8 intact).
+                // Copy the run up to the next byte that needs a look (keeps UTF-8 intact).
                 let end = bytes[i..]
                     .iter()
-                    .position(|&c| c == b'%' || c == b'\\')
+                    .position(|&c| c == b'%' || c == b'\\' || (c == b';' && reject_semicolons))
                     .map_or(bytes.len(), |p| i + p);
                 decoded.push_str(&raw[i..end]);
                 i = end;
             }
         }
     }
-    // Resolve dot segments and merge empty segments (RFC 3986 §5.2.4, plus `//` → `/`).
-    let trailing_slash = decoded.ends_with('/')
-        || decoded.ends_with("/.")
-        || decoded.ends_with("/..")
-        || decoded == "/";
+    // Resolve dot segments and merge empty segments (RFC 3986 §5.2.4, plus `//` → `/`). A path
+    // ending in an empty or dot segment ends with `/`.
+    let parameters = options.semicolons == Semicolons::Allow;
+    let mut trailing_slash = false;
     let mut out: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
-        match segment {
+        let name = if parameters {
+            segment_name(segment)
+        } else {
+            segment
+        };
+        trailing_slash = matches!(name, "" | "." | "..");
+        match name {
             "" | "." => {}
             ".." => {
                 out.pop();
             }
-            s => out.push(s),
+            _ => out.push(segment),
         }
     }
     let mut path = String::with_capacity(decoded.len());
@@ -88,6 +139,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         path.push('/');
     }
     Ok(path)
+}
+
+/// The part of a segment before its parameters (the first `;`).
+fn segment_name(segment: &str) -> &str {
+    segment.split_once(';').map_or(segment, |(name, _)| name)
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -110,6 +166,8 @@ pub struct Pattern {
     prefix: bool,
     /// The pattern ends with `/` (only meaningful for exact patterns).
     trailing_slash: bool,
+    /// How paths are matched against it (from `[paths]`).
+    options: PathOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +178,16 @@ enum Segment {
 }
 
 impl Pattern {
-    /// Parses a pattern: `/exact/path`, `/users/*/orders`, `/api/**`, `/**`.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    /// Parses a pattern: `/exact/path`, `/users/*/orders`, `/api/**`, `/**`. `options` are the
+    /// ones requests are normalised with, and say how this pattern matches.
+    pub fn parse(source: &str, options: PathOptions) -> Result<Self, String> {
         if !source.starts_with('/') {
             return Err("must start with '/'".into());
         }
-        let normalized = normalize(source).map_err(|e| e.to_string())?;
+        if source.contains(';') || source.to_ascii_uppercase().contains("%3B") {
+            return Err("must not contain ';' (path parameters do not name a resource)".into());
+        }
+        let normalized = normalize(source, options).map_err(|e| e.to_string())?;
         if normalized != source {
             return Err(format!(
                 "is not in normal form (requests are matched on {normalized:?})"
@@ -161,10 +223,13 @@ impl Pattern {
             segments,
             prefix,
             trailing_slash,
+            options,
         })
     }
 
-    /// Whether a normalised path matches.
+    /// Whether a path, normalised with this pattern's options, matches. With semicolons
+    /// allowed, a segment's parameters are not compared; with `case_insensitive`, ASCII letters
+    /// of literal segments compare without case (no copy is made either way).
     pub fn matches(&self, path: &str) -> bool {
         let mut rest = path.strip_prefix('/').unwrap_or(path);
         let path_trailing = rest.ends_with('/') && !rest.is_empty();
@@ -179,7 +244,17 @@ impl Pattern {
             match segment {
                 Segment::Any => {}
                 Segment::Literal(lit) => {
-                    if lit != part {
+                    let name = match self.options.semicolons {
+                        // Refused while normalising: no segment has parameters.
+                        Semicolons::Reject => part,
+                        Semicolons::Allow => segment_name(part),
+                    };
+                    let same = if self.options.case_insensitive {
+                        lit.eq_ignore_ascii_case(name)
+                    } else {
+                        lit == name
+                    };
+                    if !same {
                         return false;
                     }
                 }
@@ -256,8 +331,25 @@ impl<R> Default for Router<R> {
 mod tests {
     use super::*;
 
+    const STRICT: PathOptions = PathOptions {
+        semicolons: Semicolons::Reject,
+        case_insensitive: false,
+    };
+    const PARAMS: PathOptions = PathOptions {
+        semicolons: Semicolons::Allow,
+        case_insensitive: false,
+    };
+    const NO_CASE: PathOptions = PathOptions {
+        semicolons: Semicolons::Reject,
+        case_insensitive: true,
+    };
+
     fn norm(p: &str) -> Result<String, PathError> {
-        normalize(p)
+        normalize(p, STRICT)
+    }
+
+    fn norm_params(p: &str) -> Result<String, PathError> {
+        normalize(p, PARAMS)
     }
 
     #[test]
@@ -290,18 +382,18 @@ mod tests {
 
     #[test]
     fn patterns_match_exact_one_segment_and_prefix() {
-        let exact = Pattern::parse("/health").unwrap();
+        let exact = Pattern::parse("/health", STRICT).unwrap();
         assert!(exact.matches("/health"));
         assert!(!exact.matches("/health/"));
         assert!(!exact.matches("/healthz"));
         assert!(!exact.matches("/health/x"));
 
-        let one = Pattern::parse("/users/*/orders").unwrap();
+        let one = Pattern::parse("/users/*/orders", STRICT).unwrap();
         assert!(one.matches("/users/42/orders"));
         assert!(!one.matches("/users/orders"));
         assert!(!one.matches("/users/1/2/orders"));
 
-        let prefix = Pattern::parse("/admin/**").unwrap();
+        let prefix = Pattern::parse("/admin/**", STRICT).unwrap();
         assert!(
             prefix.matches("/admin"),
             "a prefix glob covers the prefix itself"
@@ -310,34 +402,167 @@ mod tests {
         assert!(prefix.matches("/admin/a/b"));
         assert!(!prefix.matches("/administrator"));
 
-        let all = Pattern::parse("/**").unwrap();
+        let all = Pattern::parse("/**", STRICT).unwrap();
         assert!(all.matches("/"));
         assert!(all.matches("/anything/at/all"));
     }
 
     #[test]
     fn bad_patterns_are_refused() {
-        assert!(Pattern::parse("admin").is_err());
-        assert!(Pattern::parse("/a/**/b").is_err());
-        assert!(Pattern::parse("/a*").is_err());
-        assert!(Pattern::parse("/a//b").is_err());
-        assert!(Pattern::parse("/a/../b").is_err());
+        assert!(Pattern::parse("admin", STRICT).is_err());
+        assert!(Pattern::parse("/a/**/b", STRICT).is_err());
+        assert!(Pattern::parse("/a*", STRICT).is_err());
+        assert!(Pattern::parse("/a//b", STRICT).is_err());
+        assert!(Pattern::parse("/a/../b", STRICT).is_err());
     }
 
     #[test]
     fn first_match_wins_and_methods_filter() {
         let mut router = Router::new();
         router.push(
-            Pattern::parse("/a/**").unwrap(),
+            Pattern::parse("/a/**", STRICT).unwrap(),
             Some(vec![Method::POST]),
             1,
         );
-        router.push(Pattern::parse("/a/**").unwrap(), None, 2);
-        router.push(Pattern::parse("/**").unwrap(), None, 3);
+        router.push(Pattern::parse("/a/**", STRICT).unwrap(), None, 2);
+        router.push(Pattern::parse("/**", STRICT).unwrap(), None, 3);
         assert_eq!(router.lookup(&Method::POST, "/a/x"), Some(&1));
         assert_eq!(router.lookup(&Method::GET, "/a/x"), Some(&2));
         assert_eq!(router.lookup(&Method::GET, "/b"), Some(&3));
         let empty: Router<u8> = Router::new();
         assert_eq!(empty.lookup(&Method::GET, "/"), None);
+    }
+
+    #[test]
+    fn semicolons_are_refused_by_default_raw_or_encoded() {
+        assert_eq!(PathOptions::default(), STRICT);
+        for p in [
+            "/public/..;/admin/x",
+            "/public/.;/admin",
+            "/a;b",
+            "/a/b;",
+            "/;",
+            "/a%3Bb",
+            "/a%3bb",
+            "/public/..%3B/admin",
+            "/public/%2e%2e%3b/admin",
+        ] {
+            assert_eq!(norm(p), Err(PathError::Semicolon), "{p}");
+        }
+        assert_eq!(
+            norm("/a%253B").unwrap(),
+            "/a%253B",
+            "an encoded '%' then '3B'"
+        );
+        assert!(Pattern::parse("/a;b", STRICT).is_err());
+        assert!(Pattern::parse("/a%3Bb/**", STRICT).is_err());
+    }
+
+    #[test]
+    fn allowed_semicolons_make_dot_segments_of_dot_names() {
+        assert_eq!(norm_params("/public/..;/admin/x").unwrap(), "/admin/x");
+        assert_eq!(norm_params("/public/..;x=1/admin/x").unwrap(), "/admin/x");
+        assert_eq!(norm_params("/public/.;x/admin").unwrap(), "/public/admin");
+        assert_eq!(norm_params("/public/.;/x").unwrap(), "/public/x");
+        assert_eq!(norm_params("/a/b/..;").unwrap(), "/a/");
+        assert_eq!(norm_params("/a/b/.;x").unwrap(), "/a/b/");
+        assert_eq!(norm_params("/..;/..;/admin").unwrap(), "/admin");
+        assert_eq!(norm_params("/public/%2e%2e;/admin").unwrap(), "/admin");
+        assert_eq!(norm_params("/public/.%2E;x/admin").unwrap(), "/admin");
+        // An encoded `;` is data to some upstreams and a delimiter to others: still refused.
+        for p in [
+            "/public/..%3B/admin",
+            "/public/..%3bx/admin",
+            "/a%3Bb",
+            "/a;b%3B",
+        ] {
+            assert_eq!(norm_params(p), Err(PathError::Semicolon), "{p}");
+        }
+        // A segment with nothing before its parameters is an empty segment.
+        assert_eq!(norm_params("/;x/admin").unwrap(), "/admin");
+        assert_eq!(norm_params("/a/;").unwrap(), "/a/");
+        // Parameters of an ordinary segment are kept; escapes are still upper-cased.
+        assert_eq!(norm_params("/a;b").unwrap(), "/a;b");
+        assert_eq!(
+            norm_params("/shop/cart;jsessionid=AB12/item").unwrap(),
+            "/shop/cart;jsessionid=AB12/item"
+        );
+        assert_eq!(norm_params("/a%3fb/c;d%3f").unwrap(), "/a%3Fb/c;d%3F");
+        assert_eq!(norm_params("/a;..").unwrap(), "/a;..");
+        assert_eq!(norm_params("/...;x").unwrap(), "/...;x");
+        // The other refusals still hold.
+        assert_eq!(norm_params("/a;%2F"), Err(PathError::AmbiguousSegment));
+        assert_eq!(norm_params("/a;\\b"), Err(PathError::AmbiguousSegment));
+        // Normal form is a fixed point.
+        for p in ["/a;b", "/a%3Fb/c;d", "/x;y/", "/a;b=1;c=2/d"] {
+            assert_eq!(norm_params(p).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn allowed_semicolons_match_on_the_segment_name() {
+        let admin = Pattern::parse("/admin/**", PARAMS).unwrap();
+        assert!(admin.matches(&norm_params("/admin;x/secret").unwrap()));
+        assert!(admin.matches(&norm_params("/public/..;/admin;a=b").unwrap()));
+        assert!(!admin.matches(&norm_params("/administrator;x").unwrap()));
+        let exact = Pattern::parse("/health", PARAMS).unwrap();
+        assert!(exact.matches("/health;jsessionid=1"));
+        assert!(!exact.matches("/health;jsessionid=1/"));
+        let one = Pattern::parse("/users/*/orders", PARAMS).unwrap();
+        assert!(one.matches("/users/42;v=1/orders;x"));
+        assert!(!one.matches("/users/orders;x"));
+        // A pattern never has parameters of its own; dot-names are not normal form.
+        assert!(Pattern::parse("/a;b", PARAMS).is_err());
+        assert!(Pattern::parse("/a/..;/b", PARAMS).is_err());
+    }
+
+    #[test]
+    fn case_insensitive_matching_is_an_option() {
+        let cases = [
+            ("/admin/**", "/ADMIN/x", true),
+            ("/admin/**", "/Admin", true),
+            ("/admin/**", "/aDmIn/", true),
+            ("/admin/**", "/ADMINISTRATOR", false),
+            ("/Admin/**", "/admin/x", true),
+            ("/users/*/orders", "/USERS/42/Orders", true),
+            ("/users/*/orders", "/USERS/Orders", false),
+            ("/health", "/HEALTH", true),
+            ("/health", "/HEALTH/", false),
+            ("/a%3F", "/A%3f", true),
+            ("/**", "/ANY/Thing", true),
+        ];
+        for (pattern, path, ci) in cases {
+            let path = normalize(path, NO_CASE).unwrap();
+            let off = Pattern::parse(pattern, STRICT).unwrap();
+            let on = Pattern::parse(pattern, NO_CASE).unwrap();
+            assert_eq!(on.matches(&path), ci, "{pattern} {path} case-insensitive");
+            let exact = pattern == "/**" || path == pattern;
+            assert_eq!(off.matches(&path), exact, "{pattern} {path} case-sensitive");
+        }
+        // Only ASCII letters fold.
+        let p = Pattern::parse("/%C3%A9t%C3%A9", NO_CASE).unwrap();
+        assert!(p.matches("/%C3%A9T%C3%A9"));
+        assert!(!p.matches("/%C3%89t%C3%A9"), "É is not é");
+        // Both options together.
+        let both = PathOptions {
+            semicolons: Semicolons::Allow,
+            case_insensitive: true,
+        };
+        let admin = Pattern::parse("/admin/**", both).unwrap();
+        let path = normalize("/public/..;/ADMIN;x/y", both).unwrap();
+        assert_eq!(path, "/ADMIN;x/y", "the client's case is kept");
+        assert!(admin.matches(&path));
+    }
+
+    #[test]
+    fn the_router_matches_with_its_patterns_options() {
+        let mut router = Router::new();
+        router.push(Pattern::parse("/admin/**", NO_CASE).unwrap(), None, 1);
+        router.push(Pattern::parse("/**", NO_CASE).unwrap(), None, 2);
+        assert_eq!(router.lookup(&Method::GET, "/AdMiN/x"), Some(&1));
+        let mut router = Router::new();
+        router.push(Pattern::parse("/admin/**", STRICT).unwrap(), None, 1);
+        router.push(Pattern::parse("/**", STRICT).unwrap(), None, 2);
+        assert_eq!(router.lookup(&Method::GET, "/AdMiN/x"), Some(&2));
     }
 }

@@ -137,7 +137,8 @@ pub struct Claims {
     pub client_id: Option<String>,
     /// `token_use` (Cognito).
     pub token_use: Option<String>,
-    /// Words of `scope` (a string) or `scp` (a string or an array).
+    /// Scopes of `scope` (a string) or `scp` (a string or an array). A string is split on
+    /// U+0020 only (RFC 6749 §3.3); an array element is one scope.
     pub scopes: Vec<String>,
     /// `cognito:groups`.
     pub groups: Vec<String>,
@@ -176,7 +177,13 @@ impl Claims {
         let mut scopes: Vec<String> = Vec::new();
         for name in ["scope", "scp"] {
             match all.get(name) {
-                Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
+                // RFC 6749 §3.3: scope-tokens are separated by %x20 only. A tab or any other
+                // whitespace is part of a (strange) scope, never a separator.
+                Some(Value::String(s)) => scopes.extend(
+                    s.split(' ')
+                        .filter(|word| !word.is_empty())
+                        .map(str::to_owned),
+                ),
                 Some(Value::Array(items)) => {
                     scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
                 }
@@ -667,6 +674,18 @@ mod tests {
         assert_eq!(c.scopes, ["a", "b"]);
         let c = claims(json!({"iss":"x","exp":1,"scp":"a b"}));
         assert_eq!(c.scopes, ["a", "b"]);
+    }
+
+    #[test]
+    fn only_a_space_separates_scopes() {
+        let c = claims(json!({"iss":"x","exp":1,"scope":"api/read\tapi/admin"}));
+        assert_eq!(c.scopes, ["api/read\tapi/admin"]);
+        let c = claims(json!({"iss":"x","exp":1,"scope":" a\nb  c\u{a0}d \u{3000}e "}));
+        assert_eq!(c.scopes, ["a\nb", "c\u{a0}d", "\u{3000}e"]);
+        let c = claims(json!({"iss":"x","exp":1,"scp":"x\ty z"}));
+        assert_eq!(c.scopes, ["x\ty", "z"]);
+        let c = claims(json!({"iss":"x","exp":1,"scp":["a b", "c\td"]}));
+        assert_eq!(c.scopes, ["a b", "c\td"], "an array element is one scope");
     }
 
     #[test]

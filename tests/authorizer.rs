@@ -243,6 +243,52 @@ async fn scopes_compare_whole_words() {
     );
 }
 
+/// RFC 6749 §3.3: scopes are separated by spaces (%x20) only. A tab inside the claim does not
+/// split it, so `"api/read\tapi/admin"` grants neither scope.
+#[tokio::test]
+async fn only_a_space_separates_scopes() {
+    let extra = r#"
+[[routes]]
+name = "scoped-admin"
+path = "/scoped-admin/**"
+scopes_any = ["api/admin"]
+
+[[routes]]
+name = "scoped-read"
+path = "/scoped-read/**"
+scopes_any = ["api/read"]
+"#;
+    let env = Env::start_with("", extra).await;
+    let mut claims = env.access_claims("carol");
+    for odd in [
+        "api/read\tapi/admin",
+        "api/read\napi/admin",
+        "api/read\u{a0}api/admin",
+    ] {
+        claims["scope"] = json!(odd);
+        let token = env.issuer.sign(&claims);
+        for path in ["/scoped-admin/x", "/scoped-read/x"] {
+            let res = env.get(path, Some(&token)).await;
+            assert_eq!(res.status(), 403, "{odd:?} on {path}");
+            assert!(www_authenticate(&res).contains("insufficient_scope"));
+        }
+    }
+    // `scp` as a string follows the same rule.
+    claims.as_object_mut().unwrap().remove("scope");
+    claims["scp"] = json!("api/read\tapi/admin");
+    let res = env
+        .get("/scoped-read/x", Some(&env.issuer.sign(&claims)))
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(env.upstream.hits(), 0);
+    // Spaces (repeated ones too) do separate.
+    claims["scp"] = json!("  api/read   api/admin ");
+    let token = env.issuer.sign(&claims);
+    for path in ["/scoped-admin/x", "/scoped-read/x"] {
+        assert_eq!(env.get(path, Some(&token)).await.status(), 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn unmatched_paths_are_404_and_methods_filter_routes() {
     let env = Env::start().await;

@@ -465,6 +465,54 @@ fn check_points_at_bad_header_policy_options() {
     assert!(stdout.contains("client headers with '_': kept"), "{stdout}");
 }
 
+const BAD_PATHS: &str = r#"[upstream]
+url = "http://127.0.0.1:3000"
+
+[[routes]]
+path = "/public/**"
+auth = "none"
+
+[[routes]]
+path = "/files/a;b"
+auth = "none"
+
+[paths]
+semicolons = "strip"
+case_insensitive = false
+"#;
+
+#[test]
+fn check_reports_a_bad_paths_option_and_a_semicolon_pattern_with_file_line_col() {
+    let dir = TempDir::new();
+    let path = dir.write("paths.toml", BAD_PATHS);
+    let file = path.display().to_string();
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (line, col) = position(BAD_PATHS, "\"strip\"");
+    let needle = format!("{file}:{line}:{col}: paths.semicolons: \"strip\" must be reject, allow");
+    assert!(stderr.contains(&needle), "{needle:?} not in:\n{stderr}");
+    let (line, col) = position(BAD_PATHS, "\"/files/a;b\"");
+    let needle =
+        format!("{file}:{line}:{col}: routes[1].path: \"/files/a;b\" must not contain ';'");
+    assert!(stderr.contains(&needle), "{needle:?} not in:\n{stderr}");
+    assert!(out.stdout.is_empty());
+
+    // Fixed, `check` prints the options with the route table.
+    let good = BAD_PATHS
+        .replace("\"strip\"", "\"allow\"")
+        .replace("/files/a;b", "/files/a")
+        .replace("case_insensitive = false", "case_insensitive = true");
+    let path = dir.write("paths-ok.toml", &good);
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("paths  semicolons=allow  case_insensitive=true"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_on_a_missing_file_names_it() {
     let dir = TempDir::new();

@@ -649,6 +649,209 @@ async fn raw_backslash_in_path_is_400_and_never_forwarded() {
     assert_eq!(env.upstream.hits(), 0);
 }
 
+/// The ways a request reaches the pipeline: the HTTP/1.1 fast path (no body), hyper's HTTP/1.1
+/// server (a request with a body) and HTTP/2.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    FastPath,
+    Hyper,
+    H2,
+}
+
+const EVERY_WAY: [Via; 3] = [Via::FastPath, Via::Hyper, Via::H2];
+
+/// Sends `target` exactly as written (no client library normalises it) and returns the status
+/// and body.
+async fn send_via(via: Via, addr: SocketAddr, target: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    match via {
+        Via::FastPath => {
+            let res = raw_get(addr, target, token).await;
+            (res.status, res.body)
+        }
+        Via::Hyper => {
+            let request = format!(
+                "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 1\r\n\
+                 Connection: close\r\n\r\nx"
+            );
+            let res = parse_raw(&exchange(addr, request.as_bytes()).await);
+            (res.status, res.body)
+        }
+        Via::H2 => {
+            use http_body_util::BodyExt;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let mut req = Request::get(format!("http://{addr}{target}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if let Some(t) = token {
+                req.headers_mut().insert(
+                    "authorization",
+                    http::HeaderValue::try_from(format!("Bearer {t}")).unwrap(),
+                );
+            }
+            let res = tokio::time::timeout(SAFETY, sender.send_request(req))
+                .await
+                .unwrap()
+                .unwrap();
+            let status = res.status().as_u16();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    }
+}
+
+/// `;` starts path parameters for Tomcat and Spring, which drop them before resolving `..`:
+/// `/public/..;/admin/x` is `/admin/x` to them. By default jwtgate refuses any `;` (raw or
+/// encoded), on every way in, and nothing reaches the upstream.
+#[tokio::test]
+async fn semicolons_in_paths_are_400_by_default_and_never_forwarded() {
+    let env = Env::start().await;
+    let alice = env.access("alice");
+    for via in EVERY_WAY {
+        for target in [
+            "/public/..;/admin/x",
+            "/public/..;x=1/admin/x",
+            "/public/.;/x",
+            "/public/..%3B/admin/x",
+            "/public/..%3b/admin/x",
+            "/public/%2e%2e%3B/admin/x",
+            "/admin;x/y",
+            "/public/x;jsessionid=1",
+            "/public/x%3By",
+        ] {
+            for token in [Some(alice.as_str()), None] {
+                let (status, body) = send_via(via, env.proxy.addr, target, token).await;
+                assert_eq!(status, 400, "{via:?} {target}");
+                assert_eq!(body, r#"{"message":"Bad Request"}"#, "{via:?} {target}");
+            }
+        }
+    }
+    assert_eq!(env.upstream.hits(), 0);
+    // A `;` in the query is not the path's business.
+    let (status, _) = send_via(Via::FastPath, env.proxy.addr, "/public/x?a=1;b=2", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(env.upstream.last().unwrap().uri, "/public/x?a=1;b=2");
+}
+
+/// With `[paths] semicolons = "allow"`, a segment named `.` or `..` before its parameters is a
+/// dot-segment: `/public/..;/admin/x` is routed as `/admin/x` (the admin route's token is
+/// needed) and the upstream receives `/admin/x`. Other segments keep their parameters, and
+/// routes match on the part before them. An encoded `;` stays refused.
+#[tokio::test]
+async fn allowed_semicolons_route_and_forward_what_the_upstream_would_resolve() {
+    let env = Env::start_with("", "[paths]\nsemicolons = \"allow\"\n").await;
+    let (alice, bob) = (env.access("alice"), env.access("bob"));
+    let addr = env.proxy.addr;
+    for via in EVERY_WAY {
+        for target in [
+            "/public/..;/admin/x",
+            "/public/..;x=1/admin/x",
+            "/public/%2E%2E;/admin/x",
+            "/public/.%2e;v/admin/x",
+            "/;x/admin/x",
+        ] {
+            let hits = env.upstream.hits();
+            let (status, _) = send_via(via, addr, target, None).await;
+            assert_eq!(
+                status, 401,
+                "{via:?} {target}: the admin route needs a token"
+            );
+            let (status, _) = send_via(via, addr, target, Some(&bob)).await;
+            assert_eq!(status, 403, "{via:?} {target}: bob is not an admin");
+            assert_eq!(env.upstream.hits(), hits, "{via:?} {target}");
+            let (status, body) = send_via(via, addr, target, Some(&alice)).await;
+            assert_eq!(status, 200, "{via:?} {target}: {body}");
+            assert_eq!(env.upstream.hits(), hits + 1);
+            assert_eq!(
+                env.upstream.last().unwrap().uri,
+                "/admin/x",
+                "{via:?} {target}"
+            );
+        }
+        // Parameters of an ordinary segment are kept, and do not hide the segment's name.
+        let (status, _) = send_via(via, addr, "/admin;x/y", Some(&bob)).await;
+        assert_eq!(status, 403, "{via:?}: /admin;x is /admin");
+        for (target, token, expected) in [
+            ("/admin;x/y", Some(&alice), "/admin;x/y"),
+            ("/admin;a=1;b=2/y%3f", Some(&alice), "/admin;a=1;b=2/y%3F"),
+            ("/public/a;b/c", None, "/public/a;b/c"),
+            ("/public/.;x/y", None, "/public/y"),
+            ("/public/a/b/..;", None, "/public/a/"),
+        ] {
+            let (status, body) = send_via(via, addr, target, token.map(String::as_str)).await;
+            assert_eq!(status, 200, "{via:?} {target}: {body}");
+            assert_eq!(
+                env.upstream.last().unwrap().uri,
+                expected,
+                "{via:?} {target}"
+            );
+        }
+        let hits = env.upstream.hits();
+        for target in [
+            "/public/..%3B/admin/x",
+            "/public/..%3bv/admin/x",
+            "/admin%3Bx/y",
+        ] {
+            let (status, body) = send_via(via, addr, target, Some(&alice)).await;
+            assert_eq!(status, 400, "{via:?} {target}");
+            assert_eq!(body, r#"{"message":"Bad Request"}"#, "{via:?} {target}");
+        }
+        assert_eq!(env.upstream.hits(), hits);
+    }
+}
+
+/// `[paths] case_insensitive = true`: `/ADMIN/x` names the admin resource on IIS and other
+/// case-insensitive upstreams, so it must need the admin route's token. The upstream gets the
+/// client's spelling.
+#[tokio::test]
+async fn case_insensitive_routes_are_an_option() {
+    let catch_all = "[[routes]]\nname = \"rest\"\npath = \"/**\"\nauth = \"none\"\n";
+    let env = Env::start_with("", catch_all).await;
+    let addr = env.proxy.addr;
+    // Off (the default): literal segments compare exactly; /ADMIN/x is another resource.
+    for via in EVERY_WAY {
+        let (status, _) = send_via(via, addr, "/ADMIN/x", None).await;
+        assert_eq!(status, 200, "{via:?}");
+        assert_eq!(env.upstream.last().unwrap().uri, "/ADMIN/x");
+    }
+
+    let on = format!("{catch_all}\n[paths]\ncase_insensitive = true\nsemicolons = \"allow\"\n");
+    let env = Env::start_with("", &on).await;
+    let (alice, bob) = (env.access("alice"), env.access("bob"));
+    let addr = env.proxy.addr;
+    for via in EVERY_WAY {
+        for target in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/public/..;/aDmIn/x"] {
+            let hits = env.upstream.hits();
+            let (status, _) = send_via(via, addr, target, None).await;
+            assert_eq!(status, 401, "{via:?} {target}");
+            let (status, _) = send_via(via, addr, target, Some(&bob)).await;
+            assert_eq!(status, 403, "{via:?} {target}");
+            assert_eq!(env.upstream.hits(), hits, "{via:?} {target}");
+        }
+        for (target, token, expected) in [
+            ("/ADMIN/x", &alice, "/ADMIN/x"),
+            ("/public/..;/aDmIn/x", &alice, "/aDmIn/x"),
+            ("/ORDERS/7", &alice, "/ORDERS/7"),
+            ("/Items/1/DETAIL", &bob, "/Items/1/DETAIL"),
+        ] {
+            let (status, body) = send_via(via, addr, target, Some(token)).await;
+            assert_eq!(status, 200, "{via:?} {target}: {body}");
+            assert_eq!(
+                env.upstream.last().unwrap().uri,
+                expected,
+                "{via:?} {target}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. HTTP limits
 
