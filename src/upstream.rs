@@ -256,7 +256,7 @@ impl Upstream {
         req: Request<UploadBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, _empty) = req.into_parts();
-        let head = exchange::encode_head(&parts, self.authority());
+        let head = crate::http1::encode_request_head(&parts, self.authority());
         let head_request = parts.method == Method::HEAD;
         if let Some(conn) = self.pool.checkout_direct() {
             match exchange::exchange(conn, &head, head_request, &self.pool).await {
