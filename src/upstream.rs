@@ -284,10 +284,14 @@ impl Upstream {
     fn returning(
         &self,
         sender: http1::SendRequest<UploadBody>,
-        response: Response<Incoming>,
+        mut response: Response<Incoming>,
     ) -> Response<UpstreamBody> {
+        // hyper framed the body by Transfer-Encoding but leaves a Content-Length beside it in
+        // the headers: removed here as the exchange does (RFC 9112 §6.3), before hop-by-hop
+        // stripping takes Transfer-Encoding away, and the connection is not trusted again.
+        let conflicted = crate::http1::drop_length_beside_encoding(response.headers_mut());
         // A 101 hands the connection over to the upgraded protocol: it never comes back.
-        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS && !conflicted)
             .then(|| (sender, Arc::clone(&self.pool)));
         response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
     }

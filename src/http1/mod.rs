@@ -17,7 +17,7 @@ mod response;
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::TRANSFER_ENCODING;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 pub use chunked::{Chunked, Decoded, MAX_CHUNK_LINE, MAX_TRAILER_BYTES, put_chunk_size};
@@ -136,6 +136,14 @@ pub fn chunked_is_final(headers: &HeaderMap) -> bool {
         .next_back()
         .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
         .is_some_and(|c| trim_ows(c).eq_ignore_ascii_case(b"chunked"))
+}
+
+/// RFC 9112 §6.3: when a response has both `Transfer-Encoding` and `Content-Length`, the
+/// encoding frames the body and the length must be removed before the message is relayed (it
+/// would cut the body short downstream). Returns whether a length was removed: such a response
+/// may be an attempt at response splitting, and its connection is not trusted again.
+pub fn drop_length_beside_encoding(headers: &mut HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING) && headers.remove(CONTENT_LENGTH).is_some()
 }
 
 /// Writes a header field line.
@@ -278,6 +286,19 @@ mod tests {
         assert!(!chunked_is_final(&headers(&["chunked", "gzip"])));
         assert!(!chunked_is_final(&headers(&["chunked, gzip"])));
         assert!(!chunked_is_final(&headers(&[])));
+
+        let mut h = headers(&["chunked"]);
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(drop_length_beside_encoding(&mut h));
+        assert!(!h.contains_key(CONTENT_LENGTH));
+        assert!(!drop_length_beside_encoding(&mut h));
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(!drop_length_beside_encoding(&mut h));
+        assert_eq!(
+            h[CONTENT_LENGTH], "5",
+            "without an encoding the length stays"
+        );
     }
 
     #[test]

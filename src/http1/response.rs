@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 
 use super::{
     Chunked, Error, FieldSpans, MAX_FIELDS, bodiless, chunked_is_final, content_length_all,
-    lengthless, lists, lists_only, put_decimal, put_field,
+    drop_length_beside_encoding, lengthless, lists, lists_only, put_decimal, put_field,
 };
 
 /// How a received response body is delimited (RFC 9112 §6.3), and how far it has been read.
@@ -90,10 +90,10 @@ pub fn parse_response(
             spans.push(buf, name.as_bytes(), field.value);
         }
         let head = buf.split_to(len).freeze();
-        let headers = spans
+        let mut headers = spans
             .build(&head, 0)
             .ok_or(Error::Malformed("header field"))?;
-        let (framing, keep_alive) = framing(status, head_request, &headers)?;
+        let (framing, keep_alive) = framing(status, version, head_request, &mut headers)?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -107,30 +107,38 @@ pub fn parse_response(
 }
 
 /// The body's framing (RFC 9112 §6.3), and whether the framing lets the connection be reused.
+/// hyper's client frames the responses it reads the same way; [`drop_length_beside_encoding`]
+/// and [`chunked_is_final`] are the rules both paths share.
 ///
 /// | response | body | connection reused |
 /// |---|---|---|
 /// | to HEAD; 1xx; 204; 304 | none | yes |
-/// | `Transfer-Encoding`, `chunked` last | chunked (a `Content-Length` beside it is ignored) | only without a `Content-Length` |
-/// | `Transfer-Encoding`, `chunked` not last | until the close | no |
+/// | `Transfer-Encoding`, `chunked` last (HTTP/1.1) | chunked; any `Content-Length` removed | only without a `Content-Length` |
+/// | `Transfer-Encoding`, `chunked` not last (HTTP/1.1) | until the close; any `Content-Length` removed | no |
+/// | `Transfer-Encoding` in HTTP/1.0 | refused (RFC 9112 §6.1: faulty framing) | no |
 /// | `Content-Length` (copies that agree) | that many bytes | yes |
 /// | conflicting or malformed `Content-Length` | refused | no |
 /// | neither | until the close | no |
 fn framing(
     status: StatusCode,
+    version: Version,
     head_request: bool,
-    headers: &HeaderMap,
+    headers: &mut HeaderMap,
 ) -> Result<(Framing, bool), Error> {
+    // Removed whatever the status: relayed, a stale length would contradict the encoding.
+    let conflicted = drop_length_beside_encoding(headers);
     if bodiless(status, head_request) {
-        return Ok((Framing::Length(0), true));
+        return Ok((Framing::Length(0), !conflicted));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
-        // Chunked only when it is the final coding; otherwise the body runs to the close. A
-        // Content-Length beside it is ignored, and the connection not trusted again.
-        let chunked = chunked_is_final(headers);
-        let keep_alive = chunked && !headers.contains_key(CONTENT_LENGTH);
-        return Ok(if chunked {
-            (Framing::Chunked(Chunked::Size), keep_alive)
+        if version == Version::HTTP_10 {
+            return Err(Error::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 response",
+            ));
+        }
+        // Chunked only when it is the final coding; otherwise the body runs to the close.
+        return Ok(if chunked_is_final(headers) {
+            (Framing::Chunked(Chunked::Size), !conflicted)
         } else {
             (Framing::UntilClose, false)
         });
@@ -281,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn a_length_beside_an_encoding_is_removed_before_relaying() {
+        for (text, framing) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked(Chunked::Size),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+                Framing::Chunked(Chunked::Size),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip\r\n\r\n",
+                Framing::UntilClose,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Length(0),
+            ),
+        ] {
+            let head = head(text, false).unwrap().unwrap();
+            assert_eq!(head.framing, framing, "{text:?}");
+            assert!(!head.keep_alive, "{text:?}: not trusted again");
+            let headers = head.response.headers();
+            assert!(!headers.contains_key(CONTENT_LENGTH), "{text:?}");
+            assert!(
+                headers.contains_key(TRANSFER_ENCODING),
+                "stripped later as hop-by-hop"
+            );
+        }
+    }
+
+    #[test]
     fn usual_connection_fields_are_left_out_and_others_kept_for_stripping() {
         let text = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
         let head1 = head(text, false).unwrap().unwrap();
@@ -310,6 +350,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
             "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
             "HTP/1.1 200 OK\r\n\r\n",
