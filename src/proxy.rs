@@ -522,20 +522,23 @@ async fn forward(
         Some(Ok(response)) => response,
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let (mut client, mut upstream) =
-                            (TokioIo::new(client), TokioIo::new(upstream));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        // A 101 the client did not ask for cannot be relayed (its connection would switch to a
+        // protocol it never chose): a 502, as the bodiless exchange answers.
+        let Some(client_upgrade) = client_upgrade else {
+            tracing::warn!("upstream answered 101 to a request that asked no upgrade");
+            return Err(UpstreamError::Unreachable.into());
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
-            });
-            return Ok(response);
-        }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        return Ok(response);
     }
     headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)

@@ -1299,6 +1299,29 @@ async fn other_transfer_codings_are_framed_alike_on_both_upstream_paths() {
     assert_eq!(opened.load(Ordering::SeqCst), 4);
 }
 
+/// A 101 to a request that asked no upgrade is a 502 on both upstream paths, never relayed.
+#[tokio::test]
+async fn an_unsolicited_101_is_a_502_on_both_upstream_paths() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, _, _) = raw_upstream(|_| {
+        let answer = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        (answer.to_vec(), true)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    for request in [
+        &b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
+        b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndata",
+    ] {
+        let res = parse_raw(&exchange(proxy.addr, request).await);
+        let what = String::from_utf8_lossy(&request[..4]);
+        assert_eq!(res.status, 502, "{what}: {}", res.head);
+        assert_eq!(res.body, r#"{"message":"Bad Gateway"}"#, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn connections_the_upstream_closed_while_idle_are_not_reused() {
     let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
