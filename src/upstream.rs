@@ -404,6 +404,11 @@ pub struct Watched<B: Body, H: EndHook> {
 pub trait EndHook {
     /// `complete`: read to the end; otherwise it failed or was dropped early.
     fn ended(&mut self, complete: bool);
+
+    /// The body itself yielded an error (rather than being dropped early).
+    fn failed(&mut self) {
+        self.ended(false);
+    }
 }
 
 impl<B: Body, H: EndHook> Watched<B, H> {
@@ -427,7 +432,7 @@ impl<B: Body<Data = Bytes> + Unpin, H: EndHook + Unpin> Body for Watched<B, H> {
         match &polled {
             Poll::Ready(None) => self.hook.ended(true),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.hook.ended(true),
-            Poll::Ready(Some(Err(_))) => self.hook.ended(false),
+            Poll::Ready(Some(Err(_))) => self.hook.failed(),
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
         polled
@@ -503,21 +508,42 @@ impl EndHook for ReturnToPool {
 /// The client's request body on its way upstream.
 pub type UploadBody = Watched<ClientBody, UploadDone>;
 
-/// Reports when the request body has been sent completely (or failed), which starts the
-/// response timeout.
-pub struct UploadDone(Option<oneshot::Sender<()>>);
+/// How the upload of a client's request body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEnd {
+    /// Sent completely, or dropped by the upstream client (which then reports why).
+    Done,
+    /// The client's body itself failed (bad chunked syntax, cut short, longer or shorter than
+    /// its declared length): the request is the client's fault, whatever error the upstream
+    /// client reports for it.
+    BodyFailed,
+}
 
-impl EndHook for UploadDone {
-    fn ended(&mut self, _complete: bool) {
+/// Reports when the request body has been sent completely (or failed), which starts the
+/// response timeout, and whether the client's body was at fault.
+pub struct UploadDone(Option<oneshot::Sender<UploadEnd>>);
+
+impl UploadDone {
+    fn report(&mut self, end: UploadEnd) {
         if let Some(sent) = self.0.take() {
-            let _ = sent.send(());
+            let _ = sent.send(end);
         }
     }
 }
 
-/// Wraps a client's request body; `sent` (if any) fires once it has been sent, failed or been
+impl EndHook for UploadDone {
+    fn ended(&mut self, _complete: bool) {
+        self.report(UploadEnd::Done);
+    }
+
+    fn failed(&mut self) {
+        self.report(UploadEnd::BodyFailed);
+    }
+}
+
+/// Wraps a client's request body; `sent` (if any) hears once it has been sent, failed or been
 /// dropped.
-pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<()>>) -> UploadBody {
+pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<UploadEnd>>) -> UploadBody {
     Watched::new(inner, UploadDone(sent))
 }
 

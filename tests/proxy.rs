@@ -543,6 +543,43 @@ async fn slow_upstream_is_504_json() {
     assert_eq!(env.get("/health", None).await.status(), 200);
 }
 
+/// A request body that breaks off on its way upstream is the client's fault: a 400 counted as
+/// `bad_request_body`, not a 502 blaming the upstream.
+#[tokio::test]
+async fn a_broken_request_body_is_a_400_not_a_502() {
+    let env = Env::start().await;
+    // A chunk whose data is not followed by CRLF.
+    let res = parse_raw(
+        &exchange(
+            env.proxy.addr,
+            b"POST /health HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhelloXX\r\n0\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(res.status, 400, "{}", res.head);
+    assert_eq!(res.body, r#"{"message":"Bad Request"}"#);
+    // A body cut short of its Content-Length: the client closes its side.
+    let mut stream = TcpStream::connect(env.proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let metrics = env.proxy.metrics().await;
+    let counted = |reason: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("jwtgate_rejections_total{") && l.contains(reason))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(counted(r#"reason="bad_request_body""#), 2, "{metrics}");
+    assert_eq!(counted(r#"reason="upstream_unreachable""#), 0, "{metrics}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Path normalisation
 
