@@ -14,7 +14,7 @@ mod exchange;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -560,13 +560,22 @@ impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
+    /// The body's data. Request trailers (which hyper yields for chunked HTTP/1.1 and for
+    /// HTTP/2) are dropped, never forwarded: they arrive after every header rule has run, so a
+    /// trailer field `x-user-sub: evil` would reach the upstream next to jwtgate's own identity
+    /// header, unstripped. Nothing legitimate is lost: gRPC requests never carry trailers.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Streaming(body) => loop {
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    Some(Ok(frame)) if frame.is_trailers() => continue,
+                    polled => return Poll::Ready(polled),
+                }
+            },
         }
     }
 

@@ -939,6 +939,68 @@ async fn hop_by_hop_response_headers_are_not_passed_back() {
     }
 }
 
+/// Request trailers are never forwarded, over HTTP/1.1 (chunked) or HTTP/2: they arrive after
+/// every header rule has run, so a trailer could otherwise set an identity header. Declared in
+/// `Trailer`, which is what would make hyper's client send them on.
+#[tokio::test]
+async fn request_trailers_never_reach_the_upstream() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, _, _, seen) = raw_upstream_seen(|_| {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        (answer.to_vec(), false)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let token = access(&issuer, "alice");
+
+    let request = format!(
+        "POST /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: x-user-sub\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\nx-user-sub: evil\r\n\r\n"
+    );
+    let res = parse_raw(&exchange(proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 200, "HTTP/1.1: {}", res.head);
+
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-user-sub", "evil".parse().unwrap());
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hello"))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let req = Request::post(proxy.url("/orders/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("trailer", "x-user-sub")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let res = tokio::time::timeout(SAFETY, h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), 200, "HTTP/2");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let sub = format!("\r\nx-user-sub: {}\r\n", alice().sub).to_ascii_lowercase();
+    for (request, what) in seen.iter().zip(["HTTP/1.1", "HTTP/2"]) {
+        let text = String::from_utf8_lossy(request).to_ascii_lowercase();
+        assert!(text.contains(&sub), "{what}: the verified identity\n{text}");
+        assert!(
+            !text.contains("evil"),
+            "{what}: the trailer got through\n{text}"
+        );
+        assert!(
+            text.ends_with("\r\n5\r\nhello\r\n0\r\n\r\n"),
+            "{what}\n{text}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. x-request-id
 
