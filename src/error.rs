@@ -49,6 +49,11 @@ pub enum Reject {
         /// The route's required scopes, for the challenge.
         scope: Option<String>,
     },
+    /// The client's request body broke off on its way upstream (bad chunked syntax, the
+    /// connection closed before `Content-Length` bytes, an HTTP/2 body longer or shorter than
+    /// its `content-length`): the client's fault, not the upstream's.
+    #[error("broken request body")]
+    BadRequestBody,
     /// The upstream failed.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
@@ -70,7 +75,9 @@ impl Reject {
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) | Reject::BadHost(_) => StatusCode::BAD_REQUEST,
+            Reject::BadPath(_) | Reject::BadHost(_) | Reject::BadRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::InvalidToken(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -88,6 +95,7 @@ impl Reject {
         match self {
             Reject::BadPath(_) => "bad_path",
             Reject::BadHost(_) => "bad_host",
+            Reject::BadRequestBody => "bad_request_body",
             Reject::NoRoute => "no_route",
             Reject::MissingToken => "missing_token",
             Reject::InvalidToken(e) => e.reason(),
@@ -242,5 +250,10 @@ mod tests {
             Reject::Upstream(UpstreamError::Timeout).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+        let (s, c) = challenge(Reject::BadRequestBody);
+        assert_eq!((s, c.as_str()), (StatusCode::BAD_REQUEST, ""));
+        assert_eq!(Reject::BadRequestBody.reason(), "bad_request_body");
+        assert_eq!(Reject::BadRequestBody.grpc_status(), 3, "INVALID_ARGUMENT");
+        assert!(!Reject::BadRequestBody.is_auth_failure());
     }
 }

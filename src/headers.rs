@@ -2,13 +2,15 @@
 //! (always stripped, on every route), claim headers, `X-Forwarded-*` and `x-request-id`.
 
 use std::net::IpAddr;
-use std::ops::Range;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
+
+/// Token-list matching lives with the HTTP/1.1 codec; re-exported for the header rules here.
+use crate::http1;
+pub use crate::http1::lists;
 
 /// Headers ALB sets for browser-login routes; never accepted from clients.
 pub const ALB_IDENTITY_HEADERS: [&str; 3] = [
@@ -370,66 +372,13 @@ pub fn valid_host(value: &[u8]) -> bool {
 /// connection into a tunnel whose later requests jwtgate never sees: its `Upgrade` header is
 /// dropped like every other hop-by-hop header and the request is served normally.
 pub fn upgrade_requested(headers: &HeaderMap) -> bool {
-    let websocket = headers.get_all(header::UPGRADE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-        })
-    });
-    websocket && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| lists(v.as_bytes(), token.as_bytes()))
-}
-
-/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
-pub fn lists(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Where the fields of a head parsed in place (httparse) lie in its buffer. The parsed slices
-/// borrow the buffer, so the fields are noted as offsets; once the head is cut out of the buffer
-/// and frozen, [`FieldSpans::build`] makes a header map that shares its bytes. Kept across heads
-/// so the list is allocated once per connection.
-#[derive(Debug, Default)]
-pub struct FieldSpans {
-    fields: Vec<(Range<usize>, Range<usize>)>,
-}
-
-impl FieldSpans {
-    /// Forgets the previous head's fields.
-    pub fn clear(&mut self) {
-        self.fields.clear();
-    }
-
-    /// Notes a field whose `name` and `value` are slices of `buf`.
-    pub fn push(&mut self, buf: &[u8], name: &[u8], value: &[u8]) {
-        self.fields.push((span(buf, name), span(buf, value)));
-    }
-
-    /// The fields as a header map sharing `head`'s bytes, with room for `extra` more; `None` if
-    /// a name or value is not one `http` accepts.
-    pub fn build(&self, head: &Bytes, extra: usize) -> Option<HeaderMap> {
-        let mut headers = HeaderMap::with_capacity(self.fields.len() + extra);
-        for (name, value) in &self.fields {
-            let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
-            headers.append(name, value);
-        }
-        Some(headers)
-    }
-}
-
-/// Where `part`, a slice of `buf`, lies in it.
-pub fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
+    let field_lists = |name, token: &[u8]| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| lists(v.as_bytes(), token))
+    };
+    field_lists(header::UPGRADE, b"websocket") && field_lists(header::CONNECTION, b"upgrade")
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
@@ -447,11 +396,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok());
+        .flat_map(|v| http1::elements(v.as_bytes()))
+        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+        .filter_map(|t| HeaderName::from_bytes(t).ok());
     doomed.extend(listed);
     for name in doomed {
         headers.remove(name);

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod dev;
 pub mod error;
 pub mod headers;
+pub mod http1;
 pub mod jwks;
 pub mod log_writer;
 pub mod login;

@@ -19,6 +19,7 @@ pub struct Metrics {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     auth_failures: IntCounterVec,
+    rejections: IntCounterVec,
     in_flight: IntGauge,
     jwks_fetches: IntCounterVec,
     jwks_keys: IntGaugeVec,
@@ -104,6 +105,14 @@ impl Metrics {
             &["route", "reason"],
         )
         .expect("metric"); // ok: static definition
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_rejections_total",
+                "Requests jwtgate answered itself for a reason other than authentication, by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("metric"); // ok: static definition
         let in_flight =
             IntGauge::new("jwtgate_requests_in_flight", "Requests being served.").expect("metric"); // ok: static definition
         let jwks_fetches = IntCounterVec::new(
@@ -181,6 +190,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(auth_failures.clone()),
+            Box::new(rejections.clone()),
             Box::new(in_flight.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(jwks_keys.clone()),
@@ -217,6 +227,7 @@ impl Metrics {
             request_duration,
             upstream_duration,
             auth_failures,
+            rejections,
             in_flight,
             jwks_fetches,
             jwks_keys,
@@ -272,6 +283,12 @@ impl Metrics {
     /// A refused authentication or authorisation.
     pub fn auth_failure(&self, route: &str, reason: &'static str) {
         self.auth_failures.with_label_values(&[route, reason]).inc();
+    }
+
+    /// A request jwtgate answered itself for a reason other than authentication (bad path or
+    /// body, no route, upstream or IdP failure).
+    pub fn rejection(&self, route: &str, reason: &'static str) {
+        self.rejections.with_label_values(&[route, reason]).inc();
     }
 
     /// Tracks a request in flight until the guard drops.

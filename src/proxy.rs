@@ -23,7 +23,7 @@ use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::token::{self, unix_now};
-use crate::upstream::{ClientBody, UpstreamBody, upload_body};
+use crate::upstream::{ClientBody, UploadEnd, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
@@ -108,6 +108,8 @@ pub async fn handle(
             outcome.reason = reject.reason();
             if reject.is_auth_failure() {
                 shared.metrics.auth_failure(&outcome.route, outcome.reason);
+            } else {
+                shared.metrics.rejection(&outcome.route, outcome.reason);
             }
             let decision = if reject.status().is_server_error() {
                 Decision::Error
@@ -483,16 +485,22 @@ async fn forward(
     // The response timeout starts once the client's body has been sent: a slow upload is the
     // client's time, not the upstream's.
     // Nothing to wait for without a body (most requests): no channel then.
-    let (body_sent, uploaded) = if req.body().is_end_stream() {
+    let (body_sent, mut uploaded) = if req.body().is_end_stream() {
         (None, None)
     } else {
         let (sent, uploaded) = oneshot::channel();
         (Some(sent), Some(uploaded))
     };
     let req = req.map(|body| upload_body(body, body_sent));
+    // A client body that fails is the client's fault (400), not the upstream's, whatever error
+    // the upstream client reports for the request it could not finish.
+    let mut body_failed = false;
     let timeout = async {
-        if let Some(uploaded) = uploaded {
-            let _ = uploaded.await;
+        if let Some(uploaded) = uploaded.as_mut() {
+            if let Ok(UploadEnd::BodyFailed) = uploaded.await {
+                body_failed = true;
+                return;
+            }
         }
         tokio::time::sleep(upstream.settings.response_timeout).await;
     };
@@ -500,8 +508,16 @@ async fn forward(
         result = upstream.send(req) => Some(result),
         () = timeout => None,
     };
+    // The failure may have been reported in the same instant the send failed.
+    if let Some(uploaded) = uploaded.as_mut() {
+        body_failed |= uploaded.try_recv() == Ok(UploadEnd::BodyFailed);
+    }
     outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
     let mut response = match result {
+        None | Some(Err(_)) if body_failed => {
+            tracing::info!("client request body failed on its way upstream");
+            return Err(Reject::BadRequestBody);
+        }
         None => return Err(UpstreamError::Timeout.into()),
         Some(Err(e)) => {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
@@ -510,20 +526,23 @@ async fn forward(
         Some(Ok(response)) => response,
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let (mut client, mut upstream) =
-                            (TokioIo::new(client), TokioIo::new(upstream));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        // A 101 the client did not ask for cannot be relayed (its connection would switch to a
+        // protocol it never chose): a 502, as the bodiless exchange answers.
+        let Some(client_upgrade) = client_upgrade else {
+            tracing::warn!("upstream answered 101 to a request that asked no upgrade");
+            return Err(UpstreamError::Unreachable.into());
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
-            });
-            return Ok(response);
-        }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        return Ok(response);
     }
     headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)

@@ -14,7 +14,7 @@ mod exchange;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -256,7 +256,7 @@ impl Upstream {
         req: Request<UploadBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, _empty) = req.into_parts();
-        let head = exchange::encode_head(&parts, self.authority());
+        let head = crate::http1::encode_request_head(&parts, self.authority());
         let head_request = parts.method == Method::HEAD;
         if let Some(conn) = self.pool.checkout_direct() {
             match exchange::exchange(conn, &head, head_request, &self.pool).await {
@@ -284,10 +284,14 @@ impl Upstream {
     fn returning(
         &self,
         sender: http1::SendRequest<UploadBody>,
-        response: Response<Incoming>,
+        mut response: Response<Incoming>,
     ) -> Response<UpstreamBody> {
+        // hyper framed the body by Transfer-Encoding but leaves a Content-Length beside it in
+        // the headers: removed here as the exchange does (RFC 9112 §6.3), before hop-by-hop
+        // stripping takes Transfer-Encoding away, and the connection is not trusted again.
+        let conflicted = crate::http1::drop_length_beside_encoding(response.headers_mut());
         // A 101 hands the connection over to the upgraded protocol: it never comes back.
-        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS && !conflicted)
             .then(|| (sender, Arc::clone(&self.pool)));
         response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
     }
@@ -400,6 +404,11 @@ pub struct Watched<B: Body, H: EndHook> {
 pub trait EndHook {
     /// `complete`: read to the end; otherwise it failed or was dropped early.
     fn ended(&mut self, complete: bool);
+
+    /// The body itself yielded an error (rather than being dropped early).
+    fn failed(&mut self) {
+        self.ended(false);
+    }
 }
 
 impl<B: Body, H: EndHook> Watched<B, H> {
@@ -423,7 +432,7 @@ impl<B: Body<Data = Bytes> + Unpin, H: EndHook + Unpin> Body for Watched<B, H> {
         match &polled {
             Poll::Ready(None) => self.hook.ended(true),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.hook.ended(true),
-            Poll::Ready(Some(Err(_))) => self.hook.ended(false),
+            Poll::Ready(Some(Err(_))) => self.hook.failed(),
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
         polled
@@ -499,21 +508,42 @@ impl EndHook for ReturnToPool {
 /// The client's request body on its way upstream.
 pub type UploadBody = Watched<ClientBody, UploadDone>;
 
-/// Reports when the request body has been sent completely (or failed), which starts the
-/// response timeout.
-pub struct UploadDone(Option<oneshot::Sender<()>>);
+/// How the upload of a client's request body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEnd {
+    /// Sent completely, or dropped by the upstream client (which then reports why).
+    Done,
+    /// The client's body itself failed (bad chunked syntax, cut short, longer or shorter than
+    /// its declared length): the request is the client's fault, whatever error the upstream
+    /// client reports for it.
+    BodyFailed,
+}
 
-impl EndHook for UploadDone {
-    fn ended(&mut self, _complete: bool) {
+/// Reports when the request body has been sent completely (or failed), which starts the
+/// response timeout, and whether the client's body was at fault.
+pub struct UploadDone(Option<oneshot::Sender<UploadEnd>>);
+
+impl UploadDone {
+    fn report(&mut self, end: UploadEnd) {
         if let Some(sent) = self.0.take() {
-            let _ = sent.send(());
+            let _ = sent.send(end);
         }
     }
 }
 
-/// Wraps a client's request body; `sent` (if any) fires once it has been sent, failed or been
+impl EndHook for UploadDone {
+    fn ended(&mut self, _complete: bool) {
+        self.report(UploadEnd::Done);
+    }
+
+    fn failed(&mut self) {
+        self.report(UploadEnd::BodyFailed);
+    }
+}
+
+/// Wraps a client's request body; `sent` (if any) hears once it has been sent, failed or been
 /// dropped.
-pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<()>>) -> UploadBody {
+pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<UploadEnd>>) -> UploadBody {
     Watched::new(inner, UploadDone(sent))
 }
 
@@ -530,13 +560,22 @@ impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
+    /// The body's data. Request trailers (which hyper yields for chunked HTTP/1.1 and for
+    /// HTTP/2) are dropped, never forwarded: they arrive after every header rule has run, so a
+    /// trailer field `x-user-sub: evil` would reach the upstream next to jwtgate's own identity
+    /// header, unstripped. Nothing legitimate is lost: gRPC requests never carry trailers.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Streaming(body) => loop {
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    Some(Ok(frame)) if frame.is_trailers() => continue,
+                    polled => return Poll::Ready(polled),
+                }
+            },
         }
     }
 

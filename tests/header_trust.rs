@@ -295,6 +295,13 @@ async fn missing_repeated_or_invalid_host_is_400_and_never_forwarded() {
         assert_eq!(status, 400, "h2 {fields:?}");
         assert!(seen.is_none());
     }
+    let metrics = s.proxy.metrics().await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("jwtgate_rejections_total") && l.contains(r#"reason="bad_host""#)
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -543,6 +543,43 @@ async fn slow_upstream_is_504_json() {
     assert_eq!(env.get("/health", None).await.status(), 200);
 }
 
+/// A request body that breaks off on its way upstream is the client's fault: a 400 counted as
+/// `bad_request_body`, not a 502 blaming the upstream.
+#[tokio::test]
+async fn a_broken_request_body_is_a_400_not_a_502() {
+    let env = Env::start().await;
+    // A chunk whose data is not followed by CRLF.
+    let res = parse_raw(
+        &exchange(
+            env.proxy.addr,
+            b"POST /health HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhelloXX\r\n0\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(res.status, 400, "{}", res.head);
+    assert_eq!(res.body, r#"{"message":"Bad Request"}"#);
+    // A body cut short of its Content-Length: the client closes its side.
+    let mut stream = TcpStream::connect(env.proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let metrics = env.proxy.metrics().await;
+    let counted = |reason: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("jwtgate_rejections_total{") && l.contains(reason))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(counted(r#"reason="bad_request_body""#), 2, "{metrics}");
+    assert_eq!(counted(r#"reason="upstream_unreachable""#), 0, "{metrics}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Path normalisation
 
@@ -1105,6 +1142,68 @@ async fn hop_by_hop_response_headers_are_not_passed_back() {
     }
 }
 
+/// Request trailers are never forwarded, over HTTP/1.1 (chunked) or HTTP/2: they arrive after
+/// every header rule has run, so a trailer could otherwise set an identity header. Declared in
+/// `Trailer`, which is what would make hyper's client send them on.
+#[tokio::test]
+async fn request_trailers_never_reach_the_upstream() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, _, _, seen) = raw_upstream_seen(|_| {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        (answer.to_vec(), false)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let token = access(&issuer, "alice");
+
+    let request = format!(
+        "POST /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: x-user-sub\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\nx-user-sub: evil\r\n\r\n"
+    );
+    let res = parse_raw(&exchange(proxy.addr, request.as_bytes()).await);
+    assert_eq!(res.status, 200, "HTTP/1.1: {}", res.head);
+
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-user-sub", "evil".parse().unwrap());
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hello"))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let req = Request::post(proxy.url("/orders/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("trailer", "x-user-sub")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let res = tokio::time::timeout(SAFETY, h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), 200, "HTTP/2");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let sub = format!("\r\nx-user-sub: {}\r\n", alice().sub).to_ascii_lowercase();
+    for (request, what) in seen.iter().zip(["HTTP/1.1", "HTTP/2"]) {
+        let text = String::from_utf8_lossy(request).to_ascii_lowercase();
+        assert!(text.contains(&sub), "{what}: the verified identity\n{text}");
+        assert!(
+            !text.contains("evil"),
+            "{what}: the trailer got through\n{text}"
+        );
+        assert!(
+            text.ends_with("\r\n5\r\nhello\r\n0\r\n\r\n"),
+            "{what}\n{text}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. x-request-id
 
@@ -1190,32 +1289,50 @@ async fn counting_upstream(
     .await
 }
 
-/// An HTTP/1.1 upstream on a raw socket: it reads one bodiless request head at a time and writes
+/// An HTTP/1.1 upstream on a raw socket: it reads one request at a time and writes
 /// `answer(n)` for the n-th request (counted over all connections), then closes the connection
 /// if the answer says so. Returns its address and the counts of connections opened and of
 /// connections the proxy closed.
 async fn raw_upstream(
     answer: impl Fn(usize) -> (Vec<u8>, bool) + Send + Sync + 'static,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (addr, opened, closed, _) = raw_upstream_seen(answer).await;
+    (addr, opened, closed)
+}
+
+/// [`raw_upstream`], also returning every request exactly as it arrived (head and body bytes).
+async fn raw_upstream_seen(
+    answer: impl Fn(usize) -> (Vec<u8>, bool) + Send + Sync + 'static,
+) -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (opened, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (count, closes) = (Arc::clone(&opened), Arc::clone(&closed));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (count, closes, log) = (Arc::clone(&opened), Arc::clone(&closed), Arc::clone(&seen));
     let answer = Arc::new(answer);
     let requests = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let (closes, answer, requests) = (
+            let (closes, answer, requests, log) = (
                 Arc::clone(&closes),
                 Arc::clone(&answer),
                 Arc::clone(&requests),
+                Arc::clone(&log),
             );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let end = loop {
+                        if let Some(end) = request_end(&buf) {
+                            break end;
+                        }
                         match stream.read(&mut chunk).await {
                             Ok(0) | Err(_) => {
                                 closes.fetch_add(1, Ordering::SeqCst);
@@ -1223,9 +1340,8 @@ async fn raw_upstream(
                             }
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
+                    };
+                    log.lock().unwrap().push(buf.drain(..end).collect());
                     let (bytes, close) = answer(requests.fetch_add(1, Ordering::SeqCst));
                     if stream.write_all(&bytes).await.is_err() || close {
                         return;
@@ -1234,7 +1350,48 @@ async fn raw_upstream(
             });
         }
     });
-    (addr, opened, closed)
+    (addr, opened, closed, seen)
+}
+
+/// Where the request at the start of `buf` ends (its head, and its body framed by
+/// `Content-Length` or chunked with any trailers); `None` until it has all arrived.
+fn request_end(buf: &[u8]) -> Option<usize> {
+    let line_end = |from: usize| {
+        buf.get(from..)?
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|i| from + i)
+    };
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    if field("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
+        let mut at = head_end;
+        loop {
+            let end = line_end(at)?;
+            let line = String::from_utf8_lossy(&buf[at..end]);
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            at = end + 2;
+            if size == 0 {
+                break;
+            }
+            at += size + 2;
+        }
+        // Trailer fields, then an empty line.
+        loop {
+            let end = line_end(at)?;
+            if end == at {
+                return Some(end + 2);
+            }
+            at = end + 2;
+        }
+    }
+    let length: usize = field("content-length").map_or(0, |n| n.parse().unwrap());
+    (buf.len() >= head_end + length).then_some(head_end + length)
 }
 
 #[tokio::test]
@@ -1357,6 +1514,114 @@ async fn upstream_framings_are_relayed_and_only_clean_ends_keep_the_connection()
         4,
         "a refused response ends the connection"
     );
+}
+
+/// RFC 9112 §6.3: Transfer-Encoding wins over Content-Length, and the received length must be
+/// removed before the response is relayed: left in, it would cut the body at 5 bytes (or end
+/// the connection silently). The same on both upstream paths: a bodiless GET (the exchange) and
+/// a POST with a body (hyper's client). Neither connection is used again.
+#[tokio::test]
+async fn a_length_beside_chunked_is_dropped_on_both_upstream_paths() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, opened, _) = raw_upstream(|_| {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n\
+            5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        (answer.to_vec(), false)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    for (i, post) in [false, false, true, true].into_iter().enumerate() {
+        let res = if post {
+            http.post(proxy.url("/health")).body("data").send().await
+        } else {
+            http.get(proxy.url("/health")).send().await
+        }
+        .unwrap();
+        let what = if post {
+            "POST with a body"
+        } else {
+            "bodiless GET"
+        };
+        assert_eq!(res.status(), 200, "{what}");
+        assert!(
+            res.headers().get("content-length").is_none(),
+            "{what}: stale length relayed: {:?}",
+            res.headers()
+        );
+        assert_eq!(res.text().await.unwrap(), "hello world", "{what}");
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            i + 1,
+            "{what}: the connection is not reused"
+        );
+    }
+}
+
+/// A Transfer-Encoding whose final coding is not chunked delimits the body by the close (RFC
+/// 9112 §6.3), its Content-Length removed; Transfer-Encoding in an HTTP/1.0 response is faulty
+/// framing (§6.1), a 502. The same on both upstream paths.
+#[tokio::test]
+async fn other_transfer_codings_are_framed_alike_on_both_upstream_paths() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, opened, _) = raw_upstream(|n| {
+        let answer: &[u8] = if n % 2 == 0 {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: identity\r\n\r\nuntil close"
+        } else {
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        };
+        (answer.to_vec(), true)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    for post in [false, true] {
+        let send = || {
+            if post {
+                http.post(proxy.url("/health")).body("data").send()
+            } else {
+                http.get(proxy.url("/health")).send()
+            }
+        };
+        let what = if post {
+            "POST with a body"
+        } else {
+            "bodiless GET"
+        };
+        let res = send().await.unwrap();
+        assert_eq!(res.status(), 200, "{what}");
+        assert!(res.headers().get("content-length").is_none(), "{what}");
+        assert_eq!(res.text().await.unwrap(), "until close", "{what}");
+        assert_eq!(send().await.unwrap().status(), 502, "{what}: HTTP/1.0");
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 4);
+}
+
+/// A 101 to a request that asked no upgrade is a 502 on both upstream paths, never relayed.
+#[tokio::test]
+async fn an_unsolicited_101_is_a_502_on_both_upstream_paths() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, _, _) = raw_upstream(|_| {
+        let answer = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        (answer.to_vec(), true)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    for request in [
+        &b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
+        b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndata",
+    ] {
+        let res = parse_raw(&exchange(proxy.addr, request).await);
+        let what = String::from_utf8_lossy(&request[..4]);
+        assert_eq!(res.status, 502, "{what}: {}", res.head);
+        assert_eq!(res.body, r#"{"message":"Bad Gateway"}"#, "{what}");
+    }
 }
 
 #[tokio::test]

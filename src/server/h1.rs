@@ -3,8 +3,9 @@
 //! Nearly every request through an auth proxy is a small HTTP/1.1 request without a body on a
 //! keep-alive connection. For those, hyper's general machinery (its dispatcher, body channels
 //! and write queue) costs more than the proxying. This loop reads their heads with httparse
-//! (hyper's parser), runs them through the same pipeline as every other request
-//! ([`proxy::handle`]) and writes the answers itself.
+//! (hyper's parser, through [`http1::parse_request`]), runs them through the same pipeline as
+//! every other request ([`proxy::handle`]) and writes the answers itself (heads by
+//! [`http1::encode_response_head`]).
 //!
 //! The first request it would have to interpret beyond that (one with a body, `Expect`, an
 //! upgrade, `TE: trailers`, HTTP/1.0, a target not in origin form, more fields than it parses,
@@ -14,16 +15,13 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::mem::MaybeUninit;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -31,13 +29,10 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::compile::Limits;
-use crate::headers::{self, FieldSpans};
+use crate::http1::{self, Outgoing, ParsedRequest, RequestSpans};
 use crate::proxy::{self, ConnInfo, ProxyBody};
 use crate::upstream::ClientBody;
 
-/// Most header fields the fast path parses; a request with more goes to hyper, which applies
-/// `max_headers`.
-const MAX_FIELDS: usize = 128;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 8 * 1024;
 /// A first body frame up to this size is sent in the same write as the head.
@@ -71,7 +66,7 @@ where
 {
     let mut reader = HeadReader {
         buf: BytesMut::with_capacity(READ_SIZE),
-        spans: Spans::default(),
+        spans: RequestSpans::default(),
         timer: HeadTimer::new(fast.limits.header_read_timeout),
         shutdown,
     };
@@ -144,7 +139,7 @@ impl HeadTimer {
 struct HeadReader {
     /// Bytes read and not yet parsed.
     buf: BytesMut,
-    spans: Spans,
+    spans: RequestSpans,
     timer: HeadTimer,
     shutdown: watch::Receiver<bool>,
 }
@@ -156,14 +151,16 @@ impl HeadReader {
         self.timer.restart();
         loop {
             if !self.buf.is_empty() {
-                match parse(&mut self.buf, limits.max_headers, &mut self.spans) {
-                    Parsed::Request(req, close) => return Next::Request(req, close),
-                    Parsed::Other => return Next::Handoff,
+                match http1::parse_request(&mut self.buf, limits.max_headers, &mut self.spans) {
+                    ParsedRequest::Request(req, close) => {
+                        return Next::Request(req.map(|()| ClientBody::Empty), close);
+                    }
+                    ParsedRequest::Other => return Next::Handoff,
                     // Over the limit: hyper reads on and answers 431.
-                    Parsed::Partial if self.buf.len() >= limits.max_header_bytes => {
+                    ParsedRequest::Partial if self.buf.len() >= limits.max_header_bytes => {
                         return Next::Handoff;
                     }
-                    Parsed::Partial => {}
+                    ParsedRequest::Partial => {}
                 }
             }
             self.buf.reserve(READ_SIZE);
@@ -181,107 +178,6 @@ impl HeadReader {
     }
 }
 
-// Moved once per request and taken apart at once: boxing would allocate per request.
-#[allow(clippy::large_enum_variant)]
-enum Parsed {
-    /// A complete head the fast path serves (its bytes are gone from the buffer).
-    Request(Request<ClientBody>, bool),
-    /// The head is not complete yet.
-    Partial,
-    /// Anything else: hyper's.
-    Other,
-}
-
-/// Where the parts of a request head lie in the buffer (see [`FieldSpans`]).
-#[derive(Default)]
-struct Spans {
-    method: Range<usize>,
-    target: Range<usize>,
-    fields: FieldSpans,
-    /// The client asked to close after this request.
-    close: bool,
-}
-
-/// Parses a request head at the start of `buf`.
-fn parse(buf: &mut BytesMut, max_headers: usize, spans: &mut Spans) -> Parsed {
-    let len = {
-        let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-        let mut head = httparse::Request::new(&mut []);
-        let config = httparse::ParserConfig::default();
-        let len = match config.parse_request_with_uninit_headers(&mut head, buf, &mut fields) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            Err(_) => return Parsed::Other,
-        };
-        let (Some(method), Some(target), Some(1)) = (head.method, head.path, head.version) else {
-            return Parsed::Other;
-        };
-        if !target.starts_with('/') || method == "CONNECT" || head.headers.len() > max_headers {
-            return Parsed::Other;
-        }
-        spans.method = headers::span(buf, method.as_bytes());
-        spans.target = headers::span(buf, target.as_bytes());
-        spans.fields.clear();
-        spans.close = false;
-        let mut lengths = 0;
-        for field in head.headers.iter() {
-            let name = field.name;
-            let value = field.value;
-            let served = if name.eq_ignore_ascii_case("content-length") {
-                lengths += 1;
-                value.trim_ascii() == b"0"
-            } else if name.eq_ignore_ascii_case("connection") {
-                spans.close |= headers::lists(value, b"close");
-                !headers::lists(value, b"upgrade")
-            } else if name.eq_ignore_ascii_case("te") {
-                !headers::lists(value, b"trailers")
-            } else {
-                !(name.eq_ignore_ascii_case("transfer-encoding")
-                    || name.eq_ignore_ascii_case("expect")
-                    || name.eq_ignore_ascii_case("upgrade"))
-            };
-            if !served || lengths > 1 {
-                return Parsed::Other;
-            }
-            spans.fields.push(buf, name.as_bytes(), value);
-        }
-        len
-    };
-    let head = buf.split_to(len).freeze();
-    match build(&head, spans) {
-        Some(req) => Parsed::Request(req, spans.close),
-        None => {
-            // Not something `http` accepts: hyper sees the same bytes and answers.
-            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(buf);
-            *buf = whole;
-            Parsed::Other
-        }
-    }
-}
-
-/// The request the spans describe, sharing `head`'s bytes.
-fn build(head: &Bytes, spans: &Spans) -> Option<Request<ClientBody>> {
-    let method = Method::from_bytes(&head[spans.method.clone()]).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice(spans.target.clone())).ok()?;
-    // Room for what the pipeline adds (forwarding, identity, trace and request id headers).
-    let headers = spans.fields.build(head, 8)?;
-    let mut req = Request::new(ClientBody::Empty);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Some(req)
-}
-
-/// How the response body is framed on the wire.
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-}
-
 /// Writes `response`. An error (the client went away, or the body failed mid-way) leaves the
 /// response incomplete: the connection must close so the client sees it cut short.
 async fn write_response<I: AsyncWrite + Unpin>(
@@ -292,64 +188,22 @@ async fn write_response<I: AsyncWrite + Unpin>(
     close: bool,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
-    let status = parts.status;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    // 1xx, 204 and 304 have no body; 1xx and 204 no length either (RFC 9110 §8.6).
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let mut declared = None;
-    let mut dated = false;
-    for (name, value) in &parts.headers {
-        // The loop frames the body and manages the connection itself.
-        if name == TRANSFER_ENCODING || name == CONNECTION {
-            continue;
-        }
-        if name == CONTENT_LENGTH {
-            let length = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            // None for 1xx and 204; an unreadable one is dropped and the body framed anew.
-            if status.is_informational() || status == StatusCode::NO_CONTENT || length.is_none() {
-                continue;
-            }
-            declared = length;
-        }
-        dated |= name == DATE;
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !dated {
-        with_date(|date| put_field(out, b"date", date));
-    }
-    let framing = if bodiless || head_request {
-        Framing::None
-    } else if let Some(n) = declared {
-        Framing::Length(n)
-    } else if let Some(n) = body.size_hint().exact() {
-        put_field(out, b"content-length", n.to_string().as_bytes());
-        Framing::Length(n)
-    } else {
-        put_field(out, b"transfer-encoding", b"chunked");
-        Framing::Chunked
-    };
-    if close {
-        put_field(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
-
+    let framing = http1::encode_response_head(
+        out,
+        &parts,
+        body.size_hint().exact(),
+        head_request,
+        close,
+        |out| with_date(|date| http1::put_field(out, b"date", date)),
+    );
     let (mut left, chunked) = match framing {
-        Framing::None => {
+        Outgoing::None => {
             io.write_all(out).await?;
             return io.flush().await;
         }
-        Framing::Length(n) => (n, false),
-        Framing::Chunked => (u64::MAX, true),
+        Outgoing::Length(n) => (n, false),
+        Outgoing::Chunked => (u64::MAX, true),
     };
     // The head waits in `out` for the first piece of body, so small responses take one write.
     let mut head_pending = true;
@@ -370,7 +224,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
             if !head_pending {
                 out.clear();
             }
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            http1::put_chunk_size(out, data.len());
             out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
             io.write_all(out).await?;
@@ -397,13 +251,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
         io.write_all(out).await?;
     }
     io.flush().await
-}
-
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Calls `f` with the current `Date` value, formatted once a second per thread.
@@ -484,56 +331,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parsed(text: &str) -> (Parsed, BytesMut) {
-        let mut buf = BytesMut::from(text);
-        (parse(&mut buf, 100, &mut Spans::default()), buf)
-    }
-
-    #[test]
-    fn simple_bodiless_requests_are_served_and_leave_the_next_one_buffered() {
-        let (result, rest) = parsed(
-            "GET /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: keep-alive, close\r\n\r\nGET /next",
-        );
-        let Parsed::Request(req, close) = result else {
-            panic!("not served")
-        };
-        assert!(close);
-        assert_eq!(req.uri(), "/a?b=c");
-        assert_eq!(req.headers()["host"], "x");
-        assert_eq!(req.headers().len(), 3);
-        assert_eq!(&rest[..], b"GET /next");
-        assert!(matches!(
-            parsed("GET / HTTP/1.1\r\nHost: x\r\n").0,
-            Parsed::Partial
-        ));
-    }
-
-    #[test]
-    fn anything_else_goes_to_hyper_with_its_bytes() {
-        for text in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
-            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-            "GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
-            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET / HTTP/1.1\r\nTE: trailers\r\n\r\n",
-            "GET / HTTP/1.0\r\n\r\n",
-            "GET http://example.com/ HTTP/1.1\r\n\r\n",
-            "OPTIONS * HTTP/1.1\r\n\r\n",
-            "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
-        ] {
-            let (result, rest) = parsed(text);
-            assert!(matches!(result, Parsed::Other), "{text:?}");
-            assert_eq!(&rest[..], text.as_bytes(), "the bytes stay for hyper");
-        }
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));
-        assert!(matches!(parsed(&many).0, Parsed::Other));
-    }
 
     #[tokio::test]
     async fn prefixed_reads_its_prefix_first() {
