@@ -24,6 +24,10 @@ pub enum PathError {
     /// an encoded one is data to some upstreams and a delimiter to others.
     #[error("';' (path parameter) in path")]
     Semicolon,
+    /// With `[paths] case_insensitive = true`: a character (`ſ`, `ı`, the Kelvin or Ångström
+    /// sign) that a case-insensitive upstream may fold onto an ASCII letter.
+    #[error("character that case-folds onto ASCII in path")]
+    CaseFold,
 }
 
 /// What a `;` in a request path means (`[paths] semicolons`).
@@ -138,7 +142,29 @@ pub fn normalize(raw: &str, options: PathOptions) -> Result<String, PathError> {
     if trailing_slash || path.is_empty() {
         path.push('/');
     }
+    if options.case_insensitive && folds_to_ascii(&path) {
+        return Err(PathError::CaseFold);
+    }
     Ok(path)
+}
+
+/// Characters that Unicode case folding (Java's `equalsIgnoreCase`, .NET's `OrdinalIgnoreCase`)
+/// takes for ASCII letters: `ſ` (s), `ı` (i), the Kelvin sign (k), the Ångström sign (å is
+/// not ASCII, but it folds with `Å`). Raw, or percent-encoded as they stay after normalising.
+const ASCII_FOLDING: [(&str, &str); 4] = [
+    ("\u{17F}", "%C5%BF"),
+    ("\u{131}", "%C4%B1"),
+    ("\u{212A}", "%E2%84%AA"),
+    ("\u{212B}", "%E2%84%AB"),
+];
+
+/// Whether a normalised path holds a character a case-insensitive upstream may read as an
+/// ASCII letter: `/%E2%84%AApi` would be `/kpi` there while jwtgate matches it literally.
+fn folds_to_ascii(path: &str) -> bool {
+    (!path.is_ascii() || path.contains("%C") || path.contains("%E2"))
+        && ASCII_FOLDING
+            .iter()
+            .any(|(raw, escaped)| path.contains(raw) || path.contains(escaped))
 }
 
 /// The part of a segment before its parameters (the first `;`).
@@ -552,6 +578,24 @@ mod tests {
         let path = normalize("/public/..;/ADMIN;x/y", both).unwrap();
         assert_eq!(path, "/ADMIN;x/y", "the client's case is kept");
         assert!(admin.matches(&path));
+    }
+
+    #[test]
+    fn characters_folding_onto_ascii_are_refused_when_case_insensitive() {
+        for path in [
+            "/%E2%84%AApi",
+            "/%e2%84%aapi",
+            "/admin/%C5%BF",
+            "/\u{131}d",
+            "/\u{212B}",
+        ] {
+            assert_eq!(normalize(path, NO_CASE), Err(PathError::CaseFold), "{path}");
+            assert!(
+                normalize(path, STRICT).is_ok(),
+                "{path}: only with the option"
+            );
+        }
+        assert!(normalize("/%C3%A9t%C3%A9/%E2%82%AC", NO_CASE).is_ok());
     }
 
     #[test]
