@@ -2,6 +2,7 @@
 //! on 127.0.0.1:0.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod binary;
 pub mod recorder;
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! A raw-socket HTTP/1.1 upstream that records the exact bytes of every request it receives
-//! (head, body, chunked framing and trailers) and answers each with `200 ok`.
+//! (head, body, chunked framing and trailers) and answers each as the test says.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,15 +20,25 @@ impl Drop for Recorder {
     }
 }
 
+/// The answer to a request, given its bytes.
+type Answer = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+
 impl Recorder {
+    /// Answers every request with `200 ok`.
     pub async fn start() -> Recorder {
+        Self::answering(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await
+    }
+
+    /// Answers each request with `answer(request bytes)`.
+    pub async fn answering(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
+        let answer: Answer = Arc::new(answer);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&log)));
+                tokio::spawn(serve(stream, Arc::clone(&log), Arc::clone(&answer)));
             }
         });
         Recorder { addr, seen, task }
@@ -44,18 +54,17 @@ impl Recorder {
     }
 }
 
-async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<String>>>) {
+async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<String>>>, answer: Answer) {
     let mut buf = Vec::new();
     loop {
         let Some(len) = request_len(&mut stream, &mut buf).await else {
             return;
         };
         let request: Vec<u8> = buf.drain(..len).collect();
-        log.lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&request).into_owned());
-        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        if stream.write_all(answer).await.is_err() {
+        let request = String::from_utf8_lossy(&request).into_owned();
+        let bytes = answer(&request);
+        log.lock().unwrap().push(request);
+        if stream.write_all(&bytes).await.is_err() {
             return;
         }
     }

@@ -1,7 +1,8 @@
-//! What the upstream may trust: look-alike spellings of managed headers, override headers and
-//! `Host` (RFC 9112 §3.2, RFC 9113 §8.3.1), tried over raw sockets on HTTP/1.1 (both server
-//! paths: the bodiless fast path and hyper's) and HTTP/2, against an upstream that records the
-//! exact bytes it receives.
+//! Hostile requests and upstream answers, through the real binary over raw sockets on HTTP/1.1
+//! (both server paths: the bodiless fast path and hyper's) and HTTP/2, against an upstream that
+//! records the exact bytes it receives: look-alike spellings of managed headers, override
+//! headers, `Host` (RFC 9112 §3.2, RFC 9113 §8.3.1), response framing (RFC 9112 §6.3), broken
+//! client bodies, path parameters (`;`) and scope parsing (RFC 6749 §3.3).
 
 #![allow(clippy::unwrap_used)] // tests panic on purpose
 
@@ -10,6 +11,7 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use common::binary::BinaryProxy;
 use common::recorder::Recorder;
 use common::*;
 use http::{HeaderName, HeaderValue, Request};
@@ -35,7 +37,7 @@ const ALL: [Via; 3] = [Via::FastPath, Via::Hyper, Via::H2];
 struct Setup {
     issuer: DevIssuer,
     upstream: Recorder,
-    proxy: TestProxy,
+    proxy: BinaryProxy,
 }
 
 const EXTRA_ROUTES: &str = r#"
@@ -47,11 +49,14 @@ keep_override_headers = ["X-HTTP-Method-Override"]
 "#;
 
 async fn setup(headers_extra: &str) -> Setup {
+    setup_with(Recorder::start().await, headers_extra).await
+}
+
+async fn setup_with(upstream: Recorder, headers_extra: &str) -> Setup {
     let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
-    let upstream = Recorder::start().await;
     let mut toml = config(&issuer, &upstream.url(), "", EXTRA_ROUTES);
     toml.push_str(headers_extra);
-    let proxy = TestProxy::start_ready(&toml).await;
+    let proxy = BinaryProxy::start(&toml).await;
     Setup {
         issuer,
         upstream,
@@ -354,4 +359,217 @@ async fn an_http_1_0_request_without_host_gets_the_upstream_host() {
         Some(s.upstream.addr.to_string().as_str()),
         "{seen}"
     );
+}
+
+/// Sends raw `request` (which should ask to close) and reads to the end: status, lower-cased
+/// head, and the body with any chunked framing removed.
+async fn exchange_to_end(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let answer = raw_exchange(addr, request).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let head = head.to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = if head.contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, head, body)
+}
+
+/// An upstream that answers `/public/clte` with both Content-Length (stale) and chunked
+/// Transfer-Encoding, `/public/switch` with a 101 nobody asked for, anything else `200 ok`.
+async fn lying_upstream() -> Recorder {
+    Recorder::answering(|request| {
+        let target = request.split_whitespace().nth(1).unwrap_or("");
+        match target {
+            "/public/clte" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n".to_vec(),
+            "/public/switch" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        }
+    })
+    .await
+}
+
+/// The same request bodiless (the fast path and the bodiless exchange), with a body (hyper's
+/// server and client), and over HTTP/2: status, head, body.
+async fn three_ways(s: &Setup, path: &str) -> Vec<(&'static str, u16, String, String)> {
+    let addr = s.proxy.addr;
+    let get = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+    let post = format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+    );
+    let (a, b) = (
+        exchange_to_end(addr, get.as_bytes()).await,
+        exchange_to_end(addr, post.as_bytes()).await,
+    );
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://gw{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let head = format!("{:?}", res.headers()).to_ascii_lowercase();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    vec![
+        ("bodiless", a.0, a.1, a.2),
+        ("with a body", b.0, b.1, b.2),
+        (
+            "h2",
+            status,
+            head,
+            String::from_utf8_lossy(&body).into_owned(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn transfer_encoding_wins_over_a_stale_content_length_on_every_path() {
+    let s = setup_with(lying_upstream().await, "").await;
+    for (how, status, head, body) in three_ways(&s, "/public/clte").await {
+        assert_eq!(status, 200, "{how}");
+        assert_eq!(
+            body, "0123456789",
+            "{how}: the whole decoded body, not 5 bytes"
+        );
+        assert!(
+            !head.contains("content-length: 5"),
+            "{how}: stale length relayed: {head}"
+        );
+        assert!(!head.contains(r#""content-length": "5""#), "{how}: {head}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsolicited_101_is_a_502_on_every_path() {
+    let s = setup_with(lying_upstream().await, "").await;
+    for (how, status, _, _) in three_ways(&s, "/public/switch").await {
+        assert_eq!(status, 502, "{how}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_client_body_is_400_not_an_upstream_failure() {
+    let s = setup("").await;
+    let bad_chunk = "POST /public/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let (status, _, _) = exchange_to_end(s.proxy.addr, bad_chunk.as_bytes()).await;
+    assert_eq!(status, 400);
+    // A body cut short of its Content-Length: the client stops sending and half-closes.
+    let mut stream = TcpStream::connect(s.proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /public/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let metrics = s.proxy.metrics().await;
+    let line = |reason: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jwtgate_rejections_total") && l.contains(reason))
+    };
+    assert!(line(r#"reason="bad_request_body""#), "{metrics}");
+    assert!(!line(r#"reason="upstream_unreachable""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn path_parameters_are_refused_by_default_on_every_path() {
+    let s = setup("").await;
+    for via in ALL {
+        for target in [
+            "/public/..;/admin/x",
+            "/public/..%3B/admin/x",
+            "/health;x",
+            "/public/%3b",
+        ] {
+            let (status, seen) = s.send(via, target, &[("Host", "gw")]).await;
+            assert_eq!(status, 400, "{via:?} {target}");
+            assert!(seen.is_none(), "{via:?} {target}: forwarded");
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_a_space_separates_scopes() {
+    let s = setup("").await;
+    let mut claims = s.issuer.access_token(user("alice").unwrap());
+    claims["scope"] = serde_json::json!("orders/read\torders/admin");
+    let tab = format!("Bearer {}", s.issuer.sign(&claims));
+    claims["scope"] = serde_json::json!("openid  orders/read");
+    let spaces = format!("Bearer {}", s.issuer.sign(&claims));
+    for via in ALL {
+        let (status, seen) = s
+            .send(via, "/orders/1", &[("Host", "gw"), ("Authorization", &tab)])
+            .await;
+        assert_eq!(status, 403, "{via:?}: a tab is not a separator");
+        assert!(seen.is_none());
+        let (status, _) = s
+            .send(
+                via,
+                "/orders/1",
+                &[("Host", "gw"), ("Authorization", &spaces)],
+            )
+            .await;
+        assert_eq!(status, 200, "{via:?}: repeated spaces separate");
+    }
+}
+
+#[tokio::test]
+async fn client_trailers_never_reach_the_upstream() {
+    let s = setup("").await;
+    let chunked = "POST /public/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nTrailer: x-user-sub\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-user-sub: evil\r\nX_User_Sub: evil\r\n\r\n";
+    let (status, _, _) = exchange_to_end(s.proxy.addr, chunked.as_bytes()).await;
+    assert_eq!(status, 200);
+    let seen = s.upstream.take().pop().unwrap();
+    assert!(seen.contains("hello"), "{seen}");
+    assert!(!seen.contains("evil"), "{seen}");
+    assert_eq!(field(&seen, "trailer"), None, "{seen}");
+
+    // HTTP/2: a trailers frame after the data.
+    let stream = TcpStream::connect(s.proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-user-sub", HeaderValue::from_static("evil"));
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"hello"))),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ]);
+    let req = Request::post("http://gw/public/x")
+        .header("trailer", "x-user-sub")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = s.upstream.take().pop().unwrap();
+    assert!(seen.contains("hello"), "{seen}");
+    assert!(!seen.contains("evil"), "{seen}");
 }

@@ -1,0 +1,96 @@
+//! The real `jwtgate` binary as a child process on loopback ports, stopped by PID when dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub struct BinaryProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl BinaryProxy {
+    /// Runs `jwtgate run` on `toml` (which must have no `[server]` table: one is added with free
+    /// ports) and waits until `/readyz` answers 200.
+    pub async fn start(toml: &str) -> BinaryProxy {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jwtgate-bin-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (addr, admin) = (free_port(), free_port());
+        let config = dir.join("jwtgate.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n\n{toml}"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("jwtgate.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("JWTGATE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let proxy = BinaryProxy {
+            addr,
+            admin,
+            child,
+            dir,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = http.get(proxy.admin_url("/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return proxy;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("jwtgate never became ready: {}", proxy.log());
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("jwtgate.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for BinaryProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
