@@ -14,6 +14,7 @@ use aws_lc_rs::digest;
 
 use crate::Shared;
 use crate::compile::compile;
+use crate::metrics::ReloadResult;
 
 /// How often the config file is checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -28,11 +29,11 @@ pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
 fn reload_and_log(shared: &Shared, path: &Path, cause: &'static str) {
     match reload(shared, path) {
         Ok(()) => {
-            shared.metrics.config_reload("ok");
+            shared.metrics.config_reload(ReloadResult::Ok);
             tracing::info!(file = %path.display(), cause, "configuration reloaded");
         }
         Err(errors) => {
-            shared.metrics.config_reload("refused");
+            shared.metrics.config_reload(ReloadResult::Refused);
             tracing::error!(
                 file = %path.display(),
                 cause,
