@@ -29,6 +29,7 @@ use self::session::{Session, Sessions, Store};
 use crate::error::Reject;
 use crate::jwks::{KeySettings, KeyStore};
 use crate::metrics::{LoginEvent, Metrics};
+use crate::start::StartError;
 use crate::token::{self, IssuerPolicy, Issuers, TokenCache, unix_now};
 
 /// The callback path, fixed as in ALB.
@@ -201,7 +202,7 @@ impl Login {
         store: Arc<KeyStore>,
         runtime: &Arc<LoginRuntime>,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let id_tokens = Issuers::new([(Arc::clone(&settings.policy), store)]);
         let secrets = if settings.cookie_keys.0.is_empty() {
             vec![*runtime.random_secret.get_or_init(|| {
@@ -215,7 +216,7 @@ impl Login {
             settings.cookie_keys.0.clone()
         };
         let store = match &settings.redis_url {
-            Some(url) => Store::Redis(runtime.redis(url)?),
+            Some(url) => Store::Redis(runtime.redis(url).map_err(StartError::SessionStore)?),
             None => Store::Cookie,
         };
         let alb = match &settings.alb_key {
