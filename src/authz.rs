@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::metrics::label_enum;
 use crate::token::{Claims, IssuerPolicy, TokenError, TokenUse};
 
 /// What a route asks of a token.
@@ -40,8 +41,20 @@ pub struct ClaimMatcher {
 pub enum Denial {
     /// The wrong kind of token or issuer for this route: 401 `invalid_token`.
     Token(TokenError),
-    /// Valid token, missing permission: 403. The label says which requirement failed.
-    Forbidden(&'static str),
+    /// Valid token, missing permission: 403. The reason says which requirement failed.
+    Forbidden(ForbiddenReason),
+}
+
+label_enum! {
+    /// Which requirement a valid token failed (403); also its `reason` metric label.
+    pub enum ForbiddenReason {
+        /// None of `scopes_any`, or not all of `scopes_all`.
+        InsufficientScope => "insufficient_scope",
+        /// None of `groups_any`.
+        MissingGroup => "missing_group",
+        /// A `claims` requirement without an accepted value.
+        ClaimMismatch => "claim_mismatch",
+    }
 }
 
 impl Requirements {
@@ -69,14 +82,14 @@ impl Requirements {
         }
         let has = |s: &String| claims.scopes.contains(s);
         if !self.scopes_any.is_empty() && !self.scopes_any.iter().any(has) {
-            return Err(Denial::Forbidden("insufficient_scope"));
+            return Err(Denial::Forbidden(ForbiddenReason::InsufficientScope));
         }
         if !self.scopes_all.iter().all(has) {
-            return Err(Denial::Forbidden("insufficient_scope"));
+            return Err(Denial::Forbidden(ForbiddenReason::InsufficientScope));
         }
         if !self.groups_any.is_empty() && !self.groups_any.iter().any(|g| claims.groups.contains(g))
         {
-            return Err(Denial::Forbidden("missing_group"));
+            return Err(Denial::Forbidden(ForbiddenReason::MissingGroup));
         }
         for matcher in &self.claims {
             let ok = claims
@@ -84,7 +97,7 @@ impl Requirements {
                 .get(&matcher.name)
                 .is_some_and(|v| value_matches(v, &matcher.values));
             if !ok {
-                return Err(Denial::Forbidden("claim_mismatch"));
+                return Err(Denial::Forbidden(ForbiddenReason::ClaimMismatch));
             }
         }
         Ok(())
@@ -146,12 +159,12 @@ mod tests {
         );
         assert_eq!(
             req(|r| r.scopes_any = vec!["api/rea".into()]),
-            Err(Denial::Forbidden("insufficient_scope")),
+            Err(Denial::Forbidden(ForbiddenReason::InsufficientScope)),
             "whole words only"
         );
         assert_eq!(
             req(|r| r.scopes_all = vec!["api/read".into(), "api/admin".into()]),
-            Err(Denial::Forbidden("insufficient_scope"))
+            Err(Denial::Forbidden(ForbiddenReason::InsufficientScope))
         );
         assert_eq!(
             req(|r| r.groups_any = vec!["admins".into(), "users".into()]),
@@ -159,7 +172,7 @@ mod tests {
         );
         assert_eq!(
             req(|r| r.groups_any = vec!["admins".into()]),
-            Err(Denial::Forbidden("missing_group"))
+            Err(Denial::Forbidden(ForbiddenReason::MissingGroup))
         );
         let m = |name: &str, v: &str| ClaimMatcher {
             name: name.into(),
@@ -178,7 +191,10 @@ mod tests {
         };
         assert_eq!(r.check(&p, &c), Ok(()));
         r.claims = vec![m("missing", "x")];
-        assert_eq!(r.check(&p, &c), Err(Denial::Forbidden("claim_mismatch")));
+        assert_eq!(
+            r.check(&p, &c),
+            Err(Denial::Forbidden(ForbiddenReason::ClaimMismatch))
+        );
     }
 
     #[test]

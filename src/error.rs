@@ -5,7 +5,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::authz::ForbiddenReason;
 use crate::headers::HostError;
+use crate::metrics::Reason;
 use crate::routes::PathError;
 use crate::token::TokenError;
 
@@ -41,11 +43,11 @@ pub enum Reject {
     /// A token was sent and refused.
     #[error("invalid token: {0}")]
     InvalidToken(#[from] TokenError),
-    /// A valid token without the route's permission; `reason` is the metric label.
+    /// A valid token without the route's permission.
     #[error("forbidden: {reason}")]
     Forbidden {
-        /// `insufficient_scope`, `missing_group` or `claim_mismatch`.
-        reason: &'static str,
+        /// Which requirement failed.
+        reason: ForbiddenReason,
         /// The route's required scopes, for the challenge.
         scope: Option<String>,
     },
@@ -91,21 +93,21 @@ impl Reject {
     }
 
     /// The label for metrics and the access log.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Reject::BadPath(_) => "bad_path",
-            Reject::BadHost(_) => "bad_host",
-            Reject::BadRequestBody => "bad_request_body",
-            Reject::NoRoute => "no_route",
-            Reject::MissingToken => "missing_token",
+            Reject::BadPath(_) => Reason::BadPath,
+            Reject::BadHost(_) => Reason::BadHost,
+            Reject::BadRequestBody => Reason::BadRequestBody,
+            Reject::NoRoute => Reason::NoRoute,
+            Reject::MissingToken => Reason::MissingToken,
             Reject::InvalidToken(e) => e.reason(),
-            Reject::Forbidden { reason, .. } => reason,
-            Reject::Upstream(UpstreamError::Unreachable) => "upstream_unreachable",
-            Reject::Upstream(UpstreamError::Timeout) => "upstream_timeout",
-            Reject::LoginRequired => "login_required",
-            Reject::LoginFailed(_) => "login_failed",
-            Reject::IdpUnavailable => "idp_unavailable",
-            Reject::SessionStore => "session_store_unavailable",
+            Reject::Forbidden { reason, .. } => Reason::from(*reason),
+            Reject::Upstream(UpstreamError::Unreachable) => Reason::UpstreamUnreachable,
+            Reject::Upstream(UpstreamError::Timeout) => Reason::UpstreamTimeout,
+            Reject::LoginRequired => Reason::LoginRequired,
+            Reject::LoginFailed(_) => Reason::LoginFailed,
+            Reject::IdpUnavailable => Reason::IdpUnavailable,
+            Reject::SessionStore => Reason::SessionStoreUnavailable,
         }
     }
 
@@ -238,7 +240,7 @@ mod tests {
             r#"Bearer realm="jwtgate", error="invalid_token", error_description="token expired""#
         );
         let (s, c) = challenge(Reject::Forbidden {
-            reason: "insufficient_scope",
+            reason: ForbiddenReason::InsufficientScope,
             scope: Some("api/read".into()),
         });
         assert_eq!(s, StatusCode::FORBIDDEN);
@@ -252,7 +254,7 @@ mod tests {
         );
         let (s, c) = challenge(Reject::BadRequestBody);
         assert_eq!((s, c.as_str()), (StatusCode::BAD_REQUEST, ""));
-        assert_eq!(Reject::BadRequestBody.reason(), "bad_request_body");
+        assert_eq!(Reject::BadRequestBody.reason().as_str(), "bad_request_body");
         assert_eq!(Reject::BadRequestBody.grpc_status(), 3, "INVALID_ARGUMENT");
         assert!(!Reject::BadRequestBody.is_auth_failure());
     }

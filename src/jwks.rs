@@ -21,7 +21,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
+use crate::metrics::{FetchResult, Metrics};
 
 /// Largest key set or discovery document accepted, bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
@@ -117,13 +117,13 @@ pub enum FetchError {
 
 impl FetchError {
     /// The metric label.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FetchResult {
         match self {
-            FetchError::Http { source, .. } if source.is_timeout() => "timeout",
-            FetchError::Http { .. } => "network",
-            FetchError::Status { .. } => "http_status",
-            FetchError::TooLarge { .. } => "too_large",
-            FetchError::Invalid { .. } => "invalid",
+            FetchError::Http { source, .. } if source.is_timeout() => FetchResult::Timeout,
+            FetchError::Http { .. } => FetchResult::Network,
+            FetchError::Status { .. } => FetchResult::HttpStatus,
+            FetchError::TooLarge { .. } => FetchResult::TooLarge,
+            FetchError::Invalid { .. } => FetchResult::Invalid,
         }
     }
 }
@@ -483,7 +483,7 @@ impl KeyStore {
                         "key set has no usable key for the allowed algorithms"
                     );
                 }
-                self.metrics.jwks_fetched(name, "ok", count);
+                self.metrics.jwks_fetched(name, FetchResult::Ok, count);
                 self.keys.store(Some(Arc::new(set)));
                 tracing::debug!(issuer = name, keys = count, "signing keys fetched");
                 true

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod start;
 pub mod tls;
 pub mod token;
 pub mod trace;
@@ -40,6 +41,8 @@ use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
 use crate::token::{Issuers, TokenCache};
 use crate::upstream::Upstream;
+
+pub use crate::start::StartError;
 
 /// Everything one request reads, swapped as a whole on reload: a request loads it once and
 /// keeps that `Arc` to the end, so it never sees half of an old config and half of a new one.
@@ -75,14 +78,17 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the state and starts fetching keys. Must run inside a tokio runtime.
-    pub fn new(config: Config) -> Result<Arc<Self>, String> {
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let keys = KeyManager::new(Arc::clone(&metrics)).map_err(|e| e.to_string())?;
-        let login_runtime = Arc::new(LoginRuntime::new().map_err(|e| e.to_string())?);
+        let keys = KeyManager::new(Arc::clone(&metrics)).map_err(StartError::HttpClient)?;
+        let login_runtime = Arc::new(LoginRuntime::new().map_err(StartError::HttpClient)?);
         let token_cache = TokenCache::new(config.token_cache_bytes);
         #[cfg(feature = "otlp")]
         let exporter = match &config.tracing {
-            Some(t) => Some(trace::Exporter::start(&t.otlp_endpoint, &t.service_name)?),
+            Some(t) => Some(
+                trace::Exporter::start(&t.otlp_endpoint, &t.service_name)
+                    .map_err(StartError::Tracing)?,
+            ),
             None => None,
         };
         let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
@@ -114,7 +120,7 @@ impl Shared {
 
     /// Installs a new configuration atomically. Listener addresses, limits and the token cache
     /// size are fixed at start; a change to them is logged and takes effect on restart.
-    pub fn install(&self, config: Config) -> Result<(), String> {
+    pub fn install(&self, config: Config) -> Result<(), StartError> {
         let old = self.snapshot.load();
         if old.config.listen != config.listen || old.config.admin_listen != config.admin_listen {
             tracing::warn!("listener addresses changed; restart jwtgate to apply");
@@ -132,7 +138,7 @@ fn bind(
     keys: &KeyManager,
     login_runtime: &Arc<LoginRuntime>,
     metrics: &Arc<Metrics>,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, StartError> {
     let mut settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
     settings.extend(config.login.as_ref().map(|l| l.keys.clone()));
     let mut stores = keys.sync(&settings);
@@ -153,7 +159,7 @@ fn bind(
         )?)),
         _ => None,
     };
-    let upstream = Upstream::new(config.upstream.clone())?;
+    let upstream = Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?;
     Ok(Snapshot {
         config,
         issuers,

@@ -94,8 +94,7 @@ fn main() -> ExitCode {
         Command::Run { config } => init_tracing(cli.log_format)
             .and_then(|_logs| runtime(cli.worker_threads).and_then(|rt| rt.block_on(run(config)))),
         Command::Demo => init_tracing(cli.log_format).and_then(|_logs| {
-            runtime(cli.worker_threads)
-                .and_then(|rt| rt.block_on(async { dev::demo().await.map_err(anyhow::Error::msg) }))
+            runtime(cli.worker_threads).and_then(|rt| rt.block_on(async { Ok(dev::demo().await?) }))
         }),
     };
     match result {
@@ -151,7 +150,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "jwtgate started"
     );
-    let shared = Shared::new(config).map_err(anyhow::Error::msg)?;
+    let shared = Shared::new(config)?;
     tokio::spawn(reload::watch(std::sync::Arc::clone(&shared), path));
     serve(shared, listeners, server::shutdown_signal()).await;
     tracing::info!("jwtgate stopped");

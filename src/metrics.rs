@@ -6,6 +6,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod labels;
+
+pub(crate) use labels::label_enum;
+pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult};
+
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -32,28 +37,6 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
 }
 
-/// What happened to a request, for the `decision` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Forwarded upstream.
-    Allow,
-    /// Refused by jwtgate (400, 401, 403, 404).
-    Deny,
-    /// jwtgate or the upstream failed (5xx produced by jwtgate).
-    Error,
-}
-
-impl Decision {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Error => "error",
-        }
-    }
-}
-
 fn method_class(method: &http::Method) -> &'static str {
     match *method {
         http::Method::GET => "GET",
@@ -65,6 +48,11 @@ fn method_class(method: &http::Method) -> &'static str {
         http::Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
     }
+}
+
+/// Label values joined by ", ", for a help text.
+fn joined<T>(all: &[T], label: fn(&T) -> &'static str) -> String {
+    all.iter().map(label).collect::<Vec<_>>().join(", ")
 }
 
 impl Metrics {
@@ -160,7 +148,10 @@ impl Metrics {
         let login_events = IntCounterVec::new(
             Opts::new(
                 "jwtgate_login_events_total",
-                "Browser sign-in events: redirect, callback_ok, callback_failed, refresh_ok, refresh_failed, logout.",
+                format!(
+                    "Browser sign-in events: {}.",
+                    joined(LoginEvent::ALL, LoginEvent::as_str)
+                ),
             ),
             &["event"],
         )
@@ -168,7 +159,10 @@ impl Metrics {
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "jwtgate_config_reloads_total",
-                "Configuration reloads by result (ok, refused).",
+                format!(
+                    "Configuration reloads by result ({}).",
+                    joined(ReloadResult::ALL, ReloadResult::as_str)
+                ),
             ),
             &["result"],
         )
@@ -208,18 +202,13 @@ impl Metrics {
         }
         // Known label values start at 0, so their families show from the first scrape and
         // increase() sees the first event.
-        for event in [
-            "redirect",
-            "callback_ok",
-            "callback_failed",
-            "refresh_ok",
-            "refresh_failed",
-            "logout",
-        ] {
-            login_events.with_label_values(&[event]).inc_by(0);
+        for event in LoginEvent::ALL {
+            login_events.with_label_values(&[event.as_str()]).inc_by(0);
         }
-        for result in ["ok", "refused"] {
-            config_reloads.with_label_values(&[result]).inc_by(0);
+        for result in ReloadResult::ALL {
+            config_reloads
+                .with_label_values(&[result.as_str()])
+                .inc_by(0);
         }
         Metrics {
             registry,
@@ -242,13 +231,15 @@ impl Metrics {
     }
 
     /// A configuration reload attempt.
-    pub fn config_reload(&self, result: &'static str) {
-        self.config_reloads.with_label_values(&[result]).inc();
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
-    /// A browser sign-in event (a fixed name).
-    pub fn login_event(&self, event: &'static str) {
-        self.login_events.with_label_values(&[event]).inc();
+    /// A browser sign-in event.
+    pub fn login_event(&self, event: LoginEvent) {
+        self.login_events.with_label_values(&[event.as_str()]).inc();
     }
 
     /// One finished request.
@@ -281,14 +272,18 @@ impl Metrics {
     }
 
     /// A refused authentication or authorisation.
-    pub fn auth_failure(&self, route: &str, reason: &'static str) {
-        self.auth_failures.with_label_values(&[route, reason]).inc();
+    pub fn auth_failure(&self, route: &str, reason: Reason) {
+        self.auth_failures
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
     }
 
     /// A request jwtgate answered itself for a reason other than authentication (bad path or
     /// body, no route, upstream or IdP failure).
-    pub fn rejection(&self, route: &str, reason: &'static str) {
-        self.rejections.with_label_values(&[route, reason]).inc();
+    pub fn rejection(&self, route: &str, reason: Reason) {
+        self.rejections
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
     }
 
     /// Tracks a request in flight until the guard drops.
@@ -298,12 +293,14 @@ impl Metrics {
     }
 
     /// One key set fetch and the number of keys now held.
-    pub fn jwks_fetched(&self, issuer: &str, result: &'static str, keys: usize) {
-        self.jwks_fetches.with_label_values(&[issuer, result]).inc();
+    pub fn jwks_fetched(&self, issuer: &str, result: FetchResult, keys: usize) {
+        self.jwks_fetches
+            .with_label_values(&[issuer, result.as_str()])
+            .inc();
         self.jwks_keys
             .with_label_values(&[issuer])
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
-        if result == "ok" {
+        if result == FetchResult::Ok {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
@@ -350,5 +347,62 @@ pub struct InFlight(IntGauge);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Help texts are built from the label enums; the exposition must read as it always has,
+    /// and every known event and reload result shows from the first scrape.
+    #[test]
+    fn help_texts_and_zero_series_are_unchanged() {
+        let text = Metrics::new().render(0);
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "# HELP jwtgate_login_events_total Browser sign-in events: redirect, callback_ok, callback_failed, refresh_ok, refresh_failed, logout.",
+            "# HELP jwtgate_config_reloads_total Configuration reloads by result (ok, refused).",
+            r#"jwtgate_login_events_total{event="redirect"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_ok"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_failed"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_ok"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_failed"} 0"#,
+            r#"jwtgate_login_events_total{event="logout"} 0"#,
+            r#"jwtgate_config_reloads_total{result="ok"} 0"#,
+            r#"jwtgate_config_reloads_total{result="refused"} 0"#,
+        ] {
+            assert!(lines.contains(&line), "{line:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn counters_take_the_enums_label() {
+        let m = Metrics::new();
+        m.login_event(LoginEvent::CallbackFailed);
+        m.config_reload(ReloadResult::Refused);
+        m.auth_failure("api", Reason::InsufficientScope);
+        m.rejection("api", Reason::BadHost);
+        m.jwks_fetched("cognito", FetchResult::Timeout, 0);
+        m.jwks_fetched("cognito", FetchResult::Ok, 2);
+        let text = m.render(0);
+        for line in [
+            r#"jwtgate_login_events_total{event="callback_failed"} 1"#,
+            r#"jwtgate_config_reloads_total{result="refused"} 1"#,
+            r#"jwtgate_auth_failures_total{reason="insufficient_scope",route="api"} 1"#,
+            r#"jwtgate_rejections_total{reason="bad_host",route="api"} 1"#,
+            r#"jwtgate_jwks_fetches_total{issuer="cognito",result="timeout"} 1"#,
+            r#"jwtgate_jwks_fetches_total{issuer="cognito",result="ok"} 1"#,
+            r#"jwtgate_jwks_keys{issuer="cognito"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+        let last_success = text
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"jwtgate_jwks_last_success_timestamp_seconds{issuer="cognito"}"#)
+            })
+            .expect("set by the good fetch");
+        assert!(!last_success.ends_with(" 0"), "{last_success}");
     }
 }

@@ -105,11 +105,12 @@ pub async fn handle(
     let (mut response, decision) = match result {
         Ok(response) => (response, Decision::Allow),
         Err(reject) => {
-            outcome.reason = reject.reason();
+            let reason = reject.reason();
+            outcome.reason = reason.as_str();
             if reject.is_auth_failure() {
-                shared.metrics.auth_failure(&outcome.route, outcome.reason);
+                shared.metrics.auth_failure(&outcome.route, reason);
             } else {
-                shared.metrics.rejection(&outcome.route, outcome.reason);
+                shared.metrics.rejection(&outcome.route, reason);
             }
             let decision = if reject.status().is_server_error() {
                 Decision::Error

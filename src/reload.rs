@@ -12,27 +12,50 @@ use std::time::Duration;
 
 use aws_lc_rs::digest;
 
-use crate::Shared;
-use crate::compile::compile;
+use crate::compile::{ConfigErrors, compile};
+use crate::metrics::ReloadResult;
+use crate::{Shared, StartError};
 
 /// How often the config file is checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Why a reload was refused; the running configuration keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read.
+    #[error("{path}: {error}")]
+    Read {
+        /// The file, as given.
+        path: String,
+        /// Why (no `source()`: the message carries it).
+        error: std::io::Error,
+    },
+    /// The file has problems, one `file:line:col: key: reason` line each.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The checked configuration cannot be installed.
+    #[error(transparent)]
+    Install(#[from] StartError),
+}
+
 /// Reads and compiles `path`, then installs it. Returns the errors when refused.
-pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = compile(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
-    shared.install(config)
+pub fn reload(shared: &Shared, path: &Path) -> Result<(), ReloadError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ReloadError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    let config = compile(&path.display().to_string(), &text)?;
+    Ok(shared.install(config)?)
 }
 
 fn reload_and_log(shared: &Shared, path: &Path, cause: &'static str) {
     match reload(shared, path) {
         Ok(()) => {
-            shared.metrics.config_reload("ok");
+            shared.metrics.config_reload(ReloadResult::Ok);
             tracing::info!(file = %path.display(), cause, "configuration reloaded");
         }
         Err(errors) => {
-            shared.metrics.config_reload("refused");
+            shared.metrics.config_reload(ReloadResult::Refused);
             tracing::error!(
                 file = %path.display(),
                 cause,

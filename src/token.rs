@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::jwks::{KeyError, KeyStore};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reason};
 
 /// Longest token accepted, bytes. Cognito tokens are 1–2 KB; large custom claims stay well below.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -102,20 +102,20 @@ pub enum TokenError {
 
 impl TokenError {
     /// The metric label (`jwtgate_auth_failures_total{reason}`).
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
             TokenError::Malformed(_) | TokenError::CriticalHeader | TokenError::MissingExp => {
-                "malformed"
+                Reason::Malformed
             }
-            TokenError::AlgorithmNotAllowed | TokenError::AlgorithmMismatch => "bad_algorithm",
-            TokenError::UnknownIssuer => "wrong_issuer",
-            TokenError::UnknownKid => "unknown_kid",
-            TokenError::BadSignature => "bad_signature",
-            TokenError::Expired => "expired",
-            TokenError::NotYetValid => "not_yet_valid",
-            TokenError::WrongAudience => "wrong_audience",
-            TokenError::WrongTokenUse => "wrong_token_use",
-            TokenError::KeysUnavailable => "keys_unavailable",
+            TokenError::AlgorithmNotAllowed | TokenError::AlgorithmMismatch => Reason::BadAlgorithm,
+            TokenError::UnknownIssuer => Reason::WrongIssuer,
+            TokenError::UnknownKid => Reason::UnknownKid,
+            TokenError::BadSignature => Reason::BadSignature,
+            TokenError::Expired => Reason::Expired,
+            TokenError::NotYetValid => Reason::NotYetValid,
+            TokenError::WrongAudience => Reason::WrongAudience,
+            TokenError::WrongTokenUse => Reason::WrongTokenUse,
+            TokenError::KeysUnavailable => Reason::KeysUnavailable,
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::compile::compile;
-use crate::{Listeners, Shared, serve, server};
+use crate::{Listeners, Shared, StartError, serve, server};
 
 /// The demo configuration, also at `config/demo.toml`.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -71,47 +71,48 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> 
     response
 }
 
-async fn bind(addr: &str, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot start the demo {what} on {addr}: {e} (is another demo running?)")
-    })
+async fn bind(addr: &'static str, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::DemoListen { what, addr, error })
 }
 
 /// `jwtgate demo`: the development issuer, an echo upstream and the proxy on
 /// `config/demo.toml`, in one process, with copy-paste curl commands. Runs until SIGTERM/Ctrl-C.
-pub async fn demo() -> Result<(), String> {
-    let mut config = compile("config/demo.toml", DEMO_CONFIG).map_err(|e| e.to_string())?;
+pub async fn demo() -> Result<(), StartError> {
+    let mut config = compile("config/demo.toml", DEMO_CONFIG)?;
     if let Some(login) = &mut config.login {
         login.client_secret = Some(crate::login::Redacted(
             hosted_ui::DEMO_CLIENT_SECRET.to_owned(),
         ));
     }
     let issuer = issuer::DevIssuer::start_on(bind(DEMO_ISSUER_ADDR, "issuer").await?, DEMO_POOL_ID)
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Io)?;
     let upstream = echo::EchoUpstream::start_on(bind(DEMO_UPSTREAM_ADDR, "upstream").await?)
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Io)?;
     if !config
         .issuers
         .iter()
         .any(|(p, _)| *p.issuer == *issuer.issuer())
     {
-        return Err(format!(
-            "config/demo.toml does not name the demo issuer {}",
-            issuer.issuer()
-        ));
+        return Err(StartError::DemoIssuer(issuer.issuer().to_string()));
     }
-    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind(&config).await.map_err(StartError::Io)?;
     let proxy = config.listen;
     let admin = config.admin_listen;
-    let shared = Shared::new(config).map_err(|e| e.to_string())?;
+    let shared = Shared::new(config)?;
 
     // Wait (briefly) for the keys, so the first curl already works.
     if !shared.wait_ready(Duration::from_secs(2)).await {
         tracing::warn!("the demo issuer's keys are not loaded yet; the first curls may answer 503");
     }
     let sign = |claims: Value| issuer.sign(&claims);
-    let alice = issuer::user("alice").copied().ok_or("demo user alice")?;
-    let bob = issuer::user("bob").copied().ok_or("demo user bob")?;
+    let alice = issuer::user("alice")
+        .copied()
+        .ok_or(StartError::DemoUser("alice"))?;
+    let bob = issuer::user("bob")
+        .copied()
+        .ok_or(StartError::DemoUser("bob"))?;
     let alice_access = sign(issuer.access_token(&alice));
     let bob_access = sign(issuer.access_token(&bob));
     let alice_id = sign(issuer.id_token(&alice));

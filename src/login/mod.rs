@@ -28,7 +28,8 @@ use self::oidc::{ClientAuth, EndpointConfig, Provider};
 use self::session::{Session, Sessions, Store};
 use crate::error::Reject;
 use crate::jwks::{KeySettings, KeyStore};
-use crate::metrics::Metrics;
+use crate::metrics::{LoginEvent, Metrics};
+use crate::start::StartError;
 use crate::token::{self, IssuerPolicy, Issuers, TokenCache, unix_now};
 
 /// The callback path, fixed as in ALB.
@@ -201,7 +202,7 @@ impl Login {
         store: Arc<KeyStore>,
         runtime: &Arc<LoginRuntime>,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let id_tokens = Issuers::new([(Arc::clone(&settings.policy), store)]);
         let secrets = if settings.cookie_keys.0.is_empty() {
             vec![*runtime.random_secret.get_or_init(|| {
@@ -215,7 +216,7 @@ impl Login {
             settings.cookie_keys.0.clone()
         };
         let store = match &settings.redis_url {
-            Some(url) => Store::Redis(runtime.redis(url)?),
+            Some(url) => Store::Redis(runtime.redis(url).map_err(StartError::SessionStore)?),
             None => Store::Cookie,
         };
         let alb = match &settings.alb_key {
@@ -346,7 +347,7 @@ impl Login {
                 let result = this.provider.refresh(&refresh_token).await;
                 match result {
                     Ok(tokens) => {
-                        this.metrics.login_event("refresh_ok");
+                        this.metrics.login_event(LoginEvent::RefreshOk);
                         let now = unix_now();
                         let mut fresh = session;
                         if let Some(id_token) = &tokens.id_token {
@@ -366,7 +367,7 @@ impl Login {
                         Some(Arc::new(fresh))
                     }
                     Err(e) => {
-                        this.metrics.login_event("refresh_failed");
+                        this.metrics.login_event(LoginEvent::RefreshFailed);
                         tracing::info!("session refresh failed, the user signs in again: {e}");
                         None
                     }
@@ -415,7 +416,7 @@ impl Login {
         if list.len() > MAX_PENDING {
             list.drain(..list.len() - MAX_PENDING);
         }
-        self.metrics.login_event("redirect");
+        self.metrics.login_event(LoginEvent::Redirect);
         let mut response = redirect(&url);
         if let Some(cookie) = self.state_cookie(&list) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -460,13 +461,13 @@ impl Login {
         if path == CALLBACK_PATH {
             let result = self.callback(headers, query.unwrap_or(""), base).await;
             self.metrics.login_event(if result.is_ok() {
-                "callback_ok"
+                LoginEvent::CallbackOk
             } else {
-                "callback_failed"
+                LoginEvent::CallbackFailed
             });
             result
         } else {
-            self.metrics.login_event("logout");
+            self.metrics.login_event(LoginEvent::Logout);
             self.logout(headers).await
         }
     }
