@@ -53,13 +53,12 @@ fn to_hex(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Random, never all-zero ids. Every bit is random (a v4 UUID fixes six of them, two of which
+/// fall in the bytes a trace-id ratio sampler reads).
 fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     loop {
-        let bytes = uuid::Uuid::new_v4();
-        for (o, b) in out.iter_mut().zip(bytes.as_bytes()) {
-            *o = *b;
-        }
+        rand::fill(&mut out[..]);
         if out != [0u8; N] {
             return out;
         }
@@ -294,5 +293,20 @@ mod tests {
             let ctx = TraceContext::from_headers(&h);
             assert!(ctx.parent_id.is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn new_trace_ids_are_random_in_every_bit_a_ratio_sampler_reads() {
+        // A v4 UUID pins the top bits of byte 8 to 0b10: a ratio of 0.5 on the low 8 bytes
+        // would then sample nothing.
+        let (mut seen_low, mut seen_high) = (false, false);
+        for _ in 0..200 {
+            let ctx = TraceContext::from_headers(&HeaderMap::new());
+            match ctx.trace_id[8] >> 6 {
+                0b00 | 0b01 => seen_low = true,
+                _ => seen_high = true,
+            }
+        }
+        assert!(seen_low && seen_high);
     }
 }
