@@ -1,5 +1,7 @@
 //! W3C trace context to the upstream, sampling, and OTLP/HTTP span export: JSON to a receiver
-//! in this test, and a collector that never answers. Environment variables are passed as maps (`compile_with_env`), never set on
+//! in this test, protobuf to a receiver decoding it with the official Python bindings
+//! (`tests/interop/otlp_receiver.py`, in the venv `scripts/test` prepares), and a collector that
+//! never answers. Environment variables are passed as maps (`compile_with_env`), never set on
 //! the test process.
 
 #![allow(clippy::unwrap_used)] // tests panic on purpose
@@ -9,6 +11,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +23,7 @@ use jwtgate::compile::compile_with_env;
 use jwtgate::dev::echo::EchoUpstream;
 use jwtgate::{Listeners, Shared, serve};
 use serde_json::Value;
+use std::io::BufRead as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -73,6 +78,96 @@ fn json_spans(received: &Mutex<Vec<Value>>) -> Vec<Value> {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// `tests/interop/otlp_receiver.py`: decodes protobuf with the official Python bindings and
+/// prints one JSON line per export request. Killed (by its PID) on drop.
+struct PythonReceiver {
+    child: std::process::Child,
+    url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+impl PythonReceiver {
+    async fn start() -> PythonReceiver {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("JWTGATE_TEST_PYTHON").map_or_else(
+            || root.join("target/interop-venv/bin/python"),
+            PathBuf::from,
+        );
+        let mut child = std::process::Command::new(&python)
+            .arg(root.join("tests/interop/otlp_receiver.py"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} with opentelemetry-proto is needed (scripts/test installs it): {e}",
+                    python.display()
+                )
+            });
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let log = Arc::clone(&received);
+        let (port_tx, port_rx) = oneshot::channel::<Option<u64>>();
+        // A thread reads the receiver's output: the port first, then one line per request.
+        std::thread::spawn(move || {
+            let port = lines
+                .next()
+                .and_then(Result::ok)
+                .and_then(|l| serde_json::from_str::<Value>(&l).ok())
+                .and_then(|v| v["port"].as_u64());
+            let _ = port_tx.send(port);
+            for line in lines.map_while(Result::ok) {
+                log.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        let port = port_rx.await.unwrap().unwrap_or_else(|| {
+            panic!("the receiver did not start: is opentelemetry-proto installed in the venv?")
+        });
+        PythonReceiver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            received,
+        }
+    }
+
+    /// Every export request so far.
+    fn requests(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits for `n` spans; returns them with their resource attributes.
+    async fn spans(&self, n: usize) -> Vec<(Value, Value)> {
+        eventually(&format!("{n} spans at the Python receiver"), || {
+            let spans: Vec<(Value, Value)> = self
+                .requests()
+                .iter()
+                .inspect(|r| assert!(r.get("error").is_none(), "undecodable: {r}"))
+                .flat_map(|r| r["scope_spans"].as_array().cloned().unwrap_or_default())
+                .flat_map(|ss| {
+                    let resource = ss["resource"].clone();
+                    ss["spans"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |s| (s, resource.clone()))
+                })
+                .collect();
+            (spans.len() >= n).then_some(spans)
+        })
+        .await
+    }
+}
+
+impl Drop for PythonReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A proxy with anonymous routes in front of an echo upstream, its config compiled with the
@@ -142,6 +237,10 @@ impl Proxy {
     fn accepted(&self) -> u64 {
         self.shared.exporter.load().as_ref().unwrap().accepted()
     }
+}
+
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
 }
 
 #[tokio::test]
@@ -218,6 +317,117 @@ async fn traces_continue_upstream_and_spans_reach_a_json_collector() {
         })
         .unwrap();
     assert!(refused.get("parentSpanId").is_none());
+}
+
+#[tokio::test]
+async fn protobuf_spans_decode_with_the_official_bindings_and_carry_http_semconv() {
+    let collector = PythonReceiver::start().await;
+    let env = Env::start_with(
+        "",
+        &format!(
+            "[tracing]\notlp_endpoint = \"{}\"\nservice_name = \"gateway-proto\"\n",
+            collector.url
+        ),
+    )
+    .await;
+    let client_trace = "0af7651916cd43dd8448eb211c80319c";
+    let client_span = "b7ad6b7169203331";
+    let res = env
+        .http
+        .get(env.proxy.url("/orders/%61b/../42?token=secret"))
+        .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+        .header("tracestate", "vendor=1")
+        .header("user-agent", "semconv-test/1.0")
+        .bearer_auth(env.access("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(env.get("/orders/7", None).await.status(), 401);
+    assert_eq!(env.get("/nowhere", None).await.status(), 404);
+
+    let spans = collector.spans(3).await;
+    let request = &collector.requests()[0];
+    assert_eq!(request["path"], "/v1/traces");
+    assert_eq!(request["headers"]["content-type"], "application/x-protobuf");
+    let (ok, resource) = spans
+        .iter()
+        .find(|(s, _)| s["trace_id"] == client_trace)
+        .unwrap();
+    assert_eq!(resource["service.name"], "gateway-proto");
+    assert_eq!(ok["parent_span_id"], client_span);
+    assert_eq!(ok["trace_state"], "vendor=1");
+    assert_eq!(ok["name"], "GET /orders/**");
+    assert_eq!(ok["kind"], 2, "SPAN_KIND_SERVER");
+    assert_eq!(ok["flags"], 0x301, "sampled, remote parent");
+    assert!(ok["end_time_unix_nano"].as_u64() >= ok["start_time_unix_nano"].as_u64());
+    assert_eq!(attr(ok, "http.request.method"), "GET");
+    assert_eq!(attr(ok, "http.response.status_code"), 200);
+    assert_eq!(attr(ok, "url.path"), "/orders/42", "normalised, no query");
+    assert_eq!(attr(ok, "url.scheme"), "http");
+    assert_eq!(attr(ok, "server.address"), "127.0.0.1");
+    assert_eq!(
+        attr(ok, "server.port"),
+        u64::from(env.proxy.addr.port()),
+        "from Host"
+    );
+    assert_eq!(attr(ok, "client.address"), "127.0.0.1");
+    assert_eq!(attr(ok, "user_agent.original"), "semconv-test/1.0");
+    assert_eq!(attr(ok, "http.route"), "/orders/**");
+    assert_eq!(attr(ok, "network.protocol.version"), "1.1");
+    assert_eq!(attr(ok, "jwtgate.route"), "orders");
+    assert_eq!(attr(ok, "jwtgate.decision"), "allow");
+    assert!(attr(ok, "error.type").is_null());
+    assert_eq!(ok["status"]["code"], 0);
+    assert!(!ok.to_string().contains("secret"), "never the query");
+
+    let (refused, _) = spans
+        .iter()
+        .find(|(s, _)| s["attributes"]["http.response.status_code"] == 401)
+        .unwrap();
+    assert_eq!(attr(refused, "error.type"), "missing_token");
+    assert_eq!(attr(refused, "jwtgate.reason"), "missing_token");
+    assert_eq!(attr(refused, "jwtgate.decision"), "deny");
+    assert_eq!(refused["parent_span_id"], "");
+    let (unmatched, _) = spans
+        .iter()
+        .find(|(s, _)| s["attributes"]["http.response.status_code"] == 404)
+        .unwrap();
+    assert_eq!(unmatched["name"], "GET", "no route, no http.route");
+    assert!(attr(unmatched, "http.route").is_null());
+    assert_eq!(attr(unmatched, "jwtgate.route"), "_unmatched");
+}
+
+#[tokio::test]
+async fn the_environment_configures_export_and_its_headers_reach_the_collector() {
+    let collector = PythonReceiver::start().await;
+    let proxy = Proxy::start(
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20s3cret,x-tenant=acme",
+            ),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,team=a%2Cb",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(proxy.get("/open/x", None).await.0, 200);
+    let spans = collector.spans(1).await;
+    let headers = &collector.requests()[0]["headers"];
+    assert_eq!(headers["authorization"], "Bearer s3cret");
+    assert_eq!(headers["x-tenant"], "acme");
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    let (span, resource) = &spans[0];
+    assert_eq!(resource["service.name"], "from-env");
+    assert_eq!(resource["deployment.environment"], "test");
+    assert_eq!(resource["team"], "a,b");
+    assert_eq!(span["name"], "GET /open/*");
 }
 
 #[tokio::test]
