@@ -643,8 +643,8 @@ pub use otlp::Exporter;
 
 #[cfg(feature = "otlp")]
 mod otlp {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, SystemTime};
 
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -654,7 +654,8 @@ mod otlp {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
     use prost::Message as _;
     use serde_json::{Value, json};
-    use tokio::sync::mpsc;
+    use tokio::sync::{Notify, mpsc};
+    use tokio::task::JoinHandle;
 
     use super::{ExportSettings, Protocol, SpanRecord, to_hex};
 
@@ -673,6 +674,8 @@ mod otlp {
         settings: ExportSettings,
         accepted: AtomicU64,
         dropped: Arc<AtomicU64>,
+        stop: Arc<Notify>,
+        task: Mutex<Option<JoinHandle<()>>>,
     }
 
     impl std::fmt::Debug for Exporter {
@@ -718,13 +721,28 @@ mod otlp {
                 delay: settings.schedule_delay,
                 dropped: Arc::clone(&dropped),
             };
-            tokio::spawn(task.run(spans));
+            let stop = Arc::new(Notify::new());
+            let task = tokio::spawn(task.run(spans, Arc::clone(&stop)));
             Ok(Exporter {
                 queue,
                 settings: settings.clone(),
                 accepted: AtomicU64::new(0),
                 dropped,
+                stop,
+                task: Mutex::new(Some(task)),
             })
+        }
+
+        /// Sends what is queued and stops the export task, waiting for it at most `within`
+        /// (at shutdown: spans queued after this are not sent).
+        pub async fn shutdown(&self, within: Duration) {
+            self.stop.notify_one();
+            let task = self.task.lock().ok().and_then(|mut task| task.take());
+            if let Some(task) = task {
+                if tokio::time::timeout(within, task).await.is_err() {
+                    tracing::warn!("OTLP export did not finish in {within:?}; spans lost");
+                }
+            }
         }
 
         /// Queues a span; drops it when the queue is full (counted, and reported in the log by
@@ -765,9 +783,10 @@ mod otlp {
     }
 
     impl Task {
-        async fn run(self, mut spans: mpsc::Receiver<SpanRecord>) {
+        async fn run(self, mut spans: mpsc::Receiver<SpanRecord>, stop: Arc<Notify>) {
             let mut batch = Vec::with_capacity(self.max_batch.min(4096));
             let mut reported = 0;
+            let mut stopping = false;
             loop {
                 let deadline = tokio::time::sleep(self.delay);
                 tokio::pin!(deadline);
@@ -778,7 +797,12 @@ mod otlp {
                             Some(span) => batch.push(span),
                             None => { open = false; break; }
                         },
-                        () = &mut deadline => break,
+                        // Shutdown: take no more spans, send those queued without waiting.
+                        () = stop.notified(), if !stopping => {
+                            stopping = true;
+                            spans.close();
+                        }
+                        () = &mut deadline, if !stopping => break,
                     }
                 }
                 let dropped = self.dropped.load(Ordering::Relaxed);

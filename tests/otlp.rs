@@ -573,3 +573,25 @@ async fn a_reload_that_changes_export_settings_starts_a_new_exporter() {
     reload("");
     assert!(proxy.shared.exporter.load().is_none());
 }
+
+#[tokio::test]
+async fn shutdown_sends_the_queued_spans_without_waiting_for_the_schedule() {
+    let (collector, received) = json_receiver().await;
+    let proxy = Proxy::start(
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            // Batches would wait an hour.
+            ("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
+        ],
+    )
+    .await;
+    for path in ["/open/a", "/open/b"] {
+        assert_eq!(proxy.get(path, None).await.0, 200);
+    }
+    let exporter = proxy.shared.exporter.load_full().unwrap();
+    assert!(received.lock().unwrap().is_empty());
+    exporter.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(json_spans(&received).len(), 2);
+}
