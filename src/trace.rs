@@ -34,20 +34,28 @@ pub struct TraceContext {
     pub sampled: bool,
 }
 
-fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+/// Lowercase hex to bytes; `None` for any other character, or for all zeros (an invalid id).
+fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != N * 2 {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     (out != [0u8; N]).then_some(out)
 }
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Writes `bytes` as lowercase hex into `out` (twice as long).
 fn write_hex(bytes: &[u8], out: &mut [u8]) {
@@ -81,19 +89,15 @@ impl TraceContext {
     /// Continues the client's trace (a valid version-00 `traceparent`) or starts a new one, and
     /// asks `sampler` whether this request is sampled.
     pub fn from_headers(headers: &HeaderMap, sampler: &Sampler) -> Self {
-        let parsed = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let mut parts = v.trim().split('-');
-                let (version, trace, parent, flags) =
-                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-                if version != "00" || parts.next().is_some() {
-                    return None;
-                }
-                let flags = hex::<1>(flags).map_or(0, |f| f[0]);
-                Some((hex::<16>(trace)?, hex::<8>(parent)?, flags & 1 == 1))
-            });
+        let parsed = headers.get(TRACEPARENT).and_then(|v| {
+            // Version 00 is exactly `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+            let v = v.as_bytes().trim_ascii();
+            if v.len() != 55 || !v.starts_with(b"00-") || v[35] != b'-' || v[52] != b'-' {
+                return None;
+            }
+            let flags = hex::<1>(&v[53..]).map_or(0, |f| f[0]);
+            Some((hex::<16>(&v[3..35])?, hex::<8>(&v[36..52])?, flags & 1 == 1))
+        });
         match parsed {
             Some((trace_id, parent, parent_sampled)) => TraceContext {
                 trace_id,
@@ -596,8 +600,8 @@ impl RequestFacts {
             version: req.version(),
             host: headers.get(http::header::HOST).cloned(),
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            forwarded_for: headers.get("x-forwarded-for").cloned(),
-            tracestate: headers.get("tracestate").cloned(),
+            forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
+            tracestate: headers.get(TRACESTATE).cloned(),
         })
     }
 
@@ -1149,6 +1153,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "garbage",
         ] {
             h.insert("traceparent", HeaderValue::from_static(bad));
