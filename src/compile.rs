@@ -2153,6 +2153,7 @@ auth = "sometimes"
         })
     }
 
+    #[cfg(feature = "otlp")] // without it, nothing is exported
     #[test]
     fn trace_settings_come_from_the_environment_when_the_file_is_silent() {
         let c = with_env("", &[]).unwrap();
@@ -2198,6 +2199,7 @@ auth = "sometimes"
         assert_eq!(e.resource[0].1, "from-attrs");
     }
 
+    #[cfg(feature = "otlp")] // without it, nothing is exported
     #[test]
     fn trace_settings_in_the_file_win_over_the_environment() {
         let file = r#"

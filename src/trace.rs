@@ -573,6 +573,7 @@ pub fn read_env(lookup: impl Fn(&str) -> Option<String>) -> OtelEnv {
 /// What a sampled request's span needs from the request itself, taken before the pipeline
 /// consumes it. Clones of values the request already holds (reference counts, no copies).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))] // read by the exporter
 pub struct RequestFacts {
     start: SystemTime,
     started: Instant,
