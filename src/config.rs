@@ -45,14 +45,27 @@ pub struct RawConfig {
     pub tracing: Option<Spanned<RawTracing>>,
 }
 
-/// `[tracing]`.
+/// `[tracing]`. Each key wins over its OpenTelemetry environment variable.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTracing {
-    /// OTLP/HTTP collector base URL, e.g. `http://otel-collector:4318`.
-    pub otlp_endpoint: Spanned<String>,
-    /// `service.name` of the exported spans. Default `jwtgate`.
+    /// OTLP/HTTP collector base URL, e.g. `http://otel-collector:4318` (spans go to
+    /// `/v1/traces`). Default: from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; no export without one.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// `http/protobuf` (default) or `http/json`.
+    pub protocol: Option<Spanned<String>>,
+    /// `service.name` of the exported spans. Default `OTEL_SERVICE_NAME`, else `jwtgate`.
     pub service_name: Option<Spanned<String>>,
+    /// More resource attributes (`{ "deployment.environment" = "prod" }`), over
+    /// `OTEL_RESOURCE_ATTRIBUTES` key by key.
+    pub resource_attributes: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// One of OpenTelemetry's samplers (`parentbased_always_on`, …). Default
+    /// `OTEL_TRACES_SAMPLER`, else `parentbased_always_on`.
+    pub sampler: Option<Spanned<String>>,
+    /// The ratio of the `traceidratio` samplers, 0 to 1. Default `OTEL_TRACES_SAMPLER_ARG`,
+    /// else 1.
+    pub sampler_ratio: Option<Spanned<f64>>,
 }
 
 /// `[cors]`.

@@ -71,9 +71,30 @@ pub struct Shared {
     pub login_runtime: Arc<LoginRuntime>,
     /// Set on shutdown: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
-    /// OTLP span export, when `[tracing] otlp_endpoint` is set (fixed at start).
+    /// OTLP span export, when an endpoint is configured (`[tracing]` or `OTEL_*`); replaced
+    /// when a reload changes the export settings.
     #[cfg(feature = "otlp")]
-    pub exporter: Option<trace::Exporter>,
+    pub exporter: arc_swap::ArcSwapOption<trace::Exporter>,
+}
+
+/// Starts the span exporter `settings` asks for, if any.
+#[cfg(feature = "otlp")]
+fn start_exporter(
+    settings: &compile::TracingSettings,
+) -> Result<Option<Arc<trace::Exporter>>, String> {
+    let Some(export) = &settings.export else {
+        return Ok(None);
+    };
+    let exporter = trace::Exporter::start(export)?;
+    // Never the header values: they are usually credentials.
+    tracing::info!(
+        url = %export.url,
+        protocol = export.protocol.as_str(),
+        headers = export.headers.len(),
+        sampler = %settings.sampler,
+        "exporting spans over OTLP"
+    );
+    Ok(Some(Arc::new(exporter)))
 }
 
 impl Shared {
@@ -84,13 +105,9 @@ impl Shared {
         let login_runtime = Arc::new(LoginRuntime::new().map_err(StartError::HttpClient)?);
         let token_cache = TokenCache::new(config.token_cache_bytes);
         #[cfg(feature = "otlp")]
-        let exporter = match &config.tracing {
-            Some(t) => Some(
-                trace::Exporter::start(&t.otlp_endpoint, &t.service_name)
-                    .map_err(StartError::Tracing)?,
-            ),
-            None => None,
-        };
+        let exporter = arc_swap::ArcSwapOption::new(
+            start_exporter(&config.tracing).map_err(StartError::Tracing)?,
+        );
         let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -125,8 +142,19 @@ impl Shared {
         if old.config.listen != config.listen || old.config.admin_listen != config.admin_listen {
             tracing::warn!("listener addresses changed; restart jwtgate to apply");
         }
+        // A new exporter only when the export settings changed; the old one sends what it
+        // holds, then stops.
+        #[cfg(feature = "otlp")]
+        let exporter = (old.config.tracing.export != config.tracing.export)
+            .then(|| start_exporter(&config.tracing))
+            .transpose()
+            .map_err(StartError::Tracing)?;
         let snapshot = bind(config, &self.keys, &self.login_runtime, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
+        #[cfg(feature = "otlp")]
+        if let Some(exporter) = exporter {
+            self.exporter.store(exporter);
+        }
         Ok(())
     }
 }

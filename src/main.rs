@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -151,8 +152,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         "jwtgate started"
     );
     let shared = Shared::new(config)?;
-    tokio::spawn(reload::watch(std::sync::Arc::clone(&shared), path));
-    serve(shared, listeners, server::shutdown_signal()).await;
+    tokio::spawn(reload::watch(Arc::clone(&shared), path));
+    serve(Arc::clone(&shared), listeners, server::shutdown_signal()).await;
+    // The last second of spans goes out before the process ends.
+    #[cfg(feature = "otlp")]
+    if let Some(exporter) = shared.exporter.load_full() {
+        exporter.shutdown(std::time::Duration::from_secs(5)).await;
+    }
     tracing::info!("jwtgate stopped");
     Ok(())
 }

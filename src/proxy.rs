@@ -92,9 +92,16 @@ pub async fn handle(
         reason: "",
         upstream_seconds: None,
         preflight: false,
-        trace: crate::trace::TraceContext::from_headers(req.headers()),
+        trace: crate::trace::TraceContext::from_headers(
+            req.headers(),
+            &snapshot.config.tracing.sampler,
+        ),
     };
-    let wall_start = std::time::SystemTime::now();
+    let span_facts = crate::trace::RequestFacts::capture(
+        snapshot.config.tracing.export.is_some(),
+        &outcome.trace,
+        &req,
+    );
     let origin = req.headers().get(header::ORIGIN).cloned();
 
     let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or_default(), method = %method);
@@ -154,21 +161,33 @@ pub async fn handle(
         latency_ms = elapsed * 1000.0,
         upstream_ms = outcome.upstream_seconds.map(|s| s * 1000.0),
     );
+    // Only a sampled request with export configured has facts: nothing to do otherwise.
     #[cfg(feature = "otlp")]
-    if let Some(exporter) = &shared.exporter {
+    if let (Some(request), Some(exporter)) = (span_facts, &*shared.exporter.load()) {
+        let route_pattern = snapshot
+            .config
+            .routes
+            .iter()
+            .find(|(_, _, r)| Arc::ptr_eq(&r.name, &outcome.route))
+            .map(|(pattern, _, _)| Box::from(pattern.as_str()));
         exporter.export(crate::trace::SpanRecord {
             context: outcome.trace,
-            route: outcome.route.to_string(),
-            method: method.to_string(),
+            end: request.end(),
+            request,
+            method,
             status: response.status().as_u16(),
+            route: outcome.route,
+            route_pattern,
             decision: decision.as_str(),
             reason: outcome.reason,
-            start: wall_start,
-            end: std::time::SystemTime::now(),
+            scheme: conn.proto,
+            peer: conn.peer,
+            peer_trusted: snapshot.config.headers.is_trusted(conn.peer.ip()),
+            request_id,
         });
     }
     #[cfg(not(feature = "otlp"))]
-    let _ = wall_start;
+    let _ = span_facts;
     response
 }
 
