@@ -135,39 +135,10 @@ impl Reject {
         }
     }
 
-    /// The answer for a gRPC client: HTTP 200, `application/grpc`, no body, and the outcome in
-    /// `grpc-status` / `grpc-message` (a "trailers-only" response), plus the same challenge.
-    pub fn into_grpc_response(self) -> Response<Full<Bytes>> {
-        let code = self.grpc_status();
-        let message: String = format!("jwtgate: {self}")
-            .bytes()
-            .map(|b| {
-                if (0x20..0x7f).contains(&b) && b != b'%' {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let mut response = self.into_response();
-        *response.body_mut() = Full::new(Bytes::new());
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-        if let Ok(v) = HeaderValue::try_from(message) {
-            headers.insert("grpc-message", v);
-        }
-        response
-    }
-
-    /// The response: fixed JSON body, RFC 6750 challenge where one applies.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let status = self.status();
-        let body: &'static str = match status {
+    /// jwtgate's answer, decided once; [`Synthetic::render`] writes it for the protocol.
+    pub fn synthetic(&self) -> Synthetic {
+        let http_status = self.status();
+        let body: &'static str = match http_status {
             StatusCode::BAD_REQUEST => r#"{"message":"Bad Request"}"#,
             StatusCode::NOT_FOUND => r#"{"message":"Not Found"}"#,
             StatusCode::UNAUTHORIZED => r#"{"message":"Unauthorized"}"#,
@@ -179,7 +150,7 @@ impl Reject {
             }
             _ => r#"{"message":"Service Unavailable"}"#,
         };
-        let challenge = match &self {
+        let challenge = match self {
             Reject::MissingToken => Some(format!(r#"Bearer realm="{REALM}""#)),
             Reject::InvalidToken(TokenError::KeysUnavailable) => None,
             Reject::InvalidToken(e) => Some(format!(
@@ -195,22 +166,97 @@ impl Reject {
             )),
             _ => None,
         };
+        Synthetic {
+            http_status,
+            grpc_status: self.grpc_status(),
+            body,
+            challenge,
+            retry_after: (http_status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
+            // The request's framing or host could not be trusted: nothing after it on the
+            // same connection can be either.
+            close_connection: matches!(self, Reject::BadRequestBody | Reject::BadHost(_)),
+            message: format!("jwtgate: {self}"),
+        }
+    }
+}
+
+/// jwtgate's own answer to a refused request, rendered as HTTP or gRPC in one place (the shape
+/// of linkerd2-proxy's `SyntheticHttpResponse`). Nothing in it comes from the request beyond
+/// the fixed reason texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synthetic {
+    /// The HTTP status.
+    pub http_status: StatusCode,
+    /// The `grpc-status` a gRPC client gets instead.
+    pub grpc_status: u8,
+    /// The fixed JSON body.
+    pub body: &'static str,
+    /// `WWW-Authenticate` (RFC 6750), when a challenge applies.
+    pub challenge: Option<String>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u16>,
+    /// Close the client connection after this answer.
+    pub close_connection: bool,
+    /// `grpc-message` (percent-encoded when rendered).
+    pub message: String,
+}
+
+impl Synthetic {
+    /// The response: a fixed JSON body with its status, or for a gRPC client HTTP 200,
+    /// `application/grpc`, no body and the outcome in `grpc-status` / `grpc-message` (a
+    /// "trailers-only" response); the same challenge either way.
+    pub fn render(self, grpc: bool) -> Response<Full<Bytes>> {
+        let body = if grpc { "" } else { self.body };
         let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *response.status_mut() = status;
+        *response.status_mut() = if grpc {
+            StatusCode::OK
+        } else {
+            self.http_status
+        };
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        if grpc {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert(
+                "grpc-status",
+                HeaderValue::from(u16::from(self.grpc_status)),
+            );
+            if let Ok(v) = HeaderValue::try_from(percent_encode(&self.message)) {
+                headers.insert("grpc-message", v);
+            }
+        } else {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(value) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+        if let Some(value) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close_connection {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
+}
+
+/// `grpc-message` encoding: printable ASCII except `%` as is, every other byte `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -218,7 +264,7 @@ mod tests {
     use super::*;
 
     fn challenge(r: Reject) -> (StatusCode, String) {
-        let resp = r.into_response();
+        let resp = r.synthetic().render(false);
         let c = resp
             .headers()
             .get(header::WWW_AUTHENTICATE)

@@ -124,12 +124,7 @@ pub async fn handle(
             } else {
                 Decision::Deny
             };
-            let response = if grpc {
-                reject.into_grpc_response()
-            } else {
-                reject.into_response()
-            };
-            (response.map(Either::Right), decision)
+            (reject.synthetic().render(grpc).map(Either::Right), decision)
         }
     };
     response

@@ -310,6 +310,36 @@ async fn missing_repeated_or_invalid_host_is_400_and_never_forwarded() {
 }
 
 #[tokio::test]
+async fn a_refused_host_closes_the_connection() {
+    let s = setup("").await;
+    for via in [Via::FastPath, Via::Hyper] {
+        let mut stream = TcpStream::connect(s.proxy.addr).await.unwrap();
+        if via == Via::Hyper {
+            let warm = "POST /health HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\n\r\nx";
+            stream.write_all(warm.as_bytes()).await.unwrap();
+            assert_eq!(read_response(&mut stream).await, 200);
+        }
+        // A second request waits behind the refused one: it must never be served.
+        let two = "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET /health HTTP/1.1\r\nHost: gw\r\n\r\n";
+        stream.write_all(two.as_bytes()).await.unwrap();
+        let mut rest = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_string(&mut rest),
+        )
+        .await
+        .expect("the connection stays open")
+        .unwrap();
+        assert!(rest.starts_with("HTTP/1.1 400"), "{via:?}: {rest}");
+        assert_eq!(rest.matches("HTTP/1.1").count(), 1, "{via:?}: {rest}");
+        assert!(
+            rest.to_ascii_lowercase().contains("connection: close"),
+            "{via:?}: {rest}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_target_authority_wins_over_host() {
     let s = setup("").await;
     // Absolute form on HTTP/1.1 (hyper's path: the fast path takes origin form only).

@@ -79,7 +79,13 @@ where
         };
         let head_request = req.method() == Method::HEAD;
         let response = proxy::handle(Arc::clone(fast.shared), fast.conn.clone(), req).await;
-        let close = close || *reader.shutdown.borrow();
+        // jwtgate's own answer may ask to close (a request whose framing or host it refused).
+        let close = close
+            || *reader.shutdown.borrow()
+            || response
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| http1::lists(v.as_bytes(), b"close"));
         let written = write_response(&mut io, &mut out, response, head_request, close).await;
         if written.is_err() || close {
             // Bounded: a TLS close_notify waits on a client that may not be reading.
