@@ -8,10 +8,12 @@
 //! been read to the end ([`UpstreamBody`]): no task per request waits for it to become idle. A
 //! request that finds its pooled connection closed (the upstream's keep-alive timeout won the
 //! race) is sent again on a new connection when it was never written, or when it is idempotent
-//! and not one byte of response came back; otherwise it is never replayed.
+//! and not one byte of response came back; otherwise it is never replayed ([`retry`] decides,
+//! for all three ways of sending).
 
 mod exchange;
 mod pool;
+mod retry;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use tokio::sync::oneshot;
 use crate::compile::UpstreamSettings;
 use crate::server::ClientBody;
 use pool::{Idle, Kind, Pool};
+use retry::{Failure, Retry};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -142,38 +145,51 @@ impl Upstream {
         let (parts, _empty) = req.into_parts();
         let head = crate::http1::encode_request_head(&parts, self.authority());
         let head_request = parts.method == Method::HEAD;
-        if let Some(conn) = self.pool.take(Kind::Exchange).and_then(Idle::into_exchange) {
-            match exchange::exchange(conn, &head, head_request, &self.pool).await {
+        let idempotent = parts.method.is_idempotent();
+        let mut pooled = self.pool.take(Kind::Exchange).and_then(Idle::into_exchange);
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(conn) => conn,
+                None => exchange::Conn::new(self.connect().await?),
+            };
+            let failed = match exchange::exchange(conn, &head, head_request, &self.pool).await {
                 Ok(response) => return Ok(response.map(UpstreamBody::Direct)),
-                // The upstream had closed it: try once on a new one, if that is safe.
-                Err(failed) if failed.stale && parts.method.is_idempotent() => {
+                Err(failed) => failed,
+            };
+            match retry::decide(idempotent, reused, failed.failure) {
+                Retry::NewConnection => {
                     tracing::debug!(error = %failed.error, "pooled connection was closed; retrying");
                 }
-                Err(failed) => return Err(failed.error.into()),
+                Retry::Fail => return Err(failed.error.into()),
             }
-        }
-        let conn = exchange::Conn::new(self.connect().await?);
-        match exchange::exchange(conn, &head, head_request, &self.pool).await {
-            Ok(response) => Ok(response.map(UpstreamBody::Direct)),
-            Err(failed) => Err(failed.error.into()),
         }
     }
 
     /// Sends a request with a body, or an upgrade, on a pooled connection of hyper's, or a new
     /// one.
-    async fn send_h1(&self, req: Request<UploadBody>) -> Result<Response<UpstreamBody>, SendError> {
-        let req = match self.pool.take(Kind::Hyper).and_then(Idle::into_hyper) {
-            Some(mut sender) => match unsent(pooled_send(&mut sender, req).await)? {
+    async fn send_h1(
+        &self,
+        mut req: Request<UploadBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let idempotent = req.method().is_idempotent();
+        let mut pooled = self.pool.take(Kind::Hyper).and_then(Idle::into_hyper);
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(sender) => sender,
+                None => self.connect_h1().await?,
+            };
+            // A pooled connection may still be finishing its previous exchange. Err means
+            // closed, which try_send_request reports with the request.
+            let _ = sender.ready().await;
+            match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.returning(sender, response)),
-                // Never written: the connection had closed. Try once on a new one.
-                Err(req) => req,
-            },
-            None => req,
-        };
-        let mut sender = self.connect_h1().await?;
-        sender.ready().await?;
-        let response = sender.send_request(req).await?;
-        Ok(self.returning(sender, response))
+                Err(e) => {
+                    req = HyperFailed::new(e, Failure::Unwritten).retry(idempotent, reused)?
+                }
+            }
+        }
     }
 
     /// `host[:port]` of the upstream, the `Host` of requests that came without one.
@@ -198,23 +214,26 @@ impl Upstream {
     }
 
     /// Sends on the shared HTTP/2 connection, or a new one that becomes the shared one.
-    async fn send_h2(&self, req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
-        let req = match self.pool.shared_h2() {
-            Some(mut sender) => {
-                // Err means closed, which try_send_request reports with the request.
-                let _ = sender.ready().await;
-                match unsent(sender.try_send_request(req).await)? {
-                    Ok(response) => return Ok(response),
-                    // Closed (GOAWAY) before the request went out: a new connection.
-                    Err(req) => req,
+    async fn send_h2(&self, mut req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
+        let idempotent = req.method().is_idempotent();
+        let mut shared = self.pool.shared_h2();
+        loop {
+            let reused = shared.is_some();
+            let mut sender = match shared.take() {
+                Some(sender) => sender,
+                None => {
+                    let sender = self.connect_h2().await?;
+                    self.pool.share_h2(sender.clone());
+                    sender
                 }
+            };
+            // Err means closed, which try_send_request reports with the request.
+            let _ = sender.ready().await;
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(e) => req = HyperFailed::new(e, Failure::Refused).retry(idempotent, reused)?,
             }
-            None => req,
-        };
-        let mut sender = self.connect_h2().await?;
-        self.pool.share_h2(sender.clone());
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        }
     }
 
     async fn connect(&self) -> Result<Io, SendError> {
@@ -255,30 +274,42 @@ impl Upstream {
     }
 }
 
-/// Sends on a pooled connection, which may still be finishing its previous exchange. If it
-/// closed meanwhile, the error gives the unsent request back.
-async fn pooled_send(
-    sender: &mut http1::SendRequest<UploadBody>,
-    req: Request<UploadBody>,
-) -> Result<Response<Incoming>, TrySendError<Request<UploadBody>>> {
-    // Err means closed, which try_send_request reports with the request.
-    let _ = sender.ready().await;
-    sender.try_send_request(req).await
+/// A request hyper's client could not complete: what failed, why, and the request itself if the
+/// connection handed it back unsent.
+struct HyperFailed {
+    failure: Failure,
+    error: hyper::Error,
+    request: Option<Request<UploadBody>>,
 }
 
-/// The response, or the request back when its connection closed before sending it.
-type Unsent = Result<Response<Incoming>, Request<UploadBody>>;
+impl HyperFailed {
+    /// A `try_send_request` error, sorted: `unwritten` (how this connection kind names a request
+    /// it never sent) when the request came back, [`Failure::Partial`] otherwise.
+    fn new(mut e: TrySendError<Request<UploadBody>>, unwritten: Failure) -> Self {
+        let request = e.take_message();
+        HyperFailed {
+            failure: if request.is_some() {
+                unwritten
+            } else {
+                Failure::Partial
+            },
+            error: e.into_error(),
+            request,
+        }
+    }
 
-/// Sorts a `try_send_request` result: an error that returned the request is [`Unsent`].
-fn unsent(
-    sent: Result<Response<Incoming>, TrySendError<Request<UploadBody>>>,
-) -> Result<Unsent, SendError> {
-    match sent {
-        Ok(response) => Ok(Ok(response)),
-        Err(mut e) => match e.take_message() {
-            Some(req) => Ok(Err(req)),
-            None => Err(e.into_error().into()),
-        },
+    /// The request to send again on a new connection, or the error to report.
+    fn retry(self, idempotent: bool, reused: bool) -> Result<Request<UploadBody>, SendError> {
+        match (
+            retry::decide(idempotent, reused, self.failure),
+            self.request,
+        ) {
+            (Retry::NewConnection, Some(request)) => {
+                tracing::debug!(error = %self.error, "pooled connection was closed; retrying");
+                Ok(request)
+            }
+            _ => Err(self.error.into()),
+        }
     }
 }
 

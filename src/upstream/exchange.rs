@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::Io;
 use super::pool::{Idle, Pool};
+use super::retry::Failure;
 use crate::http1::{self, Decoded, FieldSpans, Framing};
 
 /// Most bytes a response head (with any 1xx heads before it) may take.
@@ -35,8 +36,6 @@ const READ_SIZE: usize = 16 * 1024;
 pub struct Conn {
     /// Boxed: a TLS stream is large, and the body that holds the connection moves around.
     io: Box<TokioIo<Io>>,
-    /// Whether it has carried an exchange already (a failure on it may be a stale connection).
-    reused: bool,
     /// The read buffer, kept between exchanges so its allocation is reused.
     buf: BytesMut,
     /// Where the response head's fields lie in `buf` (its list reused likewise).
@@ -48,7 +47,6 @@ impl Conn {
     pub fn new(io: Io) -> Self {
         Conn {
             io: Box::new(TokioIo::new(io)),
-            reused: false,
             buf: BytesMut::new(),
             fields: FieldSpans::default(),
         }
@@ -92,13 +90,13 @@ pub enum ExchangeError {
     Response(#[from] http1::Error),
 }
 
-/// A failed exchange, and whether it may be sent again on a new connection: the connection had
-/// been pooled and gave not one byte of response (the upstream had closed it meanwhile).
+/// A failed exchange: the error, and how far it got (for [`super::retry::decide`]).
 pub struct Failed {
     /// What went wrong.
     pub error: ExchangeError,
-    /// Safe to retry, if the method is idempotent.
-    pub stale: bool,
+    /// [`Failure::NoResponse`] when not one byte of response came back, else
+    /// [`Failure::Partial`].
+    pub failure: Failure,
 }
 
 /// Writes `head` on `conn` and reads the response head. The body is read as it is polled, and
@@ -110,9 +108,12 @@ pub async fn exchange(
     pool: &Arc<Pool>,
 ) -> Result<Response<ResponseBody>, Failed> {
     let mut buf = std::mem::take(&mut conn.buf);
-    let reused = conn.reused;
     let fail = |error: ExchangeError, buf: &BytesMut| Failed {
-        stale: reused && buf.is_empty(),
+        failure: if buf.is_empty() {
+            Failure::NoResponse
+        } else {
+            Failure::Partial
+        },
         error,
     };
     if let Err(e) = conn.io.write_all(head).await {
@@ -175,7 +176,6 @@ impl ResponseBody {
         self.framing = Framing::Done;
         if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && self.buf.is_empty() {
-                conn.reused = true;
                 conn.buf = std::mem::take(&mut self.buf);
                 self.pool.put_back(Idle::Exchange(conn));
             }
