@@ -1,15 +1,14 @@
-//! The client to one upstream origin: a pool of HTTP/1.1 connections, or one shared HTTP/2
-//! connection, over TCP or TLS.
+//! The client to one upstream origin: pooled HTTP/1.1 connections or a shared HTTP/2 one.
 //!
-//! An [`Upstream`] is one origin with its own [`pool`]: a list of idle connections rather than
-//! a map keyed by origin. Requests without a body (nearly all of them) are exchanged by the
-//! requesting task itself ([`exchange`]); requests with a body and upgrades go through hyper's
-//! client. Either way an HTTP/1.1 connection goes back to the pool when its response body has
-//! been read to the end ([`UpstreamBody`]): no task per request waits for it to become idle. A
-//! request that finds its pooled connection closed (the upstream's keep-alive timeout won the
-//! race) is sent again on a new connection when it was never written, or when it is idempotent
-//! and not one byte of response came back; otherwise it is never replayed ([`retry`] decides,
-//! for all three ways of sending).
+//! An [`Upstream`] is one origin, over TCP or TLS, with its own [`pool`]: a list of idle
+//! connections rather than a map keyed by origin. Requests without a body (nearly all of them) are
+//! exchanged by the requesting task itself ([`exchange`]); requests with a body and upgrades go
+//! through hyper's client. Either way an HTTP/1.1 connection goes back to the pool when its
+//! response body has been read to the end ([`UpstreamBody`]): no task per request waits for it to
+//! become idle. A request that finds its pooled connection closed (the upstream's keep-alive
+//! timeout won the race) is sent again on a new connection when it was never written, or when it is
+//! idempotent and not one byte of response came back; otherwise it is never replayed ([`retry`]
+//! decides, for all three ways of sending).
 
 mod exchange;
 mod pool;
