@@ -22,8 +22,9 @@ use crate::login::cookies;
 use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
+use crate::server::ClientBody;
 use crate::token::{self, unix_now};
-use crate::upstream::{ClientBody, UploadEnd, UpstreamBody, upload_body};
+use crate::upstream::{UploadEnd, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.

@@ -2,7 +2,10 @@
 //! HTTP/1.1 and h2c on the same port, and a graceful drain on shutdown. Proxy connections start
 //! on the HTTP/1.1 fast path ([`h1`]) and move to hyper at the first request it leaves to hyper.
 
+mod body;
 mod h1;
+
+pub use body::ClientBody;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +23,6 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::compile::Limits;
 use crate::proxy::{self, ConnInfo};
-use crate::upstream::ClientBody;
 use crate::{Shared, admin, tls};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before trying again.

@@ -1,27 +1,28 @@
-//! The client to the one upstream origin: a pool of HTTP/1.1 connections, or one shared HTTP/2
-//! connection, over TCP or TLS.
+//! The client to one upstream origin: pooled HTTP/1.1 connections or a shared HTTP/2 one.
 //!
-//! jwtgate talks to a single origin, so the pool is a stack of idle connections rather than a
-//! map keyed by origin. Requests without a body (nearly all of them) are exchanged by the
-//! requesting task itself ([`exchange`]); requests with a body and upgrades go through hyper's
-//! client. Either way an HTTP/1.1 connection goes back to the pool when its response body has
-//! been read to the end ([`UpstreamBody`]): no task per request waits for it to become idle. A
-//! request that finds its pooled connection closed (the upstream's keep-alive timeout won the
-//! race) is sent again on a new connection when it was never written, or when it is idempotent
-//! and not one byte of response came back; otherwise it is never replayed.
+//! An [`Upstream`] is one origin, over TCP or TLS, with its own [`pool`]: a list of idle
+//! connections rather than a map keyed by origin. Requests without a body (nearly all of them) are
+//! exchanged by the requesting task itself ([`exchange`]); requests with a body and upgrades go
+//! through hyper's client. Either way an HTTP/1.1 connection goes back to the pool when its
+//! response body has been read to the end ([`UpstreamBody`]): no task per request waits for it to
+//! become idle. A request that finds its pooled connection closed (the upstream's keep-alive
+//! timeout won the race) is sent again on a new connection when it was never written, or when it is
+//! idempotent and not one byte of response came back; otherwise it is never replayed ([`retry`]
+//! decides, for all three ways of sending).
 
 mod exchange;
+mod pool;
+mod retry;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,6 +30,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::compile::UpstreamSettings;
+use crate::server::ClientBody;
+use pool::{Idle, Kind, Pool};
+use retry::{Failure, Retry};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -46,110 +50,12 @@ pub enum SendError {
     Exchange(#[from] exchange::ExchangeError),
 }
 
-/// The upstream client (one per configuration).
+/// The client to one upstream origin, with its own pool (one per configuration).
 pub struct Upstream {
     /// The settings it was made from.
     pub settings: UpstreamSettings,
     connector: HttpsConnector<HttpConnector>,
     pool: Arc<Pool>,
-}
-
-/// Idle HTTP/1.1 connections and the shared HTTP/2 connection.
-struct Pool {
-    idle: Mutex<IdleSet>,
-    h2: Mutex<Option<http2::SendRequest<UploadBody>>>,
-    /// Most idle HTTP/1.1 connections kept, of both kinds together.
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-/// Idle connections, most recently used last: those hyper drives and those [`exchange`] uses.
-#[derive(Default)]
-struct IdleSet {
-    hyper: Vec<Idle>,
-    direct: Vec<exchange::Conn>,
-}
-
-impl IdleSet {
-    fn len(&self) -> usize {
-        self.hyper.len() + self.direct.len()
-    }
-
-    /// Drops connections that closed or idled past `timeout`.
-    fn expire(&mut self, timeout: Duration) {
-        self.hyper.retain(|e| e.usable(timeout));
-        self.direct.retain(|c| c.since.elapsed() < timeout);
-    }
-}
-
-struct Idle {
-    sender: http1::SendRequest<UploadBody>,
-    since: Instant,
-}
-
-impl Idle {
-    /// Still open, and idle for less than `timeout`.
-    fn usable(&self, timeout: Duration) -> bool {
-        !self.sender.is_closed() && self.since.elapsed() < timeout
-    }
-}
-
-impl Pool {
-    fn idle(&self) -> MutexGuard<'_, IdleSet> {
-        // Pushes and pops only: a panic elsewhere cannot leave the list inconsistent.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn h2(&self) -> MutexGuard<'_, Option<http2::SendRequest<UploadBody>>> {
-        self.h2.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most recently used idle connection that is still open and young enough.
-    fn checkout(&self) -> Option<http1::SendRequest<UploadBody>> {
-        let mut idle = self.idle();
-        while let Some(entry) = idle.hyper.pop() {
-            if entry.usable(self.idle_timeout) {
-                return Some(entry.sender);
-            }
-        }
-        None
-    }
-
-    /// The most recently used idle connection for a bodiless exchange that is still open and
-    /// young enough.
-    fn checkout_direct(&self) -> Option<exchange::Conn> {
-        let mut idle = self.idle();
-        while let Some(mut conn) = idle.direct.pop() {
-            if conn.since.elapsed() < self.idle_timeout && !conn.closed_while_idle() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose last bodiless exchange ended cleanly.
-    fn give_back_direct(&self, conn: exchange::Conn) {
-        let mut idle = self.idle();
-        idle.expire(self.idle_timeout);
-        if idle.len() < self.max_idle {
-            idle.direct.push(conn);
-        }
-    }
-
-    /// Keeps a connection whose last response was read to the end.
-    fn give_back(&self, sender: http1::SendRequest<UploadBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle();
-        idle.expire(self.idle_timeout);
-        if idle.len() < self.max_idle {
-            idle.hyper.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
 }
 
 impl Upstream {
@@ -175,16 +81,7 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let pool = Arc::new(Pool {
-            idle: Mutex::new(IdleSet::default()),
-            h2: Mutex::new(None),
-            max_idle: settings.pool_max_idle,
-            idle_timeout: settings.pool_idle_timeout,
-        });
-        // Idle connections past their timeout are closed even when no request comes to notice.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(sweep_idle(Arc::downgrade(&pool)));
-        }
+        let pool = Pool::new(settings.pool_max_idle, settings.pool_idle_timeout);
         Ok(Upstream {
             settings,
             connector,
@@ -236,21 +133,10 @@ impl Upstream {
         if req.body().is_end_stream() && !req.headers().contains_key(header::UPGRADE) {
             return self.send_direct(req).await;
         }
-        let req = match self.pool.checkout() {
-            Some(mut sender) => match unsent(pooled_send(&mut sender, req).await)? {
-                Ok(response) => return Ok(self.returning(sender, response)),
-                // Never written: the connection had closed. Try once on a new one.
-                Err(req) => req,
-            },
-            None => req,
-        };
-        let mut sender = self.connect_h1().await?;
-        sender.ready().await?;
-        let response = sender.send_request(req).await?;
-        Ok(self.returning(sender, response))
+        self.send_h1(req).await
     }
 
-    /// Sends a bodiless request on a pooled connection of the direct kind, or a new one.
+    /// Sends a bodiless request on a pooled raw connection, or a new one.
     async fn send_direct(
         &self,
         req: Request<UploadBody>,
@@ -258,20 +144,50 @@ impl Upstream {
         let (parts, _empty) = req.into_parts();
         let head = crate::http1::encode_request_head(&parts, self.authority());
         let head_request = parts.method == Method::HEAD;
-        if let Some(conn) = self.pool.checkout_direct() {
-            match exchange::exchange(conn, &head, head_request, &self.pool).await {
+        let idempotent = parts.method.is_idempotent();
+        let mut pooled = self.pool.take(Kind::Exchange).and_then(Idle::into_exchange);
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(conn) => conn,
+                None => exchange::Conn::new(self.connect().await?),
+            };
+            let failed = match exchange::exchange(conn, &head, head_request, &self.pool).await {
                 Ok(response) => return Ok(response.map(UpstreamBody::Direct)),
-                // The upstream had closed it: try once on a new one, if that is safe.
-                Err(failed) if failed.stale && parts.method.is_idempotent() => {
+                Err(failed) => failed,
+            };
+            match retry::decide(idempotent, reused, failed.failure) {
+                Retry::NewConnection => {
                     tracing::debug!(error = %failed.error, "pooled connection was closed; retrying");
                 }
-                Err(failed) => return Err(failed.error.into()),
+                Retry::Fail => return Err(failed.error.into()),
             }
         }
-        let conn = exchange::Conn::new(self.connect().await?);
-        match exchange::exchange(conn, &head, head_request, &self.pool).await {
-            Ok(response) => Ok(response.map(UpstreamBody::Direct)),
-            Err(failed) => Err(failed.error.into()),
+    }
+
+    /// Sends a request with a body, or an upgrade, on a pooled connection of hyper's, or a new
+    /// one.
+    async fn send_h1(
+        &self,
+        mut req: Request<UploadBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let idempotent = req.method().is_idempotent();
+        let mut pooled = self.pool.take(Kind::Hyper).and_then(Idle::into_hyper);
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(sender) => sender,
+                None => self.connect_h1().await?,
+            };
+            // A pooled connection may still be finishing its previous exchange. Err means
+            // closed, which try_send_request reports with the request.
+            let _ = sender.ready().await;
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.returning(sender, response)),
+                Err(e) => {
+                    req = HyperFailed::new(e, Failure::Unwritten).retry(idempotent, reused)?
+                }
+            }
         }
     }
 
@@ -296,24 +212,27 @@ impl Upstream {
         response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
     }
 
-    async fn send_h2(&self, req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
-        let shared = self.pool.h2().as_ref().filter(|s| !s.is_closed()).cloned();
-        let req = match shared {
-            Some(mut sender) => {
-                // Err means closed, which try_send_request reports with the request.
-                let _ = sender.ready().await;
-                match unsent(sender.try_send_request(req).await)? {
-                    Ok(response) => return Ok(response),
-                    // Closed (GOAWAY) before the request went out: a new connection.
-                    Err(req) => req,
+    /// Sends on the shared HTTP/2 connection, or a new one that becomes the shared one.
+    async fn send_h2(&self, mut req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
+        let idempotent = req.method().is_idempotent();
+        let mut shared = self.pool.shared_h2();
+        loop {
+            let reused = shared.is_some();
+            let mut sender = match shared.take() {
+                Some(sender) => sender,
+                None => {
+                    let sender = self.connect_h2().await?;
+                    self.pool.share_h2(sender.clone());
+                    sender
                 }
+            };
+            // Err means closed, which try_send_request reports with the request.
+            let _ = sender.ready().await;
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(e) => req = HyperFailed::new(e, Failure::Refused).retry(idempotent, reused)?,
             }
-            None => req,
-        };
-        let mut sender = self.connect_h2().await?;
-        *self.pool.h2() = Some(sender.clone());
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        }
     }
 
     async fn connect(&self) -> Result<Io, SendError> {
@@ -354,43 +273,42 @@ impl Upstream {
     }
 }
 
-/// Closes expired idle connections every half idle timeout (at least every second), until the
-/// pool is gone (replaced by a reload).
-async fn sweep_idle(pool: std::sync::Weak<Pool>) {
-    let every = pool.upgrade().map_or(Duration::from_secs(1), |p| {
-        (p.idle_timeout / 2).max(Duration::from_secs(1))
-    });
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(pool) = pool.upgrade() else { return };
-        pool.idle().expire(pool.idle_timeout);
+/// A request hyper's client could not complete: what failed, why, and the request itself if the
+/// connection handed it back unsent.
+struct HyperFailed {
+    failure: Failure,
+    error: hyper::Error,
+    request: Option<Request<UploadBody>>,
+}
+
+impl HyperFailed {
+    /// A `try_send_request` error, sorted: `unwritten` (how this connection kind names a request
+    /// it never sent) when the request came back, [`Failure::Partial`] otherwise.
+    fn new(mut e: TrySendError<Request<UploadBody>>, unwritten: Failure) -> Self {
+        let request = e.take_message();
+        HyperFailed {
+            failure: if request.is_some() {
+                unwritten
+            } else {
+                Failure::Partial
+            },
+            error: e.into_error(),
+            request,
+        }
     }
-}
 
-/// Sends on a pooled connection, which may still be finishing its previous exchange. If it
-/// closed meanwhile, the error gives the unsent request back.
-async fn pooled_send(
-    sender: &mut http1::SendRequest<UploadBody>,
-    req: Request<UploadBody>,
-) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UploadBody>>> {
-    // Err means closed, which try_send_request reports with the request.
-    let _ = sender.ready().await;
-    sender.try_send_request(req).await
-}
-
-/// The response, or the request back when its connection closed before sending it.
-type Unsent = Result<Response<Incoming>, Request<UploadBody>>;
-
-/// Sorts a `try_send_request` result: an error that returned the request is [`Unsent`].
-fn unsent(
-    sent: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UploadBody>>>,
-) -> Result<Unsent, SendError> {
-    match sent {
-        Ok(response) => Ok(Ok(response)),
-        Err(mut e) => match e.take_message() {
-            Some(req) => Ok(Err(req)),
-            None => Err(e.into_error().into()),
-        },
+    /// The request to send again on a new connection, or the error to report.
+    fn retry(self, idempotent: bool, reused: bool) -> Result<Request<UploadBody>, SendError> {
+        match (
+            retry::decide(idempotent, reused, self.failure),
+            self.request,
+        ) {
+            (Retry::NewConnection, Some(request)) => {
+                tracing::debug!(error = %self.error, "pooled connection was closed; retrying");
+                Ok(request)
+            }
+            _ => Err(self.error.into()),
+        }
     }
 }
 
@@ -499,7 +417,7 @@ impl EndHook for ReturnToPool {
     fn ended(&mut self, complete: bool) {
         if let Some((sender, pool)) = self.0.take() {
             if complete {
-                pool.give_back(sender);
+                pool.put_back(Idle::Hyper(sender));
             }
         }
     }
@@ -545,51 +463,4 @@ impl EndHook for UploadDone {
 /// dropped.
 pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<UploadEnd>>) -> UploadBody {
     Watched::new(inner, UploadDone(sent))
-}
-
-/// A client's request body: none (a request the HTTP/1.1 fast path served), or hyper's stream.
-#[derive(Debug)]
-pub enum ClientBody {
-    /// The request has no body.
-    Empty,
-    /// The body as hyper's server receives it.
-    Streaming(Incoming),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    /// The body's data. Request trailers (which hyper yields for chunked HTTP/1.1 and for
-    /// HTTP/2) are dropped, never forwarded: they arrive after every header rule has run, so a
-    /// trailer field `x-user-sub: evil` would reach the upstream next to jwtgate's own identity
-    /// header, unstripped. Nothing legitimate is lost: gRPC requests never carry trailers.
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Streaming(body) => loop {
-                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                    Some(Ok(frame)) if frame.is_trailers() => continue,
-                    polled => return Poll::Ready(polled),
-                }
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Empty => true,
-            ClientBody::Streaming(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::Streaming(body) => body.size_hint(),
-        }
-    }
 }

@@ -1643,6 +1643,30 @@ async fn connections_the_upstream_closed_while_idle_are_not_reused() {
     assert_eq!(opened.load(Ordering::SeqCst), 10);
 }
 
+/// The same for requests with a body, which hyper's client sends: its connections wait in the
+/// same pool as the bodiless exchange's.
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_not_reused_for_bodies_either() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, opened, _) = counting_upstream(true).await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    for i in 0..6 {
+        let res = if i % 2 == 0 {
+            http.post(proxy.url("/health")).body("data").send().await
+        } else {
+            http.get(proxy.url("/health")).send().await
+        }
+        .unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+        assert_eq!(res.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 6);
+}
+
 #[tokio::test]
 async fn a_connection_closed_under_a_request_retries_it_only_if_idempotent() {
     let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")

@@ -31,7 +31,7 @@ use crate::Shared;
 use crate::compile::Limits;
 use crate::http1::{self, Outgoing, ParsedRequest, RequestSpans};
 use crate::proxy::{self, ConnInfo, ProxyBody};
-use crate::upstream::ClientBody;
+use crate::server::ClientBody;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 8 * 1024;

@@ -15,7 +15,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::Response;
@@ -23,7 +22,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
-use super::{Io, Pool};
+use super::Io;
+use super::pool::{Idle, Pool};
+use super::retry::Failure;
 use crate::http1::{self, Decoded, FieldSpans, Framing};
 
 /// Most bytes a response head (with any 1xx heads before it) may take.
@@ -35,10 +36,6 @@ const READ_SIZE: usize = 16 * 1024;
 pub struct Conn {
     /// Boxed: a TLS stream is large, and the body that holds the connection moves around.
     io: Box<TokioIo<Io>>,
-    /// When it was opened or last went idle.
-    pub since: Instant,
-    /// Whether it has carried an exchange already (a failure on it may be a stale connection).
-    reused: bool,
     /// The read buffer, kept between exchanges so its allocation is reused.
     buf: BytesMut,
     /// Where the response head's fields lie in `buf` (its list reused likewise).
@@ -50,10 +47,19 @@ impl Conn {
     pub fn new(io: Io) -> Self {
         Conn {
             io: Box::new(TokioIo::new(io)),
-            since: Instant::now(),
-            reused: false,
             buf: BytesMut::new(),
             fields: FieldSpans::default(),
+        }
+    }
+
+    /// The connection's local address (tests tell connections apart by it).
+    #[cfg(test)]
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self.io.inner() {
+            hyper_rustls::MaybeHttpsStream::Http(tcp) => tcp.inner().local_addr(),
+            hyper_rustls::MaybeHttpsStream::Https(tls) => {
+                tls.inner().get_ref().0.inner().inner().local_addr()
+            }
         }
     }
 
@@ -84,13 +90,13 @@ pub enum ExchangeError {
     Response(#[from] http1::Error),
 }
 
-/// A failed exchange, and whether it may be sent again on a new connection: the connection had
-/// been pooled and gave not one byte of response (the upstream had closed it meanwhile).
+/// A failed exchange: the error, and how far it got (for [`super::retry::decide`]).
 pub struct Failed {
     /// What went wrong.
     pub error: ExchangeError,
-    /// Safe to retry, if the method is idempotent.
-    pub stale: bool,
+    /// [`Failure::NoResponse`] when not one byte of response came back, else
+    /// [`Failure::Partial`].
+    pub failure: Failure,
 }
 
 /// Writes `head` on `conn` and reads the response head. The body is read as it is polled, and
@@ -102,9 +108,12 @@ pub async fn exchange(
     pool: &Arc<Pool>,
 ) -> Result<Response<ResponseBody>, Failed> {
     let mut buf = std::mem::take(&mut conn.buf);
-    let reused = conn.reused;
     let fail = |error: ExchangeError, buf: &BytesMut| Failed {
-        stale: reused && buf.is_empty(),
+        failure: if buf.is_empty() {
+            Failure::NoResponse
+        } else {
+            Failure::Partial
+        },
         error,
     };
     if let Err(e) = conn.io.write_all(head).await {
@@ -167,10 +176,8 @@ impl ResponseBody {
         self.framing = Framing::Done;
         if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && self.buf.is_empty() {
-                conn.since = Instant::now();
-                conn.reused = true;
                 conn.buf = std::mem::take(&mut self.buf);
-                self.pool.give_back_direct(conn);
+                self.pool.put_back(Idle::Exchange(conn));
             }
         }
     }
