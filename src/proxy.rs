@@ -434,11 +434,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             let path = if suffix.is_empty() { "/" } else { suffix };
             with_query(path, req.uri.query())
         });
-    let (raw_path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri.as_str(), None),
-    };
-    let path = routes::normalize(raw_path)?;
+    let (path, query) = original_target(&uri)?;
     let route = snapshot
         .config
         .routes
@@ -464,6 +460,15 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             Ok(response)
         }
     }
+}
+
+/// The forward-auth original URI split at the first `?`: its normalised path and its query.
+#[doc(hidden)]
+pub fn original_target(uri: &str) -> Result<(String, Option<&str>), PathError> {
+    let (raw_path, query) = uri
+        .split_once('?')
+        .map_or((uri, None), |(p, q)| (p, Some(q)));
+    Ok((routes::normalize(raw_path)?, query))
 }
 
 fn authorize(
