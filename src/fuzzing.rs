@@ -125,16 +125,17 @@ pub const SESSION_KEY: [u8; 32] = [0x5e; 32];
 /// Reads the session the `Cookie` header values carry, as a sign-in route does (cookie store:
 /// shard reassembly, then AES-GCM open with [`SESSION_KEY`], then the session JSON).
 pub fn open_session(cookie_values: &[HeaderValue], now: i64) -> Option<Session> {
-    let mut headers = HeaderMap::new();
-    for v in cookie_values {
-        headers.append(COOKIE, v.clone());
-    }
-    let sessions = Sessions {
+    static SESSIONS: OnceLock<Sessions> = OnceLock::new();
+    let sessions = SESSIONS.get_or_init(|| Sessions {
         cookie_name: SESSION_COOKIE.to_owned(),
         keys: CookieKeys::new(&[SESSION_KEY]),
         attrs: CookieAttrs { secure: true },
         store: Store::Cookie,
-    };
+    });
+    let mut headers = HeaderMap::new();
+    for v in cookie_values {
+        headers.append(COOKIE, v.clone());
+    }
     sessions
         .load(&headers, now)
         .now_or_never()
@@ -142,12 +143,18 @@ pub fn open_session(cookie_values: &[HeaderValue], now: i64) -> Option<Session> 
         .expect("the cookie store never fails")
 }
 
+/// Most `Cookie` fields [`session_cookie`] reads: the server's default `max_headers`. (More
+/// only slow the fuzzer: `HeaderMap::remove` is quadratic in a field's values when debug
+/// assertions are on, as they are in fuzz builds.)
+const MAX_COOKIE_FIELDS: usize = 100;
+
 /// `Cookie` header values (one per line of the input) through the session reader: no panic, no
 /// session (the input holds nothing sealed with [`SESSION_KEY`]), and once jwtgate's own
 /// cookies are stripped for the upstream, no session shard is left.
 pub fn session_cookie(data: &[u8]) {
     let values: Vec<HeaderValue> = data
         .split(|b| *b == b'\n')
+        .take(MAX_COOKIE_FIELDS)
         .filter_map(|line| HeaderValue::from_bytes(line).ok())
         .collect();
     let session = open_session(&values, token::unix_now());
