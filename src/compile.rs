@@ -207,8 +207,11 @@ impl Diags<'_> {
 
     fn err(&mut self, span: Range<usize>, key: impl Display, reason: impl Display) {
         let (line, col) = self.position(span.start);
+        let error = format!("{}:{line}:{col}: {key}: {reason}", self.file);
+        // One problem, one line: names, paths and variables quoted from the file may hold
+        // line breaks.
         self.errors
-            .push(format!("{}:{line}:{col}: {key}: {reason}", self.file));
+            .push(error.replace('\r', "\\r").replace('\n', "\\n"));
     }
 
     fn duration(

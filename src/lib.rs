@@ -12,6 +12,8 @@ pub mod config;
 pub mod cors;
 pub mod dev;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod http1;
 pub mod jwks;

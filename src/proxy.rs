@@ -440,11 +440,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             let path = if suffix.is_empty() { "/" } else { suffix };
             with_query(path, req.uri.query())
         });
-    let (raw_path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri.as_str(), None),
-    };
-    let path = routes::normalize(raw_path, snapshot.config.paths)?;
+    let (path, query) = original_target(&uri, snapshot.config.paths)?;
     let route = snapshot
         .config
         .routes
@@ -470,6 +466,18 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             Ok(response)
         }
     }
+}
+
+/// The forward-auth original URI split at the first `?`: its normalised path and its query.
+#[doc(hidden)]
+pub fn original_target(
+    uri: &str,
+    options: routes::PathOptions,
+) -> Result<(String, Option<&str>), PathError> {
+    let (raw_path, query) = uri
+        .split_once('?')
+        .map_or((uri, None), |(p, q)| (p, Some(q)));
+    Ok((routes::normalize(raw_path, options)?, query))
 }
 
 fn authorize(
