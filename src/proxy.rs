@@ -1,5 +1,6 @@
-//! The request pipeline (normalise, route, authenticate, authorise, rewrite headers, forward).
-//! Bodies stream both ways; nothing is buffered whole.
+//! The request pipeline as named phases over one per-request context (`Ctx`): target,
+//! own paths, route, authenticate, authorise, rewrite request, forward, rewrite response,
+//! record. Bodies stream both ways; nothing is buffered whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,9 +63,20 @@ impl ConnInfo {
     }
 }
 
-/// What the access log and metrics record of one request.
-struct Outcome {
+/// One request on its way through the phases: what every phase may read, and what the record
+/// phase reports. The phases, in order (each one function below):
+///
+/// `target` (host, normalised path) → `own_paths` (sign-in, forward-auth, CORS preflights) →
+/// `route` → `authenticate` → `authorise` → `rewrite_request` → `forward` →
+/// `rewrite_response` → `record` (metrics, access log, span: the only place that records).
+struct Ctx<'a> {
+    shared: &'a Shared,
+    snapshot: &'a Snapshot,
+    conn: &'a ConnInfo,
+    request_id: HeaderValue,
+    /// The route label (`_unmatched` until a route or jwtgate's own path claims the request).
     route: Arc<str>,
+    /// Why the request was refused (empty when it was not).
     reason: &'static str,
     upstream_seconds: Option<f64>,
     /// jwtgate answered a CORS preflight itself.
@@ -82,13 +94,16 @@ pub async fn handle(
     let started = Instant::now();
     let _in_flight = shared.metrics.in_flight();
     let snapshot = shared.snapshot.load_full();
-    let request_id = headers::request_id(req.headers());
     let method = req.method().clone();
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut outcome = Outcome {
+    let mut ctx = Ctx {
+        shared: &shared,
+        snapshot: &snapshot,
+        conn: &conn,
+        request_id: headers::request_id(req.headers()),
         route: Arc::clone(&UNMATCHED_ROUTE),
         reason: "",
         upstream_seconds: None,
@@ -100,25 +115,23 @@ pub async fn handle(
     };
     let span_facts = crate::trace::RequestFacts::capture(
         snapshot.config.tracing.export.is_some(),
-        &outcome.trace,
+        &ctx.trace,
         &req,
     );
     let origin = req.headers().get(header::ORIGIN).cloned();
 
-    let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or_default(), method = %method);
-    let result = pipeline(&shared, &snapshot, &conn, &request_id, req, &mut outcome)
-        .instrument(span)
-        .await;
+    let span = tracing::info_span!("request", request_id = ctx.request_id.to_str().unwrap_or_default(), method = %method);
+    let result = pipeline(&mut ctx, req).instrument(span).await;
 
     let (mut response, decision) = match result {
         Ok(response) => (response, Decision::Allow),
         Err(reject) => {
             let reason = reject.reason();
-            outcome.reason = reason.as_str();
+            ctx.reason = reason.as_str();
             if reject.is_auth_failure() {
-                shared.metrics.auth_failure(&outcome.route, reason);
+                shared.metrics.auth_failure(&ctx.route, reason);
             } else {
-                shared.metrics.rejection(&outcome.route, reason);
+                shared.metrics.rejection(&ctx.route, reason);
             }
             let decision = if reject.status().is_server_error() {
                 Decision::Error
@@ -130,67 +143,75 @@ pub async fn handle(
     };
     response
         .headers_mut()
-        .insert(REQUEST_ID, request_id.clone());
-    if let (Some(cors), false) = (&snapshot.config.cors, outcome.preflight) {
+        .insert(REQUEST_ID, ctx.request_id.clone());
+    if let (Some(cors), false) = (&snapshot.config.cors, ctx.preflight) {
         cors.decorate(origin.as_ref(), response.headers_mut());
     }
+    record(ctx, &method, decision, &response, started, span_facts);
+    response
+}
+
+/// The record phase: metrics, the access-log line and the exported span, for every request.
+fn record(
+    ctx: Ctx<'_>,
+    method: &Method,
+    decision: Decision,
+    response: &Response<ProxyBody>,
+    started: Instant,
+    span_facts: Option<crate::trace::RequestFacts>,
+) {
+    let metrics = &ctx.shared.metrics;
     let elapsed = started.elapsed().as_secs_f64();
-    shared.metrics.request(
-        &outcome.route,
-        &method,
-        decision,
-        response.status(),
-        elapsed,
-    );
-    if let Some(up) = outcome.upstream_seconds {
-        shared.metrics.upstream(&outcome.route, up);
+    metrics.request(&ctx.route, method, decision, response.status(), elapsed);
+    if let Some(up) = ctx.upstream_seconds {
+        metrics.upstream(&ctx.route, up);
     }
     tracing::info!(
         target: "jwtgate::access",
-        request_id = request_id.to_str().unwrap_or_default(),
-        peer = %conn.peer.ip(),
+        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        peer = %ctx.conn.peer.ip(),
         method = %method,
-        route = &*outcome.route,
+        route = &*ctx.route,
         decision = decision.as_str(),
-        reason = outcome.reason,
+        reason = ctx.reason,
         status = response.status().as_u16(),
         latency_ms = elapsed * 1000.0,
-        upstream_ms = outcome.upstream_seconds.map(|s| s * 1000.0),
+        upstream_ms = ctx.upstream_seconds.map(|s| s * 1000.0),
     );
     // Only a sampled request with export configured has facts: nothing to do otherwise.
     #[cfg(feature = "otlp")]
-    if let (Some(request), Some(exporter)) = (span_facts, &*shared.exporter.load()) {
+    if let (Some(request), Some(exporter)) = (span_facts, &*ctx.shared.exporter.load()) {
+        let snapshot = ctx.snapshot;
         let route_pattern = snapshot
             .config
             .routes
             .iter()
-            .find(|(_, _, r)| Arc::ptr_eq(&r.name, &outcome.route))
+            .find(|(_, _, r)| Arc::ptr_eq(&r.name, &ctx.route))
             .map(|(pattern, _, _)| Box::from(pattern.as_str()));
         exporter.export(crate::trace::SpanRecord {
-            context: outcome.trace,
+            context: ctx.trace,
             end: request.end(),
             request,
-            method,
+            method: method.clone(),
             status: response.status().as_u16(),
-            route: outcome.route,
+            route: ctx.route,
             route_pattern,
             decision: decision.as_str(),
-            reason: outcome.reason,
-            scheme: conn.proto,
-            peer: conn.peer,
-            peer_trusted: snapshot.config.headers.is_trusted(conn.peer.ip()),
-            request_id,
+            reason: ctx.reason,
+            scheme: ctx.conn.proto,
+            peer: ctx.conn.peer,
+            peer_trusted: snapshot.config.headers.is_trusted(ctx.conn.peer.ip()),
+            request_id: ctx.request_id,
         });
     }
     #[cfg(not(feature = "otlp"))]
     let _ = span_facts;
-    response
 }
 
-/// Who the request is, once authenticated.
+/// Who the request is, once authenticated, and the rules its claims are judged by.
 enum Caller {
     Anonymous,
-    Token(Arc<token::VerifiedToken>),
+    Token(Arc<token::VerifiedToken>, Arc<token::IssuerPolicy>),
     Session(Box<Identity>),
 }
 
@@ -202,114 +223,198 @@ enum Decided {
     Respond(Box<Response<ProxyBody>>),
 }
 
+/// What a request names, read once: the host (RFC 9112 §3.2), the normalised path, the query.
+struct Target<'a> {
+    host: Option<HeaderValue>,
+    path: String,
+    query: Option<&'a str>,
+}
+
+/// How the request is routed, once jwtgate's own paths have passed it on.
+struct Routing {
+    /// The method routes are matched with: a forwarded preflight's requested method.
+    method: Method,
+    /// A CORS preflight the route handles itself: forwarded without authentication.
+    preflight_forward: bool,
+}
+
+/// Runs the phases in order; any of them may end the request with an answer or a refusal.
 async fn pipeline(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    request_id: &HeaderValue,
+    ctx: &mut Ctx<'_>,
     req: Request<ClientBody>,
-    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Reject> {
-    let config = &snapshot.config;
-    let plan = &config.headers;
-    if req.method() == Method::CONNECT {
-        return Err(Reject::BadPath(PathError::NotAbsolute));
-    }
     // Split so the URI can be read while the headers are rewritten.
     let (mut parts, body) = req.into_parts();
-    let host = headers::request_host(parts.version, &parts.uri, &parts.headers)?;
-    let path = routes::normalize(parts.uri.path(), config.paths)?;
-    let query = parts.uri.query();
-    // `scheme://host` as the client sees it: only sign-in needs it, so it is made on demand.
-    let base = || plan.external_base(&parts.headers, host.as_ref(), conn.peer.ip(), conn.proto);
-
-    // jwtgate's own paths come before any route.
-    if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(&path)) {
-        outcome.route = Arc::from(LOGIN_ROUTE);
-        let base = base().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
-        let response = login
-            .handle_own(&parts.headers, &path, query, &base)
-            .await?;
-        return Ok(response.map(Either::Right));
-    }
-    if let Some(prefix) = config.forward_auth.as_deref() {
-        if let Some(rest) = under(&path, prefix) {
-            return forward_auth(shared, snapshot, conn, &parts, rest, &base, outcome).await;
-        }
-    }
-
-    // CORS preflights: answered from [cors], or passed upstream unauthenticated for routes
-    // that handle CORS themselves; browsers never send credentials on a preflight.
-    let mut method = parts.method.clone();
-    let mut preflight_forward = false;
-    if let Some(requested) = cors::preflight(&parts.method, &parts.headers) {
-        if config
-            .routes
-            .lookup(&requested, &path)
-            .is_some_and(|r| r.preflight_forward)
-        {
-            method = requested;
-            preflight_forward = true;
-        } else if let Some(cors) = &config.cors {
-            outcome.preflight = true;
-            return Ok(cors
-                .answer_preflight::<Full<Bytes>>(&parts.headers)
-                .map(Either::Right));
-        }
-    }
-
-    let route = config
-        .routes
-        .lookup(&method, &path)
-        .ok_or(Reject::NoRoute)?;
-    outcome.route = Arc::clone(&route.name);
-
-    // Authenticate and authorise before touching the request.
-    let (caller, set_cookies) = if preflight_forward {
+    let uri = parts.uri.clone();
+    let target = target(ctx, &parts, &uri)?;
+    let base = || {
+        ctx.snapshot.config.headers.external_base(
+            &parts.headers,
+            target.host.as_ref(),
+            ctx.conn.peer.ip(),
+            ctx.conn.proto,
+        )
+    };
+    let routing = match own_paths(ctx, &parts, &target, &base).await? {
+        Own::Answer(answer) => return Ok(*answer),
+        Own::Route(routing) => routing,
+    };
+    let route = route(ctx, &routing.method, &target.path)?;
+    let (caller, set_cookies) = if routing.preflight_forward {
         (Caller::Anonymous, Vec::new())
     } else {
         let request = Asking {
             headers: &parts.headers,
             method: &parts.method,
-            path: &path,
-            query,
+            path: &target.path,
+            query: target.query,
             base: &base,
         };
-        match authenticate(shared, snapshot, route, &request).await? {
+        match authenticate(ctx, route, &request).await? {
             Decided::Respond(response) => return Ok(*response),
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
+    authorise(ctx.snapshot, route, &caller)?;
+    let upgrade = rewrite_request(ctx, route, &caller, &mut parts, target)?;
+    let response = forward(ctx, Request::from_parts(parts, body), upgrade).await?;
+    Ok(rewrite_response(response, set_cookies))
+}
 
-    // Rewrite headers: strip what the client may not say, then add what we vouch for.
+/// Target phase: the host and the normalised path, or 400.
+fn target<'u>(
+    ctx: &Ctx<'_>,
+    parts: &http::request::Parts,
+    uri: &'u http::Uri,
+) -> Result<Target<'u>, Reject> {
+    if parts.method == Method::CONNECT {
+        return Err(Reject::BadPath(PathError::NotAbsolute));
+    }
+    Ok(Target {
+        host: headers::request_host(parts.version, uri, &parts.headers)?,
+        path: routes::normalize(uri.path(), ctx.snapshot.config.paths)?,
+        query: uri.query(),
+    })
+}
+
+/// What the own-paths phase made of a request.
+enum Own {
+    /// jwtgate answered it (boxed: a response is large, and this is the rarer case).
+    Answer(Box<Response<ProxyBody>>),
+    /// It goes on to routing.
+    Route(Routing),
+}
+
+/// Own-paths phase: jwtgate's sign-in paths and forward-auth come before any route, and CORS
+/// preflights are answered from `[cors]` (or passed upstream unauthenticated for routes that
+/// handle CORS themselves; browsers never send credentials on a preflight).
+async fn own_paths<B: Fn() -> Option<String>>(
+    ctx: &mut Ctx<'_>,
+    parts: &http::request::Parts,
+    target: &Target<'_>,
+    base: &B,
+) -> Result<Own, Reject> {
+    let snapshot = ctx.snapshot;
+    let config = &snapshot.config;
+    let path = target.path.as_str();
+    if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(path)) {
+        ctx.route = Arc::from(LOGIN_ROUTE);
+        let base = base().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
+        let response = login
+            .handle_own(&parts.headers, path, target.query, &base)
+            .await?;
+        return Ok(Own::Answer(Box::new(response.map(Either::Right))));
+    }
+    if let Some(rest) = config.forward_auth.as_deref().and_then(|p| under(path, p)) {
+        let answer = forward_auth(ctx, parts, rest, base).await?;
+        return Ok(Own::Answer(Box::new(answer)));
+    }
+    let mut routing = Routing {
+        method: parts.method.clone(),
+        preflight_forward: false,
+    };
+    if let Some(requested) = cors::preflight(&parts.method, &parts.headers) {
+        if config
+            .routes
+            .lookup(&requested, path)
+            .is_some_and(|r| r.preflight_forward)
+        {
+            routing = Routing {
+                method: requested,
+                preflight_forward: true,
+            };
+        } else if let Some(cors) = &config.cors {
+            ctx.preflight = true;
+            let answer = cors.answer_preflight::<Full<Bytes>>(&parts.headers);
+            return Ok(Own::Answer(Box::new(answer.map(Either::Right))));
+        }
+    }
+    Ok(Own::Route(routing))
+}
+
+/// Route phase: the first route whose path and method match, or 404.
+fn route<'s>(ctx: &mut Ctx<'s>, method: &Method, path: &str) -> Result<&'s Route, Reject> {
+    let route = ctx
+        .snapshot
+        .config
+        .routes
+        .lookup(method, path)
+        .ok_or(Reject::NoRoute)?;
+    ctx.route = Arc::clone(&route.name);
+    Ok(route)
+}
+
+/// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for,
+/// and aim the request at the upstream. Whether the client asked for a WebSocket upgrade.
+fn rewrite_request(
+    ctx: &Ctx<'_>,
+    route: &Route,
+    caller: &Caller,
+    parts: &mut http::request::Parts,
+    target: Target<'_>,
+) -> Result<bool, Reject> {
+    let snapshot = ctx.snapshot;
+    let plan = &snapshot.config.headers;
     let upstream_uri = snapshot
         .upstream
-        .uri(&path, query)
+        .uri(&target.path, target.query)
         .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
     let headers = &mut parts.headers;
-    plan.strip_inbound(headers, conn.peer.ip(), &route.keep_override_headers);
+    plan.strip_inbound(headers, ctx.conn.peer.ip(), &route.keep_override_headers);
     if let Some(login) = &snapshot.login {
         cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
     }
-    add_identity(snapshot, headers, &caller);
-    plan.add_forwarded(headers, &conn.peer_value, conn.proto, host.clone());
-    headers.insert(TRACEPARENT, outcome.trace.traceparent());
-    headers.insert(REQUEST_ID, request_id.clone());
-    if let Some(host) = host {
+    add_identity(snapshot, headers, caller);
+    plan.add_forwarded(
+        headers,
+        &ctx.conn.peer_value,
+        ctx.conn.proto,
+        target.host.clone(),
+    );
+    headers.insert(TRACEPARENT, ctx.trace.traceparent());
+    headers.insert(REQUEST_ID, ctx.request_id.clone());
+    if let Some(host) = target.host {
         headers.insert(header::HOST, host);
     }
     parts.uri = upstream_uri;
     parts.version = snapshot.upstream.version();
+    Ok(upgrade)
+}
 
-    let req = Request::from_parts(parts, body);
-    let mut response = forward(snapshot, req, upgrade, outcome)
-        .await?
-        .map(Either::Left);
+/// Rewrite-response phase: the upstream's answer without hop-by-hop headers (an upgrade keeps
+/// its own), plus the session cookies authentication set.
+fn rewrite_response(
+    mut response: Response<UpstreamBody>,
+    set_cookies: Vec<HeaderValue>,
+) -> Response<ProxyBody> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(response.headers_mut());
+    }
     for cookie in set_cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    Ok(response)
+    response.map(Either::Left)
 }
 
 /// The parts of a request authentication reads.
@@ -337,13 +442,14 @@ fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// Authenticates and authorises a request for `route`.
+/// Authenticate phase: who the request is, per the route's auth mode (missing or invalid
+/// credentials are refused here), or an answer of its own (a redirect to sign in).
 async fn authenticate<B: Fn() -> Option<String>>(
-    shared: &Shared,
-    snapshot: &Snapshot,
+    ctx: &Ctx<'_>,
     route: &Route,
     request: &Asking<'_, B>,
 ) -> Result<Decided, Reject> {
+    let snapshot = ctx.snapshot;
     let caller = match route.auth {
         AuthMode::None => Caller::Anonymous,
         AuthMode::Jwt | AuthMode::Optional => match token::bearer(request.headers)? {
@@ -352,41 +458,59 @@ async fn authenticate<B: Fn() -> Option<String>>(
             Some(raw) => {
                 let (verified, policy) = token::verify(
                     &snapshot.issuers,
-                    &shared.token_cache,
-                    &shared.metrics,
+                    &ctx.shared.token_cache,
+                    &ctx.shared.metrics,
                     raw,
                     unix_now(),
                 )
                 .await?;
-                authorize(route, &policy, &verified.claims)?;
-                Caller::Token(verified)
+                Caller::Token(verified, policy)
             }
         },
         AuthMode::Login => {
             let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
             let base = (request.base)().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
             let return_to = with_query(request.path, request.query);
-            match login
+            return match login
                 .gate(request.headers, request.method, &return_to, &base)
                 .await?
             {
                 Gate::Respond(response) => {
-                    return Ok(Decided::Respond(Box::new(response.map(Either::Right))));
+                    Ok(Decided::Respond(Box::new(response.map(Either::Right))))
                 }
                 Gate::Forward(identity, cookies) => {
-                    let caller = match identity {
-                        Some(identity) => {
-                            authorize(route, login.policy(), &identity.claims)?;
-                            Caller::Session(Box::new(identity))
-                        }
-                        None => Caller::Anonymous,
-                    };
-                    return Ok(Decided::Caller(caller, cookies));
+                    let caller = identity.map_or(Caller::Anonymous, |identity| {
+                        Caller::Session(Box::new(identity))
+                    });
+                    Ok(Decided::Caller(caller, cookies))
                 }
-            }
+            };
         }
     };
     Ok(Decided::Caller(caller, Vec::new()))
+}
+
+/// Authorise phase: the route's requirements (token kind and issuer: 401; scopes, groups,
+/// claims: 403) on the caller's claims. Anonymous callers have nothing to check.
+fn authorise(snapshot: &Snapshot, route: &Route, caller: &Caller) -> Result<(), Reject> {
+    let (policy, claims) = match caller {
+        Caller::Anonymous => return Ok(()),
+        Caller::Token(token, policy) => (&**policy, &token.claims),
+        Caller::Session(identity) => {
+            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
+            (login.policy(), &identity.claims)
+        }
+    };
+    route
+        .requirements
+        .check(policy, claims)
+        .map_err(|denial| match denial {
+            Denial::Token(e) => Reject::InvalidToken(e),
+            Denial::Forbidden(reason) => Reject::Forbidden {
+                reason,
+                scope: route.requirements.required_scope.clone(),
+            },
+        })
 }
 
 /// Adds the identity headers jwtgate vouches for: claim headers, and ALB's for sessions.
@@ -394,7 +518,7 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
     let plan = &snapshot.config.headers;
     match caller {
         Caller::Anonymous => {}
-        Caller::Token(token) => {
+        Caller::Token(token, _) => {
             plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
         }
         Caller::Session(identity) => {
@@ -413,16 +537,13 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
 /// `X-Original-Method/-URI` (nginx) only when the peer is a trusted proxy; otherwise, and for
 /// Envoy, the path below the forward-auth prefix names the original path.
 async fn forward_auth<B: Fn() -> Option<String>>(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
+    ctx: &mut Ctx<'_>,
     req: &http::request::Parts,
     suffix: &str,
     base: &B,
-    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Reject> {
-    let plan = &snapshot.config.headers;
-    let trusted = plan.is_trusted(conn.peer.ip());
+    let snapshot = ctx.snapshot;
+    let trusted = snapshot.config.headers.is_trusted(ctx.conn.peer.ip());
     let header = |names: &[&str]| {
         names.iter().find_map(|n| {
             req.headers
@@ -441,12 +562,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             with_query(path, req.uri.query())
         });
     let (path, query) = original_target(&uri, snapshot.config.paths)?;
-    let route = snapshot
-        .config
-        .routes
-        .lookup(&method, &path)
-        .ok_or(Reject::NoRoute)?;
-    outcome.route = Arc::clone(&route.name);
+    let route = route(ctx, &method, &path)?;
     let request = Asking {
         headers: &req.headers,
         method: &method,
@@ -454,9 +570,10 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         query,
         base,
     };
-    match authenticate(shared, snapshot, route, &request).await? {
+    match authenticate(ctx, route, &request).await? {
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
+            authorise(snapshot, route, &caller)?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);
@@ -480,30 +597,14 @@ pub fn original_target(
     Ok((routes::normalize(raw_path, options)?, query))
 }
 
-fn authorize(
-    route: &crate::compile::Route,
-    policy: &token::IssuerPolicy,
-    claims: &token::Claims,
-) -> Result<(), Reject> {
-    route
-        .requirements
-        .check(policy, claims)
-        .map_err(|denial| match denial {
-            Denial::Token(e) => Reject::InvalidToken(e),
-            Denial::Forbidden(reason) => Reject::Forbidden {
-                reason,
-                scope: route.requirements.required_scope.clone(),
-            },
-        })
-}
-
+/// Forward phase: sends the request to the upstream and waits for its response head (within
+/// `response_timeout` of the client's body being sent); bridges a WebSocket upgrade.
 async fn forward(
-    snapshot: &Snapshot,
+    ctx: &mut Ctx<'_>,
     mut req: Request<ClientBody>,
     upgrade: bool,
-    outcome: &mut Outcome,
 ) -> Result<Response<UpstreamBody>, Reject> {
-    let upstream = &snapshot.upstream;
+    let upstream = &ctx.snapshot.upstream;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
     // The response timeout starts once the client's body has been sent: a slow upload is the
@@ -536,7 +637,7 @@ async fn forward(
     if let Some(uploaded) = uploaded.as_mut() {
         body_failed |= uploaded.try_recv() == Ok(UploadEnd::BodyFailed);
     }
-    outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+    ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
     let mut response = match result {
         None | Some(Err(_)) if body_failed => {
             tracing::info!("client request body failed on its way upstream");
@@ -566,8 +667,6 @@ async fn forward(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
-        return Ok(response);
     }
-    headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)
 }
