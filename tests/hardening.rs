@@ -126,13 +126,24 @@ async fn h1(addr: SocketAddr, via: Via, target: &str, fields: &[(&str, &str)]) -
     read_response(&mut stream).await
 }
 
-async fn h2(addr: SocketAddr, target: &str, fields: &[(&str, &str)]) -> u16 {
+/// An HTTP/2 connection (prior knowledge) to `addr`, driven in the background.
+async fn h2_sender<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+async fn h2(addr: SocketAddr, target: &str, fields: &[(&str, &str)]) -> u16 {
+    let mut sender = h2_sender(addr).await;
     let mut req = Request::get(target).body(Empty::<Bytes>::new()).unwrap();
     for (name, value) in fields {
         req.headers_mut().append(
@@ -446,12 +457,7 @@ async fn three_ways(s: &Setup, path: &str) -> Vec<(&'static str, u16, String, St
         exchange_to_end(addr, get.as_bytes()).await,
         exchange_to_end(addr, post.as_bytes()).await,
     );
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_sender(addr).await;
     let req = Request::get(format!("http://gw{path}"))
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -581,12 +587,7 @@ async fn client_trailers_never_reach_the_upstream() {
     assert_eq!(field(&seen, "trailer"), None, "{seen}");
 
     // HTTP/2: a trailers frame after the data.
-    let stream = TcpStream::connect(s.proxy.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_sender(s.proxy.addr).await;
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-user-sub", HeaderValue::from_static("evil"));
     let frames = futures_util::stream::iter([
