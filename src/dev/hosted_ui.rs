@@ -13,8 +13,8 @@ use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Map, Value, json};
 
-use super::issuer::{DEMO_CLIENT_ID, User, access_claims, id_claims, user};
 use super::json_response;
+use super::users::{DEMO_CLIENT_ID, User, access_claims, id_claims, user};
 use crate::login::oidc::{pkce_challenge, random_token};
 use crate::token::unix_now;
 

@@ -4,6 +4,7 @@
 pub mod echo;
 pub mod hosted_ui;
 pub mod issuer;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,166 @@
+//! The live state: `Shared` (what outlives a config: key stores, the token cache, metrics, the
+//! exporter) and `Snapshot` (one config with what it needs bound, swapped whole on reload).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::compile::Config;
+use crate::jwks::{KeyManager, KeySettings};
+use crate::login::{Login, LoginRuntime};
+use crate::metrics::Metrics;
+use crate::token::{Issuers, TokenCache};
+use crate::upstream::Upstream;
+use crate::StartError;
+
+/// Everything one request reads, swapped as a whole on reload: a request loads it once and
+/// keeps that `Arc` to the end, so it never sees half of an old config and half of a new one.
+pub struct Snapshot {
+    /// The checked configuration.
+    pub config: Config,
+    /// Issuer policies with their live key stores.
+    pub issuers: Issuers,
+    /// The upstream client (its pool belongs to this config).
+    pub upstream: Upstream,
+    /// Browser sign-in, when configured.
+    pub login: Option<Arc<Login>>,
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The live configuration.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Key stores; they survive reloads.
+    pub keys: KeyManager,
+    /// Verified tokens; they survive reloads (claims are re-checked against the live config).
+    pub token_cache: TokenCache,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Sign-in state that survives reloads (generated keys, refreshes in flight, Redis).
+    pub login_runtime: Arc<LoginRuntime>,
+    /// Set on shutdown: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// OTLP span export, when an endpoint is configured (`[tracing]` or `OTEL_*`); replaced
+    /// when a reload changes the export settings.
+    #[cfg(feature = "otlp")]
+    pub exporter: arc_swap::ArcSwapOption<crate::trace::Exporter>,
+}
+
+/// Starts the span exporter `settings` asks for, if any.
+#[cfg(feature = "otlp")]
+fn start_exporter(
+    settings: &crate::compile::TracingSettings,
+) -> Result<Option<Arc<crate::trace::Exporter>>, String> {
+    let Some(export) = &settings.export else {
+        return Ok(None);
+    };
+    let exporter = crate::trace::Exporter::start(export)?;
+    // Never the header values: they are usually credentials.
+    tracing::info!(
+        url = %export.url,
+        protocol = export.protocol.as_str(),
+        headers = export.headers.len(),
+        sampler = %settings.sampler,
+        "exporting spans over OTLP"
+    );
+    Ok(Some(Arc::new(exporter)))
+}
+
+impl Shared {
+    /// Builds the state and starts fetching keys. Must run inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let keys = KeyManager::new(Arc::clone(&metrics)).map_err(StartError::HttpClient)?;
+        let login_runtime = Arc::new(LoginRuntime::new().map_err(StartError::HttpClient)?);
+        let token_cache = TokenCache::new(config.token_cache_bytes);
+        #[cfg(feature = "otlp")]
+        let exporter = arc_swap::ArcSwapOption::new(
+            start_exporter(&config.tracing).map_err(StartError::Tracing)?,
+        );
+        let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
+        Ok(Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            keys,
+            token_cache,
+            metrics,
+            login_runtime,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "otlp")]
+            exporter,
+        }))
+    }
+
+    /// Waits until every issuer has keys, at most `timeout`; whether they all do.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.snapshot.load().issuers.all_ready() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Installs a new configuration atomically. Listener addresses, limits and the token cache
+    /// size are fixed at start; a change to them is logged and takes effect on restart.
+    pub fn install(&self, config: Config) -> Result<(), StartError> {
+        let old = self.snapshot.load();
+        if old.config.listen != config.listen || old.config.admin_listen != config.admin_listen {
+            tracing::warn!("listener addresses changed; restart jwtgate to apply");
+        }
+        // A new exporter only when the export settings changed; the old one sends what it
+        // holds, then stops.
+        #[cfg(feature = "otlp")]
+        let exporter = (old.config.tracing.export != config.tracing.export)
+            .then(|| start_exporter(&config.tracing))
+            .transpose()
+            .map_err(StartError::Tracing)?;
+        let snapshot = bind(config, &self.keys, &self.login_runtime, &self.metrics)?;
+        self.snapshot.store(Arc::new(snapshot));
+        #[cfg(feature = "otlp")]
+        if let Some(exporter) = exporter {
+            self.exporter.store(exporter);
+        }
+        Ok(())
+    }
+}
+
+/// Attaches live key stores (started or kept by the manager), the login runtime and a fresh
+/// upstream pool to a checked config.
+fn bind(
+    config: Config,
+    keys: &KeyManager,
+    login_runtime: &Arc<LoginRuntime>,
+    metrics: &Arc<Metrics>,
+) -> Result<Snapshot, StartError> {
+    let mut settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
+    settings.extend(config.login.as_ref().map(|l| l.keys.clone()));
+    let mut stores = keys.sync(&settings);
+    let login_store = config.login.as_ref().and_then(|_| stores.pop());
+    let issuers = Issuers::new(
+        config
+            .issuers
+            .iter()
+            .map(|(policy, _)| Arc::clone(policy))
+            .zip(stores),
+    );
+    let login = match (&config.login, login_store) {
+        (Some(settings), Some(store)) => Some(Arc::new(Login::new(
+            settings.clone(),
+            store,
+            login_runtime,
+            metrics,
+        )?)),
+        _ => None,
+    };
+    let upstream = Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?;
+    Ok(Snapshot {
+        config,
+        issuers,
+        upstream,
+        login,
+    })
+}
