@@ -585,12 +585,15 @@ async fn forward_auth<B: Fn() -> Option<String>>(
     }
 }
 
-/// The forward-auth original URI split at the first `?`: its normalised path and its query.
+/// The forward-auth original URI split at the first `?`: its normalised path and its query. A
+/// fragment (`#…`, which no client sends but a raw request line may hold) is cut off first, as
+/// `http::Uri` does for the request line itself: `/admin#/../public` names `/admin`.
 #[doc(hidden)]
 pub fn original_target(
     uri: &str,
     options: routes::PathOptions,
 ) -> Result<(String, Option<&str>), PathError> {
+    let uri = uri.split('#').next().unwrap_or_default();
     let (raw_path, query) = uri
         .split_once('?')
         .map_or((uri, None), |(p, q)| (p, Some(q)));

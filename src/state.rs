@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::StartError;
 use crate::compile::Config;
 use crate::jwks::{KeyManager, KeySettings};
 use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
 use crate::token::{Issuers, TokenCache};
 use crate::upstream::Upstream;
-use crate::StartError;
 
 /// Everything one request reads, swapped as a whole on reload: a request loads it once and
 /// keeps that `Arc` to the end, so it never sees half of an old config and half of a new one.

@@ -236,4 +236,18 @@ async fn forwarded_uri_is_believed_only_from_trusted_proxies() {
         400,
         "the original URI is normalised like any request path"
     );
+    // A fragment is not part of the path: `/admin#/../health` names /admin, as the upstream
+    // behind the asking proxy reads it, not /health.
+    let res = env
+        .http
+        .get(env.proxy.url("/auth"))
+        .header("x-forwarded-uri", "/admin/x#/../../health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "decided as /admin/x, which needs a token"
+    );
 }
