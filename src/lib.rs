@@ -3,7 +3,8 @@
 //! The request path lives in [`proxy`]; the pieces it calls are one module each: [`routes`]
 //! (normalise and match), [`token`] (bearer validation), [`jwks`] (keys), [`authz`] (route
 //! requirements), [`headers`] (what the upstream sees), [`error`] (what the client sees).
-//! [`compile`] turns the TOML ([`config`]) into the [`Snapshot`] that one request reads.
+//! [`compile`] turns the TOML ([`config`]) into the checked [`settings`] that each [`Snapshot`]
+//! holds, and one request reads.
 
 pub mod admin;
 pub mod authz;
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod start;
 pub mod tls;
 pub mod token;
@@ -35,10 +37,10 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::compile::Config;
 use crate::jwks::{KeyManager, KeySettings};
 use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
+use crate::settings::Config;
 use crate::token::{Issuers, TokenCache};
 use crate::upstream::Upstream;
 
@@ -80,7 +82,7 @@ pub struct Shared {
 /// Starts the span exporter `settings` asks for, if any.
 #[cfg(feature = "otlp")]
 fn start_exporter(
-    settings: &compile::TracingSettings,
+    settings: &settings::TracingSettings,
 ) -> Result<Option<Arc<trace::Exporter>>, String> {
     let Some(export) = &settings.export else {
         return Ok(None);

@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::authz::Denial;
-use crate::compile::{AuthMode, Route};
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
@@ -22,6 +21,7 @@ use crate::login::cookies;
 use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
+use crate::settings::{AuthMode, Route};
 use crate::token::{self, unix_now};
 use crate::upstream::{ClientBody, UploadEnd, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
@@ -477,7 +477,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
 }
 
 fn authorize(
-    route: &crate::compile::Route,
+    route: &crate::settings::Route,
     policy: &token::IssuerPolicy,
     claims: &token::Claims,
 ) -> Result<(), Reject> {

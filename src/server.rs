@@ -18,8 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::compile::Limits;
 use crate::proxy::{self, ConnInfo};
+use crate::settings::Limits;
 use crate::upstream::ClientBody;
 use crate::{Shared, admin, tls};
 

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::compile::UpstreamSettings;
+use crate::settings::UpstreamSettings;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 

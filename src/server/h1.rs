@@ -28,9 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::Shared;
-use crate::compile::Limits;
 use crate::http1::{self, Outgoing, ParsedRequest, RequestSpans};
 use crate::proxy::{self, ConnInfo, ProxyBody};
+use crate::settings::Limits;
 use crate::upstream::ClientBody;
 
 /// Bytes asked of the socket per read.
