@@ -1,0 +1,513 @@
+//! `[login]`: ALB-style browser sign-in (the IdP, the client, cookies and sessions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use toml::Spanned;
+
+use super::diags::{Diags, is_http_url, strings};
+use super::issuers::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
+    cognito_region,
+};
+use crate::config::RawLogin;
+use crate::jwks::{KeySettings, KeySource};
+use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
+use crate::login::cookies::CookieKeys;
+use crate::login::oidc::{ClientAuth, EndpointConfig, Endpoints};
+use crate::login::{CALLBACK_PATH, LoginSettings, OnUnauthenticated, Redacted};
+use crate::routes::{PathOptions, Router};
+use crate::settings::{AuthMode, Route};
+use crate::token::IssuerPolicy;
+
+/// Most `extra_params` (ALB allows 10).
+const MAX_EXTRA_PARAMS: usize = 10;
+/// Authorization parameters jwtgate sets itself.
+const RESERVED_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// `[login]`, when the file has one.
+pub(super) fn compile(
+    d: &mut Diags<'_>,
+    raw: Option<&Spanned<RawLogin>>,
+    paths: PathOptions,
+) -> Option<LoginSettings> {
+    let raw = raw?;
+    let span = raw.span();
+    let r = raw.get_ref();
+    let before = d.count();
+    let url_field = |d: &mut Diags<'_>, v: &Option<Spanned<String>>, key: &str| -> Option<String> {
+        let v = v.as_ref()?;
+        if is_http_url(v.get_ref()) {
+            Some(v.get_ref().clone())
+        } else {
+            d.err(
+                v.span(),
+                format!("login.{key}"),
+                format!("{:?} is not an http(s) URL", v.get_ref()),
+            );
+            None
+        }
+    };
+    let mut explicit = Endpoints {
+        authorization: url_field(d, &r.authorization_endpoint, "authorization_endpoint")
+            .unwrap_or_default(),
+        token: url_field(d, &r.token_endpoint, "token_endpoint").unwrap_or_default(),
+        user_info: url_field(d, &r.user_info_endpoint, "user_info_endpoint"),
+        end_session: url_field(d, &r.end_session_endpoint, "end_session_endpoint"),
+        jwks_uri: url_field(d, &r.jwks_uri, "jwks_uri"),
+    };
+    let mut cognito_logout = false;
+    let issuer = match (&r.issuer, &r.user_pool_id) {
+        (Some(iss), None) if is_http_url(iss.get_ref()) => iss.get_ref().clone(),
+        (Some(iss), None) => {
+            d.err(
+                iss.span(),
+                "login.issuer",
+                format!("{:?} is not an http(s) URL", iss.get_ref()),
+            );
+            return None;
+        }
+        (None, Some(pool)) => {
+            let Some(region) = cognito_region(pool.get_ref()) else {
+                d.err(
+                    pool.span(),
+                    "login.user_pool_id",
+                    format!(
+                        "{:?} is not a user pool id like us-east-1_AbC123",
+                        pool.get_ref()
+                    ),
+                );
+                return None;
+            };
+            if let Some(rg) = &r.region {
+                if rg.get_ref() != region {
+                    d.err(
+                        rg.span(),
+                        "login.region",
+                        format!("the user pool id says {region:?}"),
+                    );
+                }
+            }
+            let Some(domain) = &r.domain else {
+                d.err(pool.span(), "login.domain", "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
+                return None;
+            };
+            let host = domain
+                .get_ref()
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            if host.is_empty() || host.contains(['/', ' ']) {
+                d.err(domain.span(), "login.domain", "must be a host name");
+                return None;
+            }
+            let iss = format!(
+                "https://cognito-idp.{region}.amazonaws.com/{}",
+                pool.get_ref()
+            );
+            let or = |s: &mut String, v: String| {
+                if s.is_empty() {
+                    *s = v
+                }
+            };
+            or(
+                &mut explicit.authorization,
+                format!("https://{host}/oauth2/authorize"),
+            );
+            or(&mut explicit.token, format!("https://{host}/oauth2/token"));
+            explicit
+                .user_info
+                .get_or_insert_with(|| format!("https://{host}/oauth2/userInfo"));
+            explicit
+                .end_session
+                .get_or_insert_with(|| format!("https://{host}/logout"));
+            explicit
+                .jwks_uri
+                .get_or_insert_with(|| format!("{iss}/.well-known/jwks.json"));
+            cognito_logout = true;
+            iss
+        }
+        (Some(_), Some(pool)) => {
+            d.err(
+                pool.span(),
+                "login.user_pool_id",
+                "give either issuer or user_pool_id, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.err(
+                span,
+                "login",
+                "needs issuer = \"https://…\" (or the Cognito shorthand user_pool_id + domain)",
+            );
+            return None;
+        }
+    };
+    let complete = !explicit.authorization.is_empty()
+        && !explicit.token.is_empty()
+        && explicit.jwks_uri.is_some();
+    let discovery = (!complete).then(|| {
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        )
+    });
+    let key_source = match (&explicit.jwks_uri, &discovery) {
+        (Some(uri), _) => KeySource::Jwks(uri.clone()),
+        (None, Some(disc)) => KeySource::Discovery(disc.clone()),
+        (None, None) => KeySource::Discovery(format!("{issuer}/.well-known/openid-configuration")),
+    };
+    let client_id = r.client_id.get_ref().clone();
+    if client_id.is_empty() {
+        d.err(r.client_id.span(), "login.client_id", "must not be empty");
+    }
+    let client_secret = match (&r.client_secret_env, &r.client_secret_file) {
+        (Some(_), Some(f)) => {
+            d.err(
+                f.span(),
+                "login.client_secret_file",
+                "give client_secret_env or client_secret_file, not both",
+            );
+            None
+        }
+        (Some(var), None) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                d.err(
+                    var.span(),
+                    "login.client_secret_env",
+                    format!("environment variable {} is not set", var.get_ref()),
+                );
+                None
+            }
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+            Ok(_) => {
+                d.err(file.span(), "login.client_secret_file", "is empty");
+                None
+            }
+            Err(e) => {
+                d.err(
+                    file.span(),
+                    "login.client_secret_file",
+                    format!("cannot read {}: {e}", file.get_ref()),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let client_auth = d.choice(
+        &r.token_endpoint_auth,
+        "login.token_endpoint_auth",
+        &[
+            ("client_secret_basic", ClientAuth::Basic),
+            ("client_secret_post", ClientAuth::Post),
+        ],
+        ClientAuth::Basic,
+    );
+    let scope = r
+        .scope
+        .as_ref()
+        .map_or_else(|| "openid".to_owned(), |s| s.get_ref().clone());
+    if !scope.split_whitespace().any(|s| s == "openid") {
+        if let Some(s) = &r.scope {
+            d.err(s.span(), "login.scope", "must include openid");
+        }
+    }
+    let mut extra_params = Vec::new();
+    if let Some(params) = &r.extra_params {
+        if params.get_ref().len() > MAX_EXTRA_PARAMS {
+            d.err(
+                params.span(),
+                "login.extra_params",
+                format!("at most {MAX_EXTRA_PARAMS} parameters"),
+            );
+        }
+        for (k, v) in params.get_ref() {
+            if RESERVED_PARAMS.contains(&k.as_str()) {
+                d.err(
+                    v.span(),
+                    format!("login.extra_params.{k}"),
+                    "is set by jwtgate",
+                );
+            }
+            extra_params.push((k.clone(), v.get_ref().clone()));
+        }
+    }
+    let cookie_name = r.session_cookie_name.as_ref().map_or_else(
+        || "AWSELBAuthSessionCookie".to_owned(),
+        |n| n.get_ref().clone(),
+    );
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        if let Some(n) = &r.session_cookie_name {
+            d.err(
+                n.span(),
+                "login.session_cookie_name",
+                "letters, digits, '_' and '-' only",
+            );
+        }
+    }
+    let session_timeout = d.duration(
+        &r.session_timeout,
+        "login.session_timeout",
+        Duration::from_secs(7 * 86_400),
+    );
+    let on_unauthenticated = d.choice(
+        &r.on_unauthenticated,
+        "login.on_unauthenticated",
+        &[
+            ("authenticate", OnUnauthenticated::Authenticate),
+            ("deny", OnUnauthenticated::Deny),
+            ("allow", OnUnauthenticated::Allow),
+        ],
+        OnUnauthenticated::Authenticate,
+    );
+    let deny_api_clients = d.choice(
+        &r.api_clients,
+        "login.api_clients",
+        &[("deny", true), ("authenticate", false)],
+        true,
+    );
+    let logout_path = r
+        .logout_path
+        .as_ref()
+        .map_or_else(|| "/oauth2/sign_out".to_owned(), |p| p.get_ref().clone());
+    if !logout_path.starts_with('/')
+        || logout_path == CALLBACK_PATH
+        || crate::routes::normalize(&logout_path, paths)
+            .ok()
+            .as_deref()
+            != Some(logout_path.as_str())
+    {
+        if let Some(p) = &r.logout_path {
+            d.err(
+                p.span(),
+                "login.logout_path",
+                "must be a normalised absolute path other than the callback",
+            );
+        }
+    }
+    let logout_redirect = url_field(d, &r.logout_redirect, "logout_redirect");
+    let redirect_base =
+        url_field(d, &r.redirect_base, "redirect_base").map(|b| b.trim_end_matches('/').to_owned());
+    let secure_cookies = r.secure_cookies.as_ref().is_none_or(|s| *s.get_ref());
+    let cookie_keys = match (&r.cookie_keys_env, &r.cookie_keys_file) {
+        (Some(_), Some(f)) => {
+            d.err(
+                f.span(),
+                "login.cookie_keys_file",
+                "give cookie_keys_env or cookie_keys_file, not both",
+            );
+            Vec::new()
+        }
+        (Some(var), None) => match std::env::var(var.get_ref()) {
+            Ok(text) => CookieKeys::parse_list(&text).unwrap_or_else(|e| {
+                d.err(var.span(), "login.cookie_keys_env", e);
+                Vec::new()
+            }),
+            Err(_) => {
+                d.err(
+                    var.span(),
+                    "login.cookie_keys_env",
+                    format!("environment variable {} is not set", var.get_ref()),
+                );
+                Vec::new()
+            }
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
+            Ok(text) => CookieKeys::parse_list(&text).unwrap_or_else(|e| {
+                d.err(file.span(), "login.cookie_keys_file", e);
+                Vec::new()
+            }),
+            Err(e) => {
+                d.err(
+                    file.span(),
+                    "login.cookie_keys_file",
+                    format!("cannot read {}: {e}", file.get_ref()),
+                );
+                Vec::new()
+            }
+        },
+        (None, None) => Vec::new(),
+    };
+    let redis = d.choice(
+        &r.session_store,
+        "login.session_store",
+        &[("cookie", false), ("redis", true)],
+        false,
+    );
+    // The URL from the file, or from an environment variable (a password stays out of the file).
+    let url_from_env = r
+        .redis_url_env
+        .as_ref()
+        .map(|var| match std::env::var(var.get_ref()) {
+            Ok(url) => Some((url, var.span(), "login.redis_url_env")),
+            Err(_) => {
+                d.err(
+                    var.span(),
+                    "login.redis_url_env",
+                    format!("environment variable {} is not set", var.get_ref()),
+                );
+                None
+            }
+        });
+    let url = match (&r.redis_url, url_from_env) {
+        (Some(u), None) => Some((u.get_ref().clone(), u.span(), "login.redis_url")),
+        (None, Some(found)) => found,
+        (Some(u), Some(_)) => {
+            d.err(
+                u.span(),
+                "login.redis_url",
+                "give redis_url or redis_url_env, not both",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let redis_url = match (redis, url) {
+        (false, Some((_, span, key))) => {
+            d.err(span, key, "only used with session_store = \"redis\"");
+            None
+        }
+        (true, Some((url, _, _)))
+            if url.starts_with("redis://") || url.starts_with("rediss://") =>
+        {
+            Some(url)
+        }
+        (true, Some((_, span, key))) => {
+            d.err(span, key, "must start with redis:// (or rediss://)");
+            None
+        }
+        (true, None) if r.redis_url_env.is_none() => {
+            d.err(
+                span,
+                "login.redis_url",
+                "session_store = \"redis\" needs redis_url or redis_url_env",
+            );
+            None
+        }
+        _ => None,
+    };
+    let alb_signer = r
+        .alb_signer
+        .as_ref()
+        .map_or_else(|| DEFAULT_SIGNER.to_owned(), |s| s.get_ref().clone());
+    let arn_ok = alb_signer
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(partition, rest)| {
+            matches!(partition, "aws" | "aws-cn" | "aws-us-gov")
+                && rest.starts_with("elasticloadbalancing:")
+        });
+    if !arn_ok {
+        if let Some(s) = &r.alb_signer {
+            d.err(s.span(), "login.alb_signer", "must be a load balancer ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID)");
+        }
+    }
+    let alb_key = r.alb_key_file.as_ref().and_then(|f| {
+        match std::fs::read_to_string(f.get_ref())
+            .map_err(|e| format!("cannot read {}: {e}", f.get_ref()))
+            .and_then(|pem| AlbSigner::from_pem(&pem))
+        {
+            Ok(signer) => Some(Arc::new(signer)),
+            Err(e) => {
+                d.err(f.span(), "login.alb_key_file", e);
+                None
+            }
+        }
+    });
+    let mut algorithms = Vec::new();
+    for alg in strings(&r.algorithms) {
+        match alg.get_ref().parse::<Algorithm>() {
+            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
+                d.err(
+                    alg.span(),
+                    "login.algorithms",
+                    format!("{:?} is not an asymmetric JWS algorithm", alg.get_ref()),
+                );
+            }
+            Ok(a) => algorithms.push(a),
+        }
+    }
+    if algorithms.is_empty() {
+        algorithms.push(Algorithm::RS256);
+    }
+    if d.count() > before {
+        return None;
+    }
+    let issuer: Arc<str> = issuer.into();
+    let name: Arc<str> = "login".into();
+    let policy = Arc::new(IssuerPolicy {
+        name: Arc::clone(&name),
+        issuer: Arc::clone(&issuer),
+        audiences: vec![client_id.clone()],
+        skip_audience_check: false,
+        token_use: None,
+        algorithms: algorithms.clone(),
+        leeway_secs: i64::try_from(DEFAULT_LEEWAY.as_secs()).unwrap_or(60),
+    });
+    let keys = KeySettings {
+        name,
+        issuer: Arc::clone(&issuer),
+        source: key_source,
+        algorithms,
+        refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+        fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+    };
+    Some(LoginSettings {
+        issuer,
+        endpoints: EndpointConfig {
+            discovery,
+            explicit,
+        },
+        cognito_logout,
+        keys,
+        policy,
+        client_id,
+        client_secret: client_secret.map(Redacted),
+        client_auth,
+        scope,
+        extra_params,
+        cookie_name,
+        session_timeout,
+        on_unauthenticated,
+        deny_api_clients,
+        logout_path,
+        logout_redirect,
+        redirect_base,
+        secure_cookies,
+        cookie_keys: Redacted(cookie_keys),
+        redis_url,
+        alb_signer,
+        alb_key,
+    })
+}
+
+/// Routes with `auth = "login"` need a `[login]` table.
+pub(super) fn required(d: &mut Diags<'_>, routes: &Router<Route>, raw: Option<&Spanned<RawLogin>>) {
+    let needs_login = routes.iter().any(|(_, _, r)| r.auth == AuthMode::Login);
+    if needs_login && raw.is_none() {
+        d.err(
+            0..0,
+            "login",
+            "routes use auth = \"login\" but there is no [login] table",
+        );
+    }
+}
