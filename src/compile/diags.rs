@@ -134,6 +134,25 @@ impl<'a> Diags<'a> {
         }
     }
 
+    /// An `http(s)` URL; `None` when absent, or when not such a URL (which is reported).
+    pub(super) fn http_url(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<String> {
+        let v = value.as_ref()?;
+        if is_http_url(v.get_ref()) {
+            Some(v.get_ref().clone())
+        } else {
+            self.err(
+                v.span(),
+                key,
+                format!("{:?} is not an http(s) URL", v.get_ref()),
+            );
+            None
+        }
+    }
+
     /// A listen address like `0.0.0.0:8080`; `default` when absent.
     pub(super) fn socket(
         &mut self,

@@ -1,6 +1,8 @@
-//! `[[issuers]]`: who may sign the bearer tokens, and how their keys are fetched.
+//! `[[issuers]]`: who may sign the bearer tokens, and how their keys are fetched; and the issuer
+//! compiler `[login]` shares (the Cognito shorthand, the algorithms, the policy and key store).
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,87 +75,23 @@ fn issuer(
     let span = raw.span();
     let r = raw.get_ref();
     let errors_before = d.count();
-    // The exact `iss`, either written out or derived from the Cognito shorthand.
-    let (issuer, default_source) = match (&r.issuer, &r.user_pool_id) {
-        (Some(_), Some(pool)) => {
-            d.err(
-                pool.span(),
-                format!("{key}.user_pool_id"),
-                "give either issuer or user_pool_id, not both",
-            );
-            return None;
-        }
-        (Some(iss), None) => {
-            if !is_http_url(iss.get_ref()) {
-                d.err(
-                    iss.span(),
-                    format!("{key}.issuer"),
-                    format!("{:?} is not an http(s) URL", iss.get_ref()),
-                );
-                return None;
-            }
-            if let Some(region) = &r.region {
-                d.err(
-                    region.span(),
-                    format!("{key}.region"),
-                    "region goes with user_pool_id, not issuer",
-                );
-            }
-            let iss = iss.get_ref().clone();
-            let discovery = format!(
-                "{}/.well-known/openid-configuration",
-                iss.trim_end_matches('/')
-            );
-            (iss, KeySource::Discovery(discovery))
-        }
-        (None, Some(pool)) => {
-            let pool_id = pool.get_ref();
-            let Some(region) = cognito_region(pool_id) else {
-                d.err(
-                    pool.span(),
-                    format!("{key}.user_pool_id"),
-                    format!("{pool_id:?} is not a user pool id like us-east-1_AbC123"),
-                );
-                return None;
-            };
-            if let Some(r) = &r.region {
-                if r.get_ref() != region {
-                    d.err(
-                        r.span(),
-                        format!("{key}.region"),
-                        format!("the user pool id says {region:?}"),
-                    );
-                }
-            }
-            let iss = format!("https://cognito-idp.{region}.amazonaws.com/{pool_id}");
-            let jwks = format!("{iss}/.well-known/jwks.json");
-            (iss, KeySource::Jwks(jwks))
-        }
-        (None, None) => {
-            d.err(
-                span,
-                key,
-                "needs issuer = \"https://…\" (or the Cognito shorthand user_pool_id)",
-            );
-            return None;
-        }
+    let named = IssuerKeys {
+        key,
+        span: span.clone(),
+        issuer: &r.issuer,
+        user_pool_id: &r.user_pool_id,
+        region: &r.region,
+        algorithms: &r.algorithms,
+        dialect: ISSUERS,
     };
-    let source = match &r.jwks_uri {
-        Some(uri) if is_http_url(uri.get_ref()) => KeySource::Jwks(uri.get_ref().clone()),
-        Some(uri) => {
-            d.err(
-                uri.span(),
-                format!("{key}.jwks_uri"),
-                format!("{:?} is not an http(s) URL", uri.get_ref()),
-            );
-            default_source
-        }
-        None => default_source,
-    };
-    let name: Arc<str> = r
-        .name
-        .as_ref()
-        .map_or_else(|| issuer.as_str().into(), |n| n.get_ref().as_str().into());
+    let identity = named.identity(d)?;
+    let source = d
+        .http_url(&r.jwks_uri, &format!("{key}.jwks_uri"))
+        .map_or(identity.default_keys, KeySource::Jwks);
+    let name: Arc<str> = r.name.as_ref().map_or_else(
+        || identity.issuer.as_str().into(),
+        |n| n.get_ref().as_str().into(),
+    );
     let skip_audience_check = r.skip_audience_check.as_ref().is_some_and(|s| *s.get_ref());
     let audiences: Vec<String> = strings(&r.audiences)
         .iter()
@@ -189,36 +127,7 @@ fn issuer(
             None
         })
     });
-    let mut algorithms = Vec::new();
-    for alg in strings(&r.algorithms) {
-        match alg.get_ref().parse::<Algorithm>() {
-            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => d.err(
-                alg.span(),
-                format!("{key}.algorithms"),
-                "HMAC algorithms are refused: a shared secret cannot be published in a key set",
-            ),
-            Ok(a) => algorithms.push(a),
-            Err(_) => d.err(
-                alg.span(),
-                format!("{key}.algorithms"),
-                format!(
-                    "{:?} is not one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
-                    alg.get_ref()
-                ),
-            ),
-        }
-    }
-    if r.algorithms.is_none() {
-        algorithms.push(Algorithm::RS256);
-    } else if algorithms.is_empty() {
-        if let Some(a) = &r.algorithms {
-            d.err(
-                a.span(),
-                format!("{key}.algorithms"),
-                "must list at least one algorithm",
-            );
-        }
-    }
+    let algorithms = named.algorithms(d);
     let leeway = d.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
     if leeway > Duration::from_secs(600) {
         if let Some(l) = &r.leeway {
@@ -229,21 +138,23 @@ fn issuer(
             );
         }
     }
-    let refresh_interval = d.duration(
-        &r.refresh_interval,
-        &format!("{key}.refresh_interval"),
-        DEFAULT_REFRESH_INTERVAL,
-    );
-    let min_refetch_interval = d.duration(
-        &r.min_refetch_interval,
-        &format!("{key}.min_refetch_interval"),
-        DEFAULT_MIN_REFETCH_INTERVAL,
-    );
-    let fetch_timeout = d.duration(
-        &r.fetch_timeout,
-        &format!("{key}.fetch_timeout"),
-        DEFAULT_FETCH_TIMEOUT,
-    );
+    let fetching = Fetching {
+        refresh_interval: d.duration(
+            &r.refresh_interval,
+            &format!("{key}.refresh_interval"),
+            DEFAULT_REFRESH_INTERVAL,
+        ),
+        min_refetch_interval: d.duration(
+            &r.min_refetch_interval,
+            &format!("{key}.min_refetch_interval"),
+            DEFAULT_MIN_REFETCH_INTERVAL,
+        ),
+        fetch_timeout: d.duration(
+            &r.fetch_timeout,
+            &format!("{key}.fetch_timeout"),
+            DEFAULT_FETCH_TIMEOUT,
+        ),
+    };
     for (value, field, min) in [
         (
             &r.refresh_interval,
@@ -269,26 +180,241 @@ fn issuer(
     if d.count() > errors_before {
         return None;
     }
-    let issuer: Arc<str> = issuer.into();
     let policy = IssuerPolicy {
-        name: Arc::clone(&name),
-        issuer: Arc::clone(&issuer),
+        name,
+        issuer: identity.issuer.into(),
         audiences,
         skip_audience_check,
         token_use,
-        algorithms: algorithms.clone(),
+        algorithms,
         leeway_secs: i64::try_from(leeway.as_secs()).unwrap_or(0),
     };
-    let settings = KeySettings {
-        name,
-        issuer,
+    Some(build(policy, source, fetching))
+}
+
+/// Where `[[issuers]]` and `[login]` differ in naming an issuer (`[login]` keeps the checks
+/// it has always made).
+#[derive(Clone, Copy)]
+pub(super) struct Dialect {
+    /// The shorthand that the "needs issuer" message offers.
+    shorthand: &'static str,
+    /// `region` beside `issuer` is an error (else it is ignored).
+    region_needs_pool: bool,
+    /// One message for every refused algorithm, and an empty list means the default (else
+    /// HMAC and unknown names are told apart, and an empty list is an error).
+    lenient_algorithms: bool,
+}
+
+/// `[[issuers]]`.
+pub(super) const ISSUERS: Dialect = Dialect {
+    shorthand: "user_pool_id",
+    region_needs_pool: true,
+    lenient_algorithms: false,
+};
+
+/// `[login]`, whose Cognito shorthand also needs the hosted UI's domain.
+pub(super) const LOGIN: Dialect = Dialect {
+    shorthand: "user_pool_id + domain",
+    region_needs_pool: false,
+    lenient_algorithms: true,
+};
+
+/// The keys that name an issuer and its algorithms, as `[[issuers]]` and `[login]` both
+/// spell them.
+pub(super) struct IssuerKeys<'a> {
+    /// The table, as messages name it: `issuers[0]`, `login`.
+    pub key: &'a str,
+    /// The table's span, for a missing issuer.
+    pub span: Range<usize>,
+    /// `issuer`: the exact `iss`.
+    pub issuer: &'a Option<Spanned<String>>,
+    /// `user_pool_id`: the Cognito shorthand.
+    pub user_pool_id: &'a Option<Spanned<String>>,
+    /// `region`: optional with the shorthand, and must agree with the pool id.
+    pub region: &'a Option<Spanned<String>>,
+    /// `algorithms`: the allowed signing algorithms.
+    pub algorithms: &'a Option<Spanned<Vec<Spanned<String>>>>,
+    /// How this table differs.
+    pub dialect: Dialect,
+}
+
+/// Who an issuer is.
+pub(super) struct Identity<'a> {
+    /// The exact `iss`, written out or derived from the Cognito shorthand.
+    pub issuer: String,
+    /// Where its keys are unless `jwks_uri` says: the discovery document, or with the Cognito
+    /// shorthand the user pool's key set.
+    pub default_keys: KeySource,
+    /// The user pool id, when the Cognito shorthand named the issuer.
+    pub user_pool_id: Option<&'a Spanned<String>>,
+}
+
+impl<'a> IssuerKeys<'a> {
+    /// The issuer from `issuer`, or from `user_pool_id` (and `region`); `None` after a problem
+    /// that leaves nothing more to check.
+    pub fn identity(&self, d: &mut Diags<'_>) -> Option<Identity<'a>> {
+        let key = self.key;
+        match (self.issuer, self.user_pool_id) {
+            (Some(_), Some(pool)) => {
+                d.err(
+                    pool.span(),
+                    format!("{key}.user_pool_id"),
+                    "give either issuer or user_pool_id, not both",
+                );
+                None
+            }
+            (Some(iss), None) => {
+                if !is_http_url(iss.get_ref()) {
+                    d.err(
+                        iss.span(),
+                        format!("{key}.issuer"),
+                        format!("{:?} is not an http(s) URL", iss.get_ref()),
+                    );
+                    return None;
+                }
+                if let Some(region) = self
+                    .region
+                    .as_ref()
+                    .filter(|_| self.dialect.region_needs_pool)
+                {
+                    d.err(
+                        region.span(),
+                        format!("{key}.region"),
+                        "region goes with user_pool_id, not issuer",
+                    );
+                }
+                let issuer = iss.get_ref().clone();
+                Some(Identity {
+                    default_keys: KeySource::Discovery(discovery_url(&issuer)),
+                    issuer,
+                    user_pool_id: None,
+                })
+            }
+            (None, Some(pool)) => {
+                let pool_id = pool.get_ref();
+                let Some(region) = cognito_region(pool_id) else {
+                    d.err(
+                        pool.span(),
+                        format!("{key}.user_pool_id"),
+                        format!("{pool_id:?} is not a user pool id like us-east-1_AbC123"),
+                    );
+                    return None;
+                };
+                if let Some(r) = self.region {
+                    if r.get_ref() != region {
+                        d.err(
+                            r.span(),
+                            format!("{key}.region"),
+                            format!("the user pool id says {region:?}"),
+                        );
+                    }
+                }
+                let issuer = format!("https://cognito-idp.{region}.amazonaws.com/{pool_id}");
+                Some(Identity {
+                    default_keys: KeySource::Jwks(format!("{issuer}/.well-known/jwks.json")),
+                    issuer,
+                    user_pool_id: Some(pool),
+                })
+            }
+            (None, None) => {
+                d.err(
+                    self.span.clone(),
+                    key,
+                    format!(
+                        "needs issuer = \"https://…\" (or the Cognito shorthand {})",
+                        self.dialect.shorthand
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The allowed signing algorithms: asymmetric ones only (a shared secret cannot be
+    /// published in a key set), `RS256` when the key is absent.
+    pub fn algorithms(&self, d: &mut Diags<'_>) -> Vec<Algorithm> {
+        let key = format!("{}.algorithms", self.key);
+        let lenient = self.dialect.lenient_algorithms;
+        let mut algorithms = Vec::new();
+        for alg in strings(self.algorithms) {
+            match alg.get_ref().parse::<Algorithm>() {
+                Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) if lenient => {
+                    d.err(
+                        alg.span(),
+                        &key,
+                        format!("{:?} is not an asymmetric JWS algorithm", alg.get_ref()),
+                    );
+                }
+                Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => d.err(
+                    alg.span(),
+                    &key,
+                    "HMAC algorithms are refused: a shared secret cannot be published in a key set",
+                ),
+                Ok(a) => algorithms.push(a),
+                Err(_) => d.err(
+                    alg.span(),
+                    &key,
+                    format!(
+                        "{:?} is not one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+                        alg.get_ref()
+                    ),
+                ),
+            }
+        }
+        match self.algorithms {
+            _ if !algorithms.is_empty() => {}
+            Some(list) if !lenient => d.err(list.span(), &key, "must list at least one algorithm"),
+            _ => algorithms.push(Algorithm::RS256),
+        }
+        algorithms
+    }
+}
+
+/// The discovery document of `issuer`.
+pub(super) fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// How an issuer's keys are fetched: `[[issuers]]` may say, `[login]` takes the defaults.
+pub(super) struct Fetching {
+    /// How often keys are refetched in the background.
+    pub refresh_interval: Duration,
+    /// Least time between two fetches caused by unknown `kid`s.
+    pub min_refetch_interval: Duration,
+    /// Timeout of one key-set or discovery fetch.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for Fetching {
+    fn default() -> Self {
+        Fetching {
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+}
+
+/// The issuer's token policy, and the settings of its key store (which shares its name, `iss`
+/// and algorithms).
+pub(super) fn build(
+    policy: IssuerPolicy,
+    source: KeySource,
+    fetching: Fetching,
+) -> (Arc<IssuerPolicy>, KeySettings) {
+    let keys = KeySettings {
+        name: Arc::clone(&policy.name),
+        issuer: Arc::clone(&policy.issuer),
         source,
-        algorithms,
-        refresh_interval,
-        min_refetch_interval,
-        fetch_timeout,
+        algorithms: policy.algorithms.clone(),
+        refresh_interval: fetching.refresh_interval,
+        min_refetch_interval: fetching.min_refetch_interval,
+        fetch_timeout: fetching.fetch_timeout,
     };
-    Some((Arc::new(policy), settings))
+    (Arc::new(policy), keys)
 }
 
 /// The region of a Cognito user pool id (`us-east-1_AbC123` → `us-east-1`).
@@ -334,5 +460,65 @@ mod tests {
         assert_eq!(cognito_region("us-gov-west-1_x"), Some("us-gov-west-1"));
         assert_eq!(cognito_region("useast1_x"), None);
         assert_eq!(cognito_region("us-east-1_"), None);
+    }
+
+    #[test]
+    fn login_and_issuers_name_an_issuer_alike_but_for_their_dialects() {
+        let login =
+            "[[routes]]\npath = \"/app/**\"\nauth = \"login\"\n[login]\nclient_id = \"app\"\n";
+        let cognito = "user_pool_id = \"us-east-1_AbC123\"\ndomain = \"a.auth.us-east-1.amazoncognito.com\"\n";
+        let c = compile("t.toml", &format!("{GOOD}\n{login}{cognito}")).unwrap();
+        let (issuer, keys) = &c.issuers[0];
+        let l = c.login.as_ref().unwrap();
+        assert_eq!(l.policy.issuer, issuer.issuer);
+        assert_eq!(l.keys.source, keys.source);
+        assert_eq!(l.policy.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(&*l.policy.name, "login");
+        assert_eq!(l.policy.audiences, ["app"]);
+
+        // [login] ignores a region beside issuer, and an empty algorithms list means RS256.
+        let oidc = "issuer = \"https://idp.example\"\nregion = \"us-east-1\"\nalgorithms = []\n";
+        let c = compile("t.toml", &format!("{GOOD}\n{login}{oidc}")).unwrap();
+        let l = c.login.unwrap();
+        assert_eq!(l.policy.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(
+            l.keys.source,
+            KeySource::Discovery("https://idp.example/.well-known/openid-configuration".into())
+        );
+        // [[issuers]] refuses both, and words its algorithm messages differently.
+        let text = format!(
+            "{GOOD}\n[[issuers]]\nname = \"b\"\naudiences = [\"a\"]\n{oidc}\n[[issuers]]\nname = \"c\"\nissuer = \"https://c\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\", \"X1\"]\n"
+        );
+        let errors = compile("t.toml", &text).unwrap_err().0.join("\n");
+        assert!(
+            errors.contains("issuers[1].region: region goes with user_pool_id, not issuer"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("issuers[1].algorithms: must list at least one algorithm"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("issuers[2].algorithms: HMAC algorithms are refused"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("issuers[2].algorithms: \"X1\" is not one of RS256"),
+            "{errors}"
+        );
+        let text = format!("{GOOD}\n{login}{oidc}algorithms = [\"HS256\"]\n");
+        let errors = compile("t.toml", &text.replace("algorithms = []\n", ""))
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with("login.algorithms: \"HS256\" is not an asymmetric JWS algorithm"),
+            "{errors:?}"
+        );
+        // Only [login]'s shorthand needs the hosted UI's domain.
+        let errors = compile("t.toml", &format!("{GOOD}\n{login}"))
+            .unwrap_err()
+            .0;
+        assert!(errors[0].ends_with("login: needs issuer = \"https://…\" (or the Cognito shorthand user_pool_id + domain)"), "{errors:?}");
     }
 }

@@ -3,16 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
-use super::diags::{Diags, is_http_url, strings};
-use super::issuers::{
-    DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
-    cognito_region,
-};
+use super::diags::Diags;
+use super::issuers::{self, DEFAULT_LEEWAY, Fetching, IssuerKeys};
 use crate::config::RawLogin;
-use crate::jwks::{KeySettings, KeySource};
+use crate::jwks::KeySource;
 use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
 use crate::login::cookies::CookieKeys;
 use crate::login::oidc::{ClientAuth, EndpointConfig, Endpoints};
@@ -45,128 +41,70 @@ pub(super) fn compile(
     let span = raw.span();
     let r = raw.get_ref();
     let before = d.count();
-    let url_field = |d: &mut Diags<'_>, v: &Option<Spanned<String>>, key: &str| -> Option<String> {
-        let v = v.as_ref()?;
-        if is_http_url(v.get_ref()) {
-            Some(v.get_ref().clone())
-        } else {
-            d.err(
-                v.span(),
-                format!("login.{key}"),
-                format!("{:?} is not an http(s) URL", v.get_ref()),
-            );
-            None
-        }
-    };
     let mut explicit = Endpoints {
-        authorization: url_field(d, &r.authorization_endpoint, "authorization_endpoint")
+        authorization: d
+            .http_url(&r.authorization_endpoint, "login.authorization_endpoint")
             .unwrap_or_default(),
-        token: url_field(d, &r.token_endpoint, "token_endpoint").unwrap_or_default(),
-        user_info: url_field(d, &r.user_info_endpoint, "user_info_endpoint"),
-        end_session: url_field(d, &r.end_session_endpoint, "end_session_endpoint"),
-        jwks_uri: url_field(d, &r.jwks_uri, "jwks_uri"),
+        token: d
+            .http_url(&r.token_endpoint, "login.token_endpoint")
+            .unwrap_or_default(),
+        user_info: d.http_url(&r.user_info_endpoint, "login.user_info_endpoint"),
+        end_session: d.http_url(&r.end_session_endpoint, "login.end_session_endpoint"),
+        jwks_uri: d.http_url(&r.jwks_uri, "login.jwks_uri"),
     };
-    let mut cognito_logout = false;
-    let issuer = match (&r.issuer, &r.user_pool_id) {
-        (Some(iss), None) if is_http_url(iss.get_ref()) => iss.get_ref().clone(),
-        (Some(iss), None) => {
-            d.err(
-                iss.span(),
-                "login.issuer",
-                format!("{:?} is not an http(s) URL", iss.get_ref()),
-            );
-            return None;
-        }
-        (None, Some(pool)) => {
-            let Some(region) = cognito_region(pool.get_ref()) else {
-                d.err(
-                    pool.span(),
-                    "login.user_pool_id",
-                    format!(
-                        "{:?} is not a user pool id like us-east-1_AbC123",
-                        pool.get_ref()
-                    ),
-                );
-                return None;
-            };
-            if let Some(rg) = &r.region {
-                if rg.get_ref() != region {
-                    d.err(
-                        rg.span(),
-                        "login.region",
-                        format!("the user pool id says {region:?}"),
-                    );
-                }
-            }
-            let Some(domain) = &r.domain else {
-                d.err(pool.span(), "login.domain", "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
-                return None;
-            };
-            let host = domain
-                .get_ref()
-                .trim_start_matches("https://")
-                .trim_end_matches('/');
-            if host.is_empty() || host.contains(['/', ' ']) {
-                d.err(domain.span(), "login.domain", "must be a host name");
-                return None;
-            }
-            let iss = format!(
-                "https://cognito-idp.{region}.amazonaws.com/{}",
-                pool.get_ref()
-            );
-            let or = |s: &mut String, v: String| {
-                if s.is_empty() {
-                    *s = v
-                }
-            };
-            or(
-                &mut explicit.authorization,
-                format!("https://{host}/oauth2/authorize"),
-            );
-            or(&mut explicit.token, format!("https://{host}/oauth2/token"));
-            explicit
-                .user_info
-                .get_or_insert_with(|| format!("https://{host}/oauth2/userInfo"));
-            explicit
-                .end_session
-                .get_or_insert_with(|| format!("https://{host}/logout"));
-            explicit
-                .jwks_uri
-                .get_or_insert_with(|| format!("{iss}/.well-known/jwks.json"));
-            cognito_logout = true;
-            iss
-        }
-        (Some(_), Some(pool)) => {
-            d.err(
-                pool.span(),
-                "login.user_pool_id",
-                "give either issuer or user_pool_id, not both",
-            );
-            return None;
-        }
-        (None, None) => {
-            d.err(
-                span,
-                "login",
-                "needs issuer = \"https://…\" (or the Cognito shorthand user_pool_id + domain)",
-            );
-            return None;
-        }
+    let named = IssuerKeys {
+        key: "login",
+        span: span.clone(),
+        issuer: &r.issuer,
+        user_pool_id: &r.user_pool_id,
+        region: &r.region,
+        algorithms: &r.algorithms,
+        dialect: issuers::LOGIN,
     };
+    let identity = named.identity(d)?;
+    // The Cognito shorthand: the hosted UI's endpoints, unless written out.
+    if let Some(pool) = identity.user_pool_id {
+        let Some(domain) = &r.domain else {
+            d.err(pool.span(), "login.domain", "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
+            return None;
+        };
+        let host = domain
+            .get_ref()
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        if host.is_empty() || host.contains(['/', ' ']) {
+            d.err(domain.span(), "login.domain", "must be a host name");
+            return None;
+        }
+        let or = |s: &mut String, v: String| {
+            if s.is_empty() {
+                *s = v
+            }
+        };
+        or(
+            &mut explicit.authorization,
+            format!("https://{host}/oauth2/authorize"),
+        );
+        or(&mut explicit.token, format!("https://{host}/oauth2/token"));
+        explicit
+            .user_info
+            .get_or_insert_with(|| format!("https://{host}/oauth2/userInfo"));
+        explicit
+            .end_session
+            .get_or_insert_with(|| format!("https://{host}/logout"));
+        explicit
+            .jwks_uri
+            .get_or_insert_with(|| identity.default_keys.url().to_owned());
+    }
+    let cognito_logout = identity.user_pool_id.is_some();
     let complete = !explicit.authorization.is_empty()
         && !explicit.token.is_empty()
         && explicit.jwks_uri.is_some();
-    let discovery = (!complete).then(|| {
-        format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        )
-    });
-    let key_source = match (&explicit.jwks_uri, &discovery) {
-        (Some(uri), _) => KeySource::Jwks(uri.clone()),
-        (None, Some(disc)) => KeySource::Discovery(disc.clone()),
-        (None, None) => KeySource::Discovery(format!("{issuer}/.well-known/openid-configuration")),
-    };
+    let discovery = (!complete).then(|| issuers::discovery_url(&identity.issuer));
+    let key_source = explicit
+        .jwks_uri
+        .clone()
+        .map_or(identity.default_keys, KeySource::Jwks);
     let client_id = r.client_id.get_ref().clone();
     if client_id.is_empty() {
         d.err(r.client_id.span(), "login.client_id", "must not be empty");
@@ -303,9 +241,10 @@ pub(super) fn compile(
             );
         }
     }
-    let logout_redirect = url_field(d, &r.logout_redirect, "logout_redirect");
-    let redirect_base =
-        url_field(d, &r.redirect_base, "redirect_base").map(|b| b.trim_end_matches('/').to_owned());
+    let logout_redirect = d.http_url(&r.logout_redirect, "login.logout_redirect");
+    let redirect_base = d
+        .http_url(&r.redirect_base, "login.redirect_base")
+        .map(|b| b.trim_end_matches('/').to_owned());
     let secure_cookies = r.secure_cookies.as_ref().is_none_or(|s| *s.get_ref());
     let cookie_keys = match (&r.cookie_keys_env, &r.cookie_keys_file) {
         (Some(_), Some(f)) => {
@@ -432,47 +371,22 @@ pub(super) fn compile(
             }
         }
     });
-    let mut algorithms = Vec::new();
-    for alg in strings(&r.algorithms) {
-        match alg.get_ref().parse::<Algorithm>() {
-            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
-                d.err(
-                    alg.span(),
-                    "login.algorithms",
-                    format!("{:?} is not an asymmetric JWS algorithm", alg.get_ref()),
-                );
-            }
-            Ok(a) => algorithms.push(a),
-        }
-    }
-    if algorithms.is_empty() {
-        algorithms.push(Algorithm::RS256);
-    }
+    let algorithms = named.algorithms(d);
     if d.count() > before {
         return None;
     }
-    let issuer: Arc<str> = issuer.into();
-    let name: Arc<str> = "login".into();
-    let policy = Arc::new(IssuerPolicy {
-        name: Arc::clone(&name),
-        issuer: Arc::clone(&issuer),
+    let policy = IssuerPolicy {
+        name: "login".into(),
+        issuer: identity.issuer.into(),
         audiences: vec![client_id.clone()],
         skip_audience_check: false,
         token_use: None,
-        algorithms: algorithms.clone(),
-        leeway_secs: i64::try_from(DEFAULT_LEEWAY.as_secs()).unwrap_or(60),
-    });
-    let keys = KeySettings {
-        name,
-        issuer: Arc::clone(&issuer),
-        source: key_source,
         algorithms,
-        refresh_interval: DEFAULT_REFRESH_INTERVAL,
-        min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
-        fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+        leeway_secs: i64::try_from(DEFAULT_LEEWAY.as_secs()).unwrap_or(60),
     };
+    let (policy, keys) = issuers::build(policy, key_source, Fetching::default());
     Some(LoginSettings {
-        issuer,
+        issuer: Arc::clone(&policy.issuer),
         endpoints: EndpointConfig {
             discovery,
             explicit,
