@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::diags::Diags;
 use super::issuers::{self, DEFAULT_LEEWAY, Fetching, IssuerKeys};
+use super::secret::{self, Or};
 use crate::config::RawLogin;
 use crate::jwks::KeySource;
 use crate::login::alb::{AlbSigner, DEFAULT_SIGNER};
@@ -109,43 +110,14 @@ pub(super) fn compile(
     if client_id.is_empty() {
         d.err(r.client_id.span(), "login.client_id", "must not be empty");
     }
-    let client_secret = match (&r.client_secret_env, &r.client_secret_file) {
-        (Some(_), Some(f)) => {
-            d.err(
-                f.span(),
-                "login.client_secret_file",
-                "give client_secret_env or client_secret_file, not both",
-            );
-            None
-        }
-        (Some(var), None) => match std::env::var(var.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(v),
-            _ => {
-                d.err(
-                    var.span(),
-                    "login.client_secret_env",
-                    format!("environment variable {} is not set", var.get_ref()),
-                );
-                None
-            }
-        },
-        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
-            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-            Ok(_) => {
-                d.err(file.span(), "login.client_secret_file", "is empty");
-                None
-            }
-            Err(e) => {
-                d.err(
-                    file.span(),
-                    "login.client_secret_file",
-                    format!("cannot read {}: {e}", file.get_ref()),
-                );
-                None
-            }
-        },
-        (None, None) => None,
-    };
+    let client_secret = secret::read(
+        d,
+        "login.client_secret",
+        &r.client_secret_env,
+        Or::File(&r.client_secret_file),
+        false,
+    )
+    .map(|s| s.value);
     let client_auth = d.choice(
         &r.token_endpoint_auth,
         "login.token_endpoint_auth",
@@ -246,91 +218,49 @@ pub(super) fn compile(
         .http_url(&r.redirect_base, "login.redirect_base")
         .map(|b| b.trim_end_matches('/').to_owned());
     let secure_cookies = r.secure_cookies.as_ref().is_none_or(|s| *s.get_ref());
-    let cookie_keys = match (&r.cookie_keys_env, &r.cookie_keys_file) {
-        (Some(_), Some(f)) => {
-            d.err(
-                f.span(),
-                "login.cookie_keys_file",
-                "give cookie_keys_env or cookie_keys_file, not both",
-            );
-            Vec::new()
-        }
-        (Some(var), None) => match std::env::var(var.get_ref()) {
-            Ok(text) => CookieKeys::parse_list(&text).unwrap_or_else(|e| {
-                d.err(var.span(), "login.cookie_keys_env", e);
-                Vec::new()
-            }),
-            Err(_) => {
-                d.err(
-                    var.span(),
-                    "login.cookie_keys_env",
-                    format!("environment variable {} is not set", var.get_ref()),
-                );
-                Vec::new()
-            }
-        },
-        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
-            Ok(text) => CookieKeys::parse_list(&text).unwrap_or_else(|e| {
-                d.err(file.span(), "login.cookie_keys_file", e);
-                Vec::new()
-            }),
-            Err(e) => {
-                d.err(
-                    file.span(),
-                    "login.cookie_keys_file",
-                    format!("cannot read {}: {e}", file.get_ref()),
-                );
-                Vec::new()
-            }
-        },
-        (None, None) => Vec::new(),
-    };
+    let cookie_keys = secret::read(
+        d,
+        "login.cookie_keys",
+        &r.cookie_keys_env,
+        Or::File(&r.cookie_keys_file),
+        true,
+    )
+    .and_then(|keys| {
+        CookieKeys::parse_list(&keys.value.0)
+            .map_err(|e| d.err(keys.span, keys.key, e))
+            .ok()
+    })
+    .unwrap_or_default();
     let redis = d.choice(
         &r.session_store,
         "login.session_store",
         &[("cookie", false), ("redis", true)],
         false,
     );
-    // The URL from the file, or from an environment variable (a password stays out of the file).
-    let url_from_env = r
-        .redis_url_env
-        .as_ref()
-        .map(|var| match std::env::var(var.get_ref()) {
-            Ok(url) => Some((url, var.span(), "login.redis_url_env")),
-            Err(_) => {
-                d.err(
-                    var.span(),
-                    "login.redis_url_env",
-                    format!("environment variable {} is not set", var.get_ref()),
-                );
-                None
-            }
-        });
-    let url = match (&r.redis_url, url_from_env) {
-        (Some(u), None) => Some((u.get_ref().clone(), u.span(), "login.redis_url")),
-        (None, Some(found)) => found,
-        (Some(u), Some(_)) => {
+    // The URL in the file, or in an environment variable (a password stays out of the file).
+    let url = secret::read(
+        d,
+        "login.redis_url",
+        &r.redis_url_env,
+        Or::Value(&r.redis_url),
+        true,
+    );
+    let redis_url = match (redis, url) {
+        (false, Some(url)) => {
             d.err(
-                u.span(),
-                "login.redis_url",
-                "give redis_url or redis_url_env, not both",
+                url.span,
+                url.key,
+                "only used with session_store = \"redis\"",
             );
             None
         }
-        (None, None) => None,
-    };
-    let redis_url = match (redis, url) {
-        (false, Some((_, span, key))) => {
-            d.err(span, key, "only used with session_store = \"redis\"");
-            None
-        }
-        (true, Some((url, _, _)))
-            if url.starts_with("redis://") || url.starts_with("rediss://") =>
+        (true, Some(url))
+            if url.value.0.starts_with("redis://") || url.value.0.starts_with("rediss://") =>
         {
-            Some(url)
+            Some(url.value.0)
         }
-        (true, Some((_, span, key))) => {
-            d.err(span, key, "must start with redis:// (or rediss://)");
+        (true, Some(url)) => {
+            d.err(url.span, url.key, "must start with redis:// (or rediss://)");
             None
         }
         (true, None) if r.redis_url_env.is_none() => {
@@ -395,7 +325,7 @@ pub(super) fn compile(
         keys,
         policy,
         client_id,
-        client_secret: client_secret.map(Redacted),
+        client_secret,
         client_auth,
         scope,
         extra_params,

@@ -11,6 +11,7 @@ mod issuers;
 mod login;
 mod paths;
 mod routes;
+mod secret;
 mod server;
 mod token_cache;
 mod tracing;
