@@ -9,6 +9,8 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
+use crate::token::TokenUse;
+
 /// Every problem found, one `file:line:col: key: reason` per line.
 #[derive(Debug)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -151,6 +153,37 @@ impl<'a> Diags<'a> {
             );
             None
         }
+    }
+
+    /// `token_use`: `access` or `id`; `None` when absent, or when neither (which is reported).
+    pub(super) fn token_use(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<TokenUse> {
+        let v = value.as_ref()?;
+        TokenUse::parse(v.get_ref()).or_else(|| {
+            self.err(v.span(), key, "must be \"access\" or \"id\"");
+            None
+        })
+    }
+
+    /// A string, `default` when absent; a value that fails `ok` is reported with `reason`.
+    pub(super) fn string(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: &str,
+        ok: impl Fn(&str) -> bool,
+        reason: &str,
+    ) -> String {
+        let Some(v) = value else {
+            return default.to_owned();
+        };
+        if !ok(v.get_ref()) {
+            self.err(v.span(), key, reason);
+        }
+        v.get_ref().clone()
     }
 
     /// A listen address like `0.0.0.0:8080`; `default` when absent.

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::diags::{Diags, is_http_url, parse_duration, strings};
 use crate::config::RawIssuer;
 use crate::jwks::{KeySettings, KeySource};
-use crate::token::{IssuerPolicy, TokenUse};
+use crate::token::IssuerPolicy;
 
 /// Default `leeway` of an issuer.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -117,16 +117,7 @@ fn issuer(
         ),
         _ => {}
     }
-    let token_use = r.token_use.as_ref().and_then(|t| {
-        TokenUse::parse(t.get_ref()).or_else(|| {
-            d.err(
-                t.span(),
-                format!("{key}.token_use"),
-                "must be \"access\" or \"id\"",
-            );
-            None
-        })
-    });
+    let token_use = d.token_use(&r.token_use, &format!("{key}.token_use"));
     let algorithms = named.algorithms(d);
     let leeway = d.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
     if leeway > Duration::from_secs(600) {

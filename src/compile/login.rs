@@ -1,5 +1,7 @@
 //! `[login]`: ALB-style browser sign-in (the IdP, the client, cookies and sessions).
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,41 +65,12 @@ pub(super) fn compile(
         dialect: issuers::LOGIN,
     };
     let identity = named.identity(d)?;
-    // The Cognito shorthand: the hosted UI's endpoints, unless written out.
     if let Some(pool) = identity.user_pool_id {
-        let Some(domain) = &r.domain else {
-            d.err(pool.span(), "login.domain", "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
-            return None;
-        };
-        let host = domain
-            .get_ref()
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
-        if host.is_empty() || host.contains(['/', ' ']) {
-            d.err(domain.span(), "login.domain", "must be a host name");
-            return None;
-        }
-        let or = |s: &mut String, v: String| {
-            if s.is_empty() {
-                *s = v
-            }
-        };
-        or(
-            &mut explicit.authorization,
-            format!("https://{host}/oauth2/authorize"),
-        );
-        or(&mut explicit.token, format!("https://{host}/oauth2/token"));
-        explicit
-            .user_info
-            .get_or_insert_with(|| format!("https://{host}/oauth2/userInfo"));
-        explicit
-            .end_session
-            .get_or_insert_with(|| format!("https://{host}/logout"));
+        hosted_ui(d, pool, &r.domain, &mut explicit)?;
         explicit
             .jwks_uri
             .get_or_insert_with(|| identity.default_keys.url().to_owned());
     }
-    let cognito_logout = identity.user_pool_id.is_some();
     let complete = !explicit.authorization.is_empty()
         && !explicit.token.is_empty()
         && explicit.jwks_uri.is_some();
@@ -127,52 +100,26 @@ pub(super) fn compile(
         ],
         ClientAuth::Basic,
     );
-    let scope = r
-        .scope
-        .as_ref()
-        .map_or_else(|| "openid".to_owned(), |s| s.get_ref().clone());
-    if !scope.split_whitespace().any(|s| s == "openid") {
-        if let Some(s) = &r.scope {
-            d.err(s.span(), "login.scope", "must include openid");
-        }
-    }
-    let mut extra_params = Vec::new();
-    if let Some(params) = &r.extra_params {
-        if params.get_ref().len() > MAX_EXTRA_PARAMS {
-            d.err(
-                params.span(),
-                "login.extra_params",
-                format!("at most {MAX_EXTRA_PARAMS} parameters"),
-            );
-        }
-        for (k, v) in params.get_ref() {
-            if RESERVED_PARAMS.contains(&k.as_str()) {
-                d.err(
-                    v.span(),
-                    format!("login.extra_params.{k}"),
-                    "is set by jwtgate",
-                );
-            }
-            extra_params.push((k.clone(), v.get_ref().clone()));
-        }
-    }
-    let cookie_name = r.session_cookie_name.as_ref().map_or_else(
-        || "AWSELBAuthSessionCookie".to_owned(),
-        |n| n.get_ref().clone(),
+    let scope = d.string(
+        &r.scope,
+        "login.scope",
+        "openid",
+        |scope| scope.split_whitespace().any(|s| s == "openid"),
+        "must include openid",
     );
-    if cookie_name.is_empty()
-        || !cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        if let Some(n) = &r.session_cookie_name {
-            d.err(
-                n.span(),
-                "login.session_cookie_name",
-                "letters, digits, '_' and '-' only",
-            );
-        }
-    }
+    let extra_params = extra_params(d, &r.extra_params);
+    let cookie_name = d.string(
+        &r.session_cookie_name,
+        "login.session_cookie_name",
+        "AWSELBAuthSessionCookie",
+        |name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        },
+        "letters, digits, '_' and '-' only",
+    );
     let session_timeout = d.duration(
         &r.session_timeout,
         "login.session_timeout",
@@ -194,25 +141,17 @@ pub(super) fn compile(
         &[("deny", true), ("authenticate", false)],
         true,
     );
-    let logout_path = r
-        .logout_path
-        .as_ref()
-        .map_or_else(|| "/oauth2/sign_out".to_owned(), |p| p.get_ref().clone());
-    if !logout_path.starts_with('/')
-        || logout_path == CALLBACK_PATH
-        || crate::routes::normalize(&logout_path, paths)
-            .ok()
-            .as_deref()
-            != Some(logout_path.as_str())
-    {
-        if let Some(p) = &r.logout_path {
-            d.err(
-                p.span(),
-                "login.logout_path",
-                "must be a normalised absolute path other than the callback",
-            );
-        }
-    }
+    let logout_path = d.string(
+        &r.logout_path,
+        "login.logout_path",
+        "/oauth2/sign_out",
+        |path| {
+            path.starts_with('/')
+                && path != CALLBACK_PATH
+                && crate::routes::normalize(path, paths).ok().as_deref() == Some(path)
+        },
+        "must be a normalised absolute path other than the callback",
+    );
     let logout_redirect = d.http_url(&r.logout_redirect, "login.logout_redirect");
     let redirect_base = d
         .http_url(&r.redirect_base, "login.redirect_base")
@@ -231,64 +170,21 @@ pub(super) fn compile(
             .ok()
     })
     .unwrap_or_default();
-    let redis = d.choice(
-        &r.session_store,
-        "login.session_store",
-        &[("cookie", false), ("redis", true)],
-        false,
+    let redis_url = redis_url(d, r, span);
+    let alb_signer = d.string(
+        &r.alb_signer,
+        "login.alb_signer",
+        DEFAULT_SIGNER,
+        |arn| {
+            arn.strip_prefix("arn:")
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(partition, rest)| {
+                    matches!(partition, "aws" | "aws-cn" | "aws-us-gov")
+                        && rest.starts_with("elasticloadbalancing:")
+                })
+        },
+        "must be a load balancer ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID)",
     );
-    // The URL in the file, or in an environment variable (a password stays out of the file).
-    let url = secret::read(
-        d,
-        "login.redis_url",
-        &r.redis_url_env,
-        Or::Value(&r.redis_url),
-        true,
-    );
-    let redis_url = match (redis, url) {
-        (false, Some(url)) => {
-            d.err(
-                url.span,
-                url.key,
-                "only used with session_store = \"redis\"",
-            );
-            None
-        }
-        (true, Some(url))
-            if url.value.0.starts_with("redis://") || url.value.0.starts_with("rediss://") =>
-        {
-            Some(url.value.0)
-        }
-        (true, Some(url)) => {
-            d.err(url.span, url.key, "must start with redis:// (or rediss://)");
-            None
-        }
-        (true, None) if r.redis_url_env.is_none() => {
-            d.err(
-                span,
-                "login.redis_url",
-                "session_store = \"redis\" needs redis_url or redis_url_env",
-            );
-            None
-        }
-        _ => None,
-    };
-    let alb_signer = r
-        .alb_signer
-        .as_ref()
-        .map_or_else(|| DEFAULT_SIGNER.to_owned(), |s| s.get_ref().clone());
-    let arn_ok = alb_signer
-        .strip_prefix("arn:")
-        .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(partition, rest)| {
-            matches!(partition, "aws" | "aws-cn" | "aws-us-gov")
-                && rest.starts_with("elasticloadbalancing:")
-        });
-    if !arn_ok {
-        if let Some(s) = &r.alb_signer {
-            d.err(s.span(), "login.alb_signer", "must be a load balancer ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID)");
-        }
-    }
     let alb_key = r.alb_key_file.as_ref().and_then(|f| {
         match std::fs::read_to_string(f.get_ref())
             .map_err(|e| format!("cannot read {}: {e}", f.get_ref()))
@@ -321,7 +217,7 @@ pub(super) fn compile(
             discovery,
             explicit,
         },
-        cognito_logout,
+        cognito_logout: identity.user_pool_id.is_some(),
         keys,
         policy,
         client_id,
@@ -344,6 +240,119 @@ pub(super) fn compile(
     })
 }
 
+/// The Cognito shorthand's endpoints, on the hosted UI's `domain`, where none is written out.
+fn hosted_ui(
+    d: &mut Diags<'_>,
+    pool: &Spanned<String>,
+    domain: &Option<Spanned<String>>,
+    explicit: &mut Endpoints,
+) -> Option<()> {
+    let Some(domain) = domain else {
+        d.err(pool.span(), "login.domain", "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
+        return None;
+    };
+    let host = domain
+        .get_ref()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', ' ']) {
+        d.err(domain.span(), "login.domain", "must be a host name");
+        return None;
+    }
+    let or = |s: &mut String, v: String| {
+        if s.is_empty() {
+            *s = v
+        }
+    };
+    or(
+        &mut explicit.authorization,
+        format!("https://{host}/oauth2/authorize"),
+    );
+    or(&mut explicit.token, format!("https://{host}/oauth2/token"));
+    explicit
+        .user_info
+        .get_or_insert_with(|| format!("https://{host}/oauth2/userInfo"));
+    explicit
+        .end_session
+        .get_or_insert_with(|| format!("https://{host}/logout"));
+    Some(())
+}
+
+/// `extra_params`: at most ten, and none that jwtgate sets itself.
+fn extra_params(
+    d: &mut Diags<'_>,
+    params: &Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+) -> Vec<(String, String)> {
+    let Some(params) = params else {
+        return Vec::new();
+    };
+    if params.get_ref().len() > MAX_EXTRA_PARAMS {
+        d.err(
+            params.span(),
+            "login.extra_params",
+            format!("at most {MAX_EXTRA_PARAMS} parameters"),
+        );
+    }
+    let mut extra_params = Vec::new();
+    for (k, v) in params.get_ref() {
+        if RESERVED_PARAMS.contains(&k.as_str()) {
+            d.err(
+                v.span(),
+                format!("login.extra_params.{k}"),
+                "is set by jwtgate",
+            );
+        }
+        extra_params.push((k.clone(), v.get_ref().clone()));
+    }
+    extra_params
+}
+
+/// `session_store`, and with `redis` the Redis URL: in the file, or in an environment variable
+/// (a password stays out of the file).
+fn redis_url(d: &mut Diags<'_>, r: &RawLogin, span: Range<usize>) -> Option<String> {
+    let redis = d.choice(
+        &r.session_store,
+        "login.session_store",
+        &[("cookie", false), ("redis", true)],
+        false,
+    );
+    let url = secret::read(
+        d,
+        "login.redis_url",
+        &r.redis_url_env,
+        Or::Value(&r.redis_url),
+        true,
+    );
+    match (redis, url) {
+        (false, Some(url)) => {
+            d.err(
+                url.span,
+                url.key,
+                "only used with session_store = \"redis\"",
+            );
+            None
+        }
+        (true, Some(url))
+            if url.value.0.starts_with("redis://") || url.value.0.starts_with("rediss://") =>
+        {
+            Some(url.value.0)
+        }
+        (true, Some(url)) => {
+            d.err(url.span, url.key, "must start with redis:// (or rediss://)");
+            None
+        }
+        (true, None) if r.redis_url_env.is_none() => {
+            d.err(
+                span,
+                "login.redis_url",
+                "session_store = \"redis\" needs redis_url or redis_url_env",
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Routes with `auth = "login"` need a `[login]` table.
 pub(super) fn required(d: &mut Diags<'_>, routes: &Router<Route>, raw: Option<&Spanned<RawLogin>>) {
     let needs_login = routes.iter().any(|(_, _, r)| r.auth == AuthMode::Login);
@@ -353,5 +362,57 @@ pub(super) fn required(d: &mut Diags<'_>, routes: &Router<Route>, raw: Option<&S
             "login",
             "routes use auth = \"login\" but there is no [login] table",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::compile;
+    use crate::compile::tests::GOOD;
+
+    const LOGIN: &str = "[[routes]]\npath = \"/app/**\"\nauth = \"login\"\n[login]\nissuer = \"https://idp.example\"\nclient_id = \"app\"\n";
+
+    #[test]
+    fn defaults_hold_and_given_values_are_checked_where_they_stand() {
+        let c = compile("t.toml", &format!("{GOOD}\n{LOGIN}")).unwrap();
+        let l = c.login.unwrap();
+        assert_eq!(l.scope, "openid");
+        assert_eq!(l.cookie_name, "AWSELBAuthSessionCookie");
+        assert_eq!(l.logout_path, "/oauth2/sign_out");
+        assert!(l.alb_signer.starts_with("arn:aws:elasticloadbalancing:"));
+        assert!(!l.cognito_logout);
+
+        let bad = "scope = \"email\"\nsession_cookie_name = \"a b\"\nlogout_path = \"/oauth2/idpresponse\"\nalb_signer = \"arn:aws:s3:::b\"\n";
+        let text = format!("{GOOD}\n{LOGIN}{bad}");
+        let errors = compile("t.toml", &text).unwrap_err().0;
+        let line = |key: &str| {
+            text.lines()
+                .position(|l| l.starts_with(&format!("{key} =")))
+                .unwrap()
+                + 1
+        };
+        let expected = [
+            ("scope", 9, "login.scope: must include openid"),
+            (
+                "session_cookie_name",
+                23,
+                "login.session_cookie_name: letters, digits, '_' and '-' only",
+            ),
+            (
+                "logout_path",
+                15,
+                "login.logout_path: must be a normalised absolute path other than the callback",
+            ),
+            (
+                "alb_signer",
+                14,
+                "login.alb_signer: must be a load balancer ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID)",
+            ),
+        ];
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|(key, col, message)| format!("t.toml:{}:{col}: {message}", line(key)))
+            .collect();
+        assert_eq!(errors, expected);
     }
 }

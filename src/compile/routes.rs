@@ -13,7 +13,6 @@ use crate::config::{ClaimValues, RawRoute};
 use crate::headers;
 use crate::routes::{PathOptions, Pattern, Router};
 use crate::settings::{AuthMode, Route};
-use crate::token::TokenUse;
 
 /// Every `[[routes]]` table, in file order; routes that need tokens need `[[issuers]]`.
 pub(super) fn compile(
@@ -124,16 +123,7 @@ fn route(
     let scopes_any = words(d, &r.scopes_any, "scopes_any");
     let scopes_all = words(d, &r.scopes_all, "scopes_all");
     let groups_any = words(d, &r.groups_any, "groups_any");
-    let token_use = r.token_use.as_ref().and_then(|t| {
-        TokenUse::parse(t.get_ref()).or_else(|| {
-            d.err(
-                t.span(),
-                format!("{key}.token_use"),
-                "must be \"access\" or \"id\"",
-            );
-            None
-        })
-    });
+    let token_use = d.token_use(&r.token_use, &format!("{key}.token_use"));
     let issuers = r.issuers.as_ref().map(|list| {
         list.get_ref()
             .iter()
