@@ -3,8 +3,9 @@
 //! The request path lives in [`proxy`]; the pieces it calls are one module each: [`routes`]
 //! (normalise and match), [`token`] (bearer validation), [`jwks`] (keys), [`authz`] (route
 //! requirements), [`headers`] (what the upstream sees), [`error`] (what the client sees).
-//! [`compile`] turns the TOML ([`config`]) into the [`Snapshot`] that one request reads;
-//! [`state`] holds it and what outlives it; this file binds the listeners and serves.
+//! [`compile`] turns the TOML ([`config`]) into the checked [`settings`] that each [`Snapshot`]
+//! holds and one request reads; [`state`] holds the snapshot and what outlives it; this file
+//! binds the listeners and serves.
 
 pub mod admin;
 pub mod authz;
@@ -25,6 +26,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod start;
 pub mod state;
 pub mod tls;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::compile::Config;
+use crate::settings::Config;
 
 pub use crate::start::StartError;
 pub use crate::state::{Shared, Snapshot};

@@ -75,7 +75,7 @@ fn init_tracing(format: LogFormat) -> anyhow::Result<log_writer::FlushGuard> {
     Ok(guard)
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<jwtgate::compile::Config> {
+fn load(path: &PathBuf) -> anyhow::Result<jwtgate::settings::Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(compile(&path.display().to_string(), &text)?)

@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::authz::Denial;
-use crate::compile::{AuthMode, Route};
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
@@ -24,6 +23,7 @@ use crate::login::{Gate, Identity, STATE_COOKIE};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::server::ClientBody;
+use crate::settings::{AuthMode, Route};
 use crate::token::{self, unix_now};
 use crate::upstream::{UploadEnd, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};

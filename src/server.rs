@@ -21,8 +21,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::compile::Limits;
 use crate::proxy::{self, ConnInfo};
+use crate::settings::Limits;
 use crate::{Shared, admin, tls};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before trying again.

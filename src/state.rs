@@ -6,10 +6,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::StartError;
-use crate::compile::Config;
 use crate::jwks::{KeyManager, KeySettings};
 use crate::login::{Login, LoginRuntime};
 use crate::metrics::Metrics;
+use crate::settings::Config;
 use crate::token::{Issuers, TokenCache};
 use crate::upstream::Upstream;
 
@@ -49,7 +49,7 @@ pub struct Shared {
 /// Starts the span exporter `settings` asks for, if any.
 #[cfg(feature = "otlp")]
 fn start_exporter(
-    settings: &crate::compile::TracingSettings,
+    settings: &crate::settings::TracingSettings,
 ) -> Result<Option<Arc<crate::trace::Exporter>>, String> {
     let Some(export) = &settings.export else {
         return Ok(None);

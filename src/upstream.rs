@@ -29,8 +29,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::compile::UpstreamSettings;
 use crate::server::ClientBody;
+use crate::settings::UpstreamSettings;
 use pool::{Idle, Kind, Pool};
 use retry::{Failure, Retry};
 

@@ -28,10 +28,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::Shared;
-use crate::compile::Limits;
 use crate::http1::{self, Outgoing, ParsedRequest, RequestSpans};
 use crate::proxy::{self, ConnInfo, ProxyBody};
 use crate::server::ClientBody;
+use crate::settings::Limits;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 8 * 1024;

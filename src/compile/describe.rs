@@ -1,0 +1,129 @@
+//! `jwtgate check`'s table: the compiled routes and settings, one line each.
+
+use std::fmt::Write as _;
+
+use http::Method;
+
+use crate::settings::Config;
+use crate::token::TokenUse;
+
+impl Config {
+    /// The compiled route table and settings, as `jwtgate check` prints them.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "listen {}  admin {}  upstream {}{}",
+            self.listen,
+            self.admin_listen,
+            self.upstream.origin.to_string().trim_end_matches('/'),
+            self.upstream.path_prefix
+        );
+        for (policy, keys) in &self.issuers {
+            let algs: Vec<String> = policy.algorithms.iter().map(|a| format!("{a:?}")).collect();
+            let audience = if policy.skip_audience_check {
+                "any".to_owned()
+            } else {
+                policy.audiences.join(",")
+            };
+            let _ = writeln!(
+                out,
+                "issuer {:?}  iss={}  keys={}  audiences={}  token_use={}  algorithms={}",
+                policy.name,
+                policy.issuer,
+                keys.source.url(),
+                audience,
+                policy.token_use.map_or("any", TokenUse::as_str),
+                algs.join(","),
+            );
+        }
+        if let Some(login) = &self.login {
+            let _ = writeln!(
+                out,
+                "login  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  logout={}",
+                login.issuer,
+                login.client_id,
+                login.cookie_name,
+                if login.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "cookie"
+                },
+                login.on_unauthenticated,
+                login.logout_path,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "paths  semicolons={}  case_insensitive={}",
+            self.paths.semicolons.as_str(),
+            self.paths.case_insensitive,
+        );
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",
+            "#", "path", "name", "methods", "auth"
+        );
+        for (i, (pattern, methods, route)) in self.routes.iter().enumerate() {
+            let methods = methods.map_or("*".to_owned(), |m| {
+                m.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+            });
+            let r = &route.requirements;
+            let mut req = Vec::new();
+            if !r.scopes_any.is_empty() {
+                req.push(format!("scopes_any={}", r.scopes_any.join(",")));
+            }
+            if !r.scopes_all.is_empty() {
+                req.push(format!("scopes_all={}", r.scopes_all.join(",")));
+            }
+            if !r.groups_any.is_empty() {
+                req.push(format!("groups_any={}", r.groups_any.join(",")));
+            }
+            if let Some(t) = r.token_use {
+                req.push(format!("token_use={}", t.as_str()));
+            }
+            if let Some(i) = &r.issuers {
+                req.push(format!(
+                    "issuers={}",
+                    i.iter().map(|n| &**n).collect::<Vec<_>>().join(",")
+                ));
+            }
+            for c in &r.claims {
+                req.push(format!("claim {}={}", c.name, c.values.join("|")));
+            }
+            if !route.keep_override_headers.is_empty() {
+                let kept: Vec<&str> = route
+                    .keep_override_headers
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect();
+                req.push(format!("keeps {}", kept.join(",")));
+            }
+            let _ = writeln!(
+                out,
+                "{:<4} {:<24} {:<22} {:<12} {:<8} {}",
+                i + 1,
+                pattern.as_str(),
+                &*route.name,
+                methods,
+                route.auth.as_str(),
+                if req.is_empty() {
+                    "-".to_owned()
+                } else {
+                    req.join(" ")
+                }
+            );
+        }
+        let _ = writeln!(out, "unmatched requests: 404");
+        let _ = writeln!(
+            out,
+            "client headers with '_': {}",
+            if self.headers.keep_underscores {
+                "kept (look-alikes of managed headers dropped)"
+            } else {
+                "dropped"
+            }
+        );
+        out
+    }
+}

@@ -1,0 +1,139 @@
+//! The checked configuration the runtime reads: what `compile` builds from the TOML file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+
+use crate::authz::Requirements;
+use crate::cors::Cors;
+use crate::headers::HeaderPlan;
+use crate::jwks::KeySettings;
+use crate::login::LoginSettings;
+use crate::routes::{PathOptions, Router};
+use crate::tls::{ServerTls, UpstreamTls};
+use crate::token::IssuerPolicy;
+use crate::trace::{ExportSettings, Sampler};
+
+/// How a route authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A valid bearer token is required.
+    Jwt,
+    /// A token is validated when present; anonymous requests pass.
+    Optional,
+    /// Anonymous (identity headers are still stripped).
+    None,
+    /// Browser sign-in with a session cookie (`[login]`).
+    Login,
+}
+
+impl AuthMode {
+    /// The word `auth = "…"` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Jwt => "jwt",
+            AuthMode::Optional => "optional",
+            AuthMode::None => "none",
+            AuthMode::Login => "login",
+        }
+    }
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Metric and log label.
+    pub name: Arc<str>,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// Requirements on the token.
+    pub requirements: Requirements,
+    /// Pass CORS preflights upstream without authentication.
+    pub preflight_forward: bool,
+    /// Override headers this route passes upstream (usually none).
+    pub keep_override_headers: Vec<HeaderName>,
+}
+
+/// Listener limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Time allowed to send the request head.
+    pub header_read_timeout: Duration,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Time SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Time to keep serving, not ready, after SIGTERM.
+    pub shutdown_delay: Duration,
+}
+
+/// Where allowed requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `scheme://authority`.
+    pub origin: Uri,
+    /// Path prefix from the URL, without a trailing `/` (often empty).
+    pub path_prefix: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    /// Idle pooled connections live this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept.
+    pub pool_max_idle: usize,
+    /// HTTP/2 to the upstream.
+    pub http2: bool,
+    /// TLS settings for an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// A checked configuration: everything but live key stores.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub source: String,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Listener limits.
+    pub limits: Limits,
+    /// The upstream.
+    pub upstream: UpstreamSettings,
+    /// Issuers with the settings of their key stores.
+    pub issuers: Vec<(Arc<IssuerPolicy>, KeySettings)>,
+    /// How request paths are normalised and matched (`[paths]`).
+    pub paths: PathOptions,
+    /// Routes in file order.
+    pub routes: Router<Route>,
+    /// Header plan.
+    pub headers: HeaderPlan,
+    /// Verified-token cache size, bytes.
+    pub token_cache_bytes: u64,
+    /// Browser sign-in, when `[login]` is configured.
+    pub login: Option<LoginSettings>,
+    /// Path prefix of the forward-auth endpoint, when `[forward_auth]` is configured.
+    pub forward_auth: Option<String>,
+    /// TLS on the proxy listener.
+    pub tls: Option<ServerTls>,
+    /// CORS, when `[cors]` is configured.
+    pub cors: Option<Cors>,
+    /// Sampling and OpenTelemetry export: `[tracing]` and the `OTEL_*` environment variables.
+    pub tracing: TracingSettings,
+}
+
+/// `[tracing]` and the OpenTelemetry environment variables, merged (the file wins).
+#[derive(Debug, Clone, Default)]
+pub struct TracingSettings {
+    /// Decides the `sampled` flag sent upstream, and which spans are exported.
+    pub sampler: Sampler,
+    /// Span export, when an endpoint is configured (and `OTEL_SDK_DISABLED` is not `true`).
+    pub export: Option<ExportSettings>,
+}
