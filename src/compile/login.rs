@@ -234,7 +234,7 @@ pub(super) fn compile(
         redirect_base,
         secure_cookies,
         cookie_keys: Redacted(cookie_keys),
-        redis_url,
+        redis_url: redis_url.map(Redacted),
         alb_signer,
         alb_key,
     })
@@ -414,5 +414,19 @@ mod tests {
             .map(|(key, col, message)| format!("t.toml:{}:{col}: {message}", line(key)))
             .collect();
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let text = format!(
+            "{GOOD}\n{LOGIN}session_store = \"redis\"\nredis_url = \"redis://:hunter2@127.0.0.1:6379/0\"\n"
+        );
+        let login = compile("t.toml", &text).unwrap().login.unwrap();
+        assert_eq!(
+            login.redis_url.as_ref().map(|u| u.0.as_str()),
+            Some("redis://:hunter2@127.0.0.1:6379/0")
+        );
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -107,8 +107,8 @@ pub struct LoginSettings {
     pub secure_cookies: bool,
     /// Cookie keys, newest first; empty means a random key per process (with a warning).
     pub cookie_keys: Redacted<Vec<[u8; 32]>>,
-    /// Redis URL when sessions live in Redis.
-    pub redis_url: Option<String>,
+    /// Redis URL when sessions live in Redis (it may hold a password: never shown).
+    pub redis_url: Option<Redacted<String>>,
     /// `signer` of `x-amzn-oidc-data`.
     pub alb_signer: String,
     /// The signing key; `None` generates one per process.
@@ -216,7 +216,9 @@ impl Login {
             settings.cookie_keys.0.clone()
         };
         let store = match &settings.redis_url {
-            Some(url) => Store::Redis(runtime.redis(url).map_err(StartError::SessionStore)?),
+            Some(Redacted(url)) => {
+                Store::Redis(runtime.redis(url).map_err(StartError::SessionStore)?)
+            }
             None => Store::Cookie,
         };
         let alb = match &settings.alb_key {
