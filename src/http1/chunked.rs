@@ -22,7 +22,7 @@ pub enum Chunked {
     DataEnd,
     /// After the last chunk: trailer fields, then an empty line.
     Trailers,
-    /// The trailers were passed on: the body has ended.
+    /// The trailer section was read (and any fields passed on): the body has ended.
     Ended,
 }
 
@@ -81,7 +81,9 @@ impl Chunked {
                 }
                 Chunked::Trailers => {
                     let decoded = trailers(buf)?;
-                    if let Decoded::Trailers(_) = decoded {
+                    // With trailer fields or without, the body has ended: what follows is not
+                    // the body's, and must never be read as another trailer section.
+                    if !matches!(decoded, Decoded::NeedMore) {
                         *self = Chunked::Ended;
                     }
                     return Ok(decoded);
@@ -235,6 +237,26 @@ mod tests {
             };
             assert_eq!(data, b"abc", "step {step}");
             assert_eq!(ended_at, body_len, "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_ended_body_stays_ended_whatever_follows() {
+        for wire in [
+            &b"0\r\n\r\n"[..],
+            b"0\r\n\r\nx-late: 1\r\n\r\n",
+            b"0\r\n\r\n\r\n",
+            b"0\r\nx-t: 1\r\n\r\n\r\n",
+        ] {
+            let mut state = Chunked::Size;
+            let mut buf = BytesMut::from(wire);
+            let first = state.decode(&mut buf).unwrap();
+            assert!(matches!(first, Decoded::End | Decoded::Trailers(_)));
+            let left = buf.clone();
+            for _ in 0..2 {
+                assert!(matches!(state.decode(&mut buf), Ok(Decoded::End)), "{wire:?}");
+                assert_eq!(buf, left, "nothing is read after the end");
+            }
         }
     }
 
