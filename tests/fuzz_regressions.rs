@@ -6,8 +6,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
+use bytes::BytesMut;
 use http::HeaderValue;
 use jwtgate::fuzzing::{self, SESSION_COOKIE, SESSION_KEY, TARGETS};
+use jwtgate::http1::{self, Chunked, Decoded, FieldSpans, Framing, ParsedRequest, RequestSpans};
 use jwtgate::login::cookies::CookieKeys;
 use jwtgate::login::session::Session;
 use jwtgate::token::TokenError;
@@ -115,4 +117,78 @@ fn the_jwt_check_parses_a_well_formed_token_up_to_the_issuer_lookup() {
 fn the_config_check_compiles_the_demo_config() {
     let demo = std::fs::read_to_string(regressions().join("config_check/demo.toml")).unwrap();
     jwtgate::compile::compile("demo.toml", &demo).expect("the demo config compiles");
+}
+
+#[test]
+fn the_request_check_sees_requests_served_and_handed_over() {
+    let parse = |file: &str| {
+        let data = std::fs::read(regressions().join("request_head").join(file)).unwrap();
+        let mut buf = BytesMut::from(&data[..]);
+        let mut spans = RequestSpans::default();
+        let mut served = 0;
+        while let ParsedRequest::Request(..) = http1::parse_request(&mut buf, 100, &mut spans) {
+            served += 1;
+        }
+        (served, buf.len())
+    };
+    assert_eq!(parse("pipelined.http"), (3, 0), "three requests served");
+    assert_eq!(parse("browser.http"), (1, 0));
+    assert_eq!(
+        parse("fragment.http"),
+        (1, 0),
+        "served without its fragment"
+    );
+    let post = std::fs::metadata(regressions().join("request_head/post_body.http")).unwrap();
+    assert_eq!(
+        parse("post_body.http"),
+        (0, post.len() as usize),
+        "to hyper"
+    );
+}
+
+#[test]
+fn the_response_check_sees_every_framing() {
+    for (file, framing) in [
+        ("ok_length.http", Framing::Length(12)),
+        ("early_hints.http", Framing::Length(2)),
+        ("chunked.http", Framing::Chunked(Chunked::Size)),
+        ("te_and_length.http", Framing::Chunked(Chunked::Size)),
+        ("te_gzip_only.http", Framing::UntilClose),
+        ("not_modified.http", Framing::Length(0)),
+    ] {
+        let data = std::fs::read(regressions().join("response_head").join(file)).unwrap();
+        let head = http1::parse_response(
+            &mut BytesMut::from(&data[..]),
+            &mut FieldSpans::default(),
+            false,
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("{file}: incomplete"));
+        assert_eq!(head.framing, framing, "{file}");
+    }
+}
+
+#[test]
+fn the_chunked_check_decodes_bodies_to_their_end() {
+    let data = std::fs::read(regressions().join("chunked_body/extensions_trailers.bin")).unwrap();
+    // The first byte chooses two read sizes, the next two are those sizes.
+    let mut buf = BytesMut::from(&data[3..]);
+    let (mut state, mut body) = (Chunked::Size, Vec::new());
+    let trailers = loop {
+        match state.decode(&mut buf).unwrap() {
+            Decoded::Data(d) => body.extend_from_slice(&d),
+            Decoded::Trailers(t) => break t,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(body, b"hello, world");
+    assert_eq!(trailers["x-sum"], "42");
+}
+
+#[test]
+fn the_content_length_check_reaches_both_ends_of_the_range() {
+    let read = |file: &str| std::fs::read(regressions().join("content_length").join(file)).unwrap();
+    assert_eq!(http1::content_length(&read("u64_max.txt")), Ok(u64::MAX));
+    assert!(http1::content_length(&read("u64_max_plus_one.txt")).is_err());
+    assert_eq!(http1::content_length(&read("many_zeros.txt")), Ok(1));
 }

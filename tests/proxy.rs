@@ -1560,6 +1560,30 @@ async fn a_length_beside_chunked_is_dropped_on_both_upstream_paths() {
     }
 }
 
+/// Interim (1xx) responses count against the response head's size limit like the head they
+/// precede: an upstream answering with endless `100 Continue`s gets a 502 once they pass it,
+/// instead of being read until the response timeout. A few of them are fine.
+#[tokio::test]
+async fn interim_responses_count_against_the_head_limit() {
+    let issuer = jwtgate::dev::issuer::DevIssuer::start("us-east-1_TEST")
+        .await
+        .unwrap();
+    let (addr, _, _) = raw_upstream(|n| {
+        // 3000 interim heads: 75 000 bytes, over the 64 KiB a response head may take.
+        let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(if n == 0 { 3000 } else { 10 });
+        answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        (answer, true)
+    })
+    .await;
+    let proxy = proxy_for(&issuer, &format!("http://{addr}")).await;
+    let http = client();
+    let res = http.get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 502, "endless interim responses");
+    let res = http.get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "a few interim responses");
+    assert_eq!(res.text().await.unwrap(), "ok");
+}
+
 /// A Transfer-Encoding whose final coding is not chunked delimits the body by the close (RFC
 /// 9112 §6.3), its Content-Length removed; Transfer-Encoding in an HTTP/1.0 response is faulty
 /// framing (§6.1), a 502. The same on both upstream paths.

@@ -22,7 +22,7 @@ pub enum Chunked {
     DataEnd,
     /// After the last chunk: trailer fields, then an empty line.
     Trailers,
-    /// The trailers were passed on: the body has ended.
+    /// The trailer section was read (and any fields passed on): the body has ended.
     Ended,
 }
 
@@ -81,7 +81,9 @@ impl Chunked {
                 }
                 Chunked::Trailers => {
                     let decoded = trailers(buf)?;
-                    if let Decoded::Trailers(_) = decoded {
+                    // With trailer fields or without, the body has ended: what follows is not
+                    // the body's, and must never be read as another trailer section.
+                    if !matches!(decoded, Decoded::NeedMore) {
                         *self = Chunked::Ended;
                     }
                     return Ok(decoded);
@@ -102,12 +104,13 @@ fn trailers(buf: &mut BytesMut) -> Result<Decoded, Error> {
         return Ok(Decoded::End);
     }
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    // The limit holds however the section arrived: whole in one read, or a piece at a time.
     let len = match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((len, _))) => len,
+        Ok(httparse::Status::Complete((len, _))) if len <= MAX_TRAILER_BYTES => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILER_BYTES => {
             return Ok(Decoded::NeedMore);
         }
-        Ok(httparse::Status::Partial) | Err(_) => {
+        Ok(_) | Err(_) => {
             return Err(Error::Malformed("chunked trailers"));
         }
     };
@@ -239,6 +242,29 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_body_stays_ended_whatever_follows() {
+        for wire in [
+            &b"0\r\n\r\n"[..],
+            b"0\r\n\r\nx-late: 1\r\n\r\n",
+            b"0\r\n\r\n\r\n",
+            b"0\r\nx-t: 1\r\n\r\n\r\n",
+        ] {
+            let mut state = Chunked::Size;
+            let mut buf = BytesMut::from(wire);
+            let first = state.decode(&mut buf).unwrap();
+            assert!(matches!(first, Decoded::End | Decoded::Trailers(_)));
+            let left = buf.clone();
+            for _ in 0..2 {
+                assert!(
+                    matches!(state.decode(&mut buf), Ok(Decoded::End)),
+                    "{wire:?}"
+                );
+                assert_eq!(buf, left, "nothing is read after the end");
+            }
+        }
+    }
+
+    #[test]
     fn malformed_chunked_bodies_are_errors() {
         for wire in [
             &b"5\r\nhelloX\r\n0\r\n\r\n"[..],
@@ -259,6 +285,26 @@ mod tests {
         assert!(decode_chunked(long_line.as_bytes(), 64).is_err());
         let long_trailers = format!("0\r\n{}", "x-t: y\r\n".repeat(MAX_TRAILER_BYTES / 8 + 1));
         assert!(decode_chunked(long_trailers.as_bytes(), 512).is_err());
+    }
+
+    #[test]
+    fn the_trailer_limit_holds_whatever_the_read_boundaries() {
+        // A section of exactly the limit (its empty line included) ends the body; one byte more
+        // is refused, whether it arrives a piece at a time or complete in one read.
+        let section = |len: usize| {
+            let value = "v".repeat(len - "x-t: \r\n\r\n".len());
+            format!("1\r\na\r\n0\r\nx-t: {value}\r\n\r\n")
+        };
+        let at_limit = section(MAX_TRAILER_BYTES);
+        let over = section(MAX_TRAILER_BYTES + 1);
+        for step in [100, 700, at_limit.len(), over.len()] {
+            let (data, trailers, clean) = decode_chunked(at_limit.as_bytes(), step).unwrap();
+            assert_eq!((&data[..], trailers.len(), clean), (&b"a"[..], 1, true));
+            assert!(
+                decode_chunked(over.as_bytes(), step).is_err(),
+                "step {step}"
+            );
+        }
     }
 
     #[test]

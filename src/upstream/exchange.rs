@@ -108,8 +108,10 @@ pub async fn exchange(
     pool: &Arc<Pool>,
 ) -> Result<Response<ResponseBody>, Failed> {
     let mut buf = std::mem::take(&mut conn.buf);
-    let fail = |error: ExchangeError, buf: &BytesMut| Failed {
-        failure: if buf.is_empty() {
+    // Bytes of interim (1xx) heads read and dropped: part of the answer, and of its limit.
+    let mut interim = 0;
+    let fail = |error: ExchangeError, received: usize| Failed {
+        failure: if received == 0 {
             Failure::NoResponse
         } else {
             Failure::Partial
@@ -117,11 +119,13 @@ pub async fn exchange(
         error,
     };
     if let Err(e) = conn.io.write_all(head).await {
-        return Err(fail(e.into(), &buf));
+        return Err(fail(e.into(), buf.len()));
     }
     loop {
+        let before = buf.len();
         let parsed = http1::parse_response(&mut buf, &mut conn.fields, head_request);
-        if let Some(head) = parsed.map_err(|e| fail(e.into(), &buf))? {
+        let parsed = parsed.map_err(|e| fail(e.into(), interim + before))?;
+        if let Some(head) = parsed {
             let body = ResponseBody {
                 conn: Some(conn),
                 buf,
@@ -133,21 +137,26 @@ pub async fn exchange(
             response.body_mut().finish_if_empty();
             return Ok(response);
         }
-        if buf.len() >= MAX_HEAD_BYTES {
-            return Err(fail(http1::Error::HeadTooLarge.into(), &buf));
+        interim += before - buf.len();
+        let received = interim + buf.len();
+        if received >= MAX_HEAD_BYTES {
+            return Err(fail(http1::Error::HeadTooLarge.into(), received));
         }
-        let room = MAX_HEAD_BYTES - buf.len();
+        let room = MAX_HEAD_BYTES - received;
         match read_more(&mut conn.io, &mut buf, room).await {
-            Ok(0) => return Err(fail(ExchangeError::Closed, &buf)),
+            Ok(0) => return Err(fail(ExchangeError::Closed, received)),
             Ok(_) => {}
-            Err(e) => return Err(fail(e.into(), &buf)),
+            Err(e) => return Err(fail(e.into(), interim + buf.len())),
         }
     }
 }
 
+/// Reads at most `limit` more bytes into `buf` (`read_buf` alone fills all the spare capacity,
+/// which may be far more than was reserved).
 async fn read_more(io: &mut TokioIo<Io>, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
-    buf.reserve(READ_SIZE.min(limit));
-    io.read_buf(buf).await
+    let limit = READ_SIZE.min(limit);
+    buf.reserve(limit);
+    io.take(limit as u64).read_buf(buf).await
 }
 
 /// A response body read straight from its upstream connection.
