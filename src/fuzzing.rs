@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use futures_util::FutureExt as _;
 use http::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderValue};
 
-use crate::compile::{DEFAULT_MAX_HEADERS, compile};
+use crate::compile::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, compile};
 use crate::http1::{
     self, Chunked, Decoded, FieldSpans, Framing, MAX_FIELDS, MAX_TRAILER_BYTES, ParsedRequest,
     RequestSpans,
@@ -390,7 +390,12 @@ pub fn request_head(data: &[u8]) {
     // As `server::h1` does: parse while bytes are buffered.
     while !buf.is_empty() {
         let rest = &data[at..];
-        match http1::parse_request(&mut buf, DEFAULT_MAX_HEADERS, &mut spans) {
+        match http1::parse_request(
+            &mut buf,
+            DEFAULT_MAX_HEADERS,
+            DEFAULT_MAX_HEADER_BYTES,
+            &mut spans,
+        ) {
             ParsedRequest::Request(req, close) => {
                 assert!(buf.len() < rest.len(), "served without taking a byte");
                 let used = rest.len() - buf.len();

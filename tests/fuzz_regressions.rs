@@ -126,7 +126,9 @@ fn the_request_check_sees_requests_served_and_handed_over() {
         let mut buf = BytesMut::from(&data[..]);
         let mut spans = RequestSpans::default();
         let mut served = 0;
-        while let ParsedRequest::Request(..) = http1::parse_request(&mut buf, 100, &mut spans) {
+        while let ParsedRequest::Request(..) =
+            http1::parse_request(&mut buf, 100, 64 * 1024, &mut spans)
+        {
             served += 1;
         }
         (served, buf.len())

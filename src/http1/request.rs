@@ -35,12 +35,14 @@ pub struct RequestSpans {
 
 /// Parses a request head at the start of `buf`, for a server that serves only the simplest
 /// requests itself: HTTP/1.1, a target in origin form, not `CONNECT`, at most `max_headers`
-/// fields (and [`MAX_FIELDS`]), no body (no `Transfer-Encoding`, at most one `Content-Length`,
-/// and that one 0), no `Expect`, no upgrade, no `TE: trailers`. Everything else, and every head
-/// that does not parse, is [`ParsedRequest::Other`].
+/// fields (and [`MAX_FIELDS`]) in at most `max_head_bytes`, no body (no `Transfer-Encoding`, at
+/// most one `Content-Length`, and that one 0), no `Expect`, no upgrade, no `TE: trailers`.
+/// Everything else, and every head that does not parse, is [`ParsedRequest::Other`] (a head over
+/// the size limit included, whether or not it arrived in one read: hyper answers it 431).
 pub fn parse_request(
     buf: &mut BytesMut,
     max_headers: usize,
+    max_head_bytes: usize,
     spans: &mut RequestSpans,
 ) -> ParsedRequest {
     let len = {
@@ -48,7 +50,8 @@ pub fn parse_request(
         let mut head = httparse::Request::new(&mut []);
         let config = httparse::ParserConfig::default();
         let len = match config.parse_request_with_uninit_headers(&mut head, buf, &mut fields) {
-            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Complete(len)) if len <= max_head_bytes => len,
+            Ok(httparse::Status::Complete(_)) => return ParsedRequest::Other,
             Ok(httparse::Status::Partial) => return ParsedRequest::Partial,
             Err(_) => return ParsedRequest::Other,
         };
@@ -148,7 +151,7 @@ mod tests {
     fn parsed(text: &str) -> (ParsedRequest, BytesMut) {
         let mut buf = BytesMut::from(text);
         (
-            parse_request(&mut buf, 100, &mut RequestSpans::default()),
+            parse_request(&mut buf, 100, 16 * 1024, &mut RequestSpans::default()),
             buf,
         )
     }
@@ -202,6 +205,11 @@ mod tests {
             assert!(matches!(result, ParsedRequest::Other), "{text:?}");
             assert_eq!(&rest[..], text.as_bytes(), "the bytes stay for hyper");
         }
+        // A complete head over the byte limit, in one read: hyper's (it answers 431).
+        let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(16 * 1024));
+        let (result, rest) = parsed(&big);
+        assert!(matches!(result, ParsedRequest::Other));
+        assert_eq!(&rest[..], big.as_bytes());
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));
         assert!(matches!(parsed(&many).0, ParsedRequest::Other));
     }

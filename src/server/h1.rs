@@ -157,7 +157,12 @@ impl HeadReader {
         self.timer.restart();
         loop {
             if !self.buf.is_empty() {
-                match http1::parse_request(&mut self.buf, limits.max_headers, &mut self.spans) {
+                match http1::parse_request(
+                    &mut self.buf,
+                    limits.max_headers,
+                    limits.max_header_bytes,
+                    &mut self.spans,
+                ) {
                     ParsedRequest::Request(req, close) => {
                         return Next::Request(req.map(|()| ClientBody::Empty), close);
                     }
