@@ -73,12 +73,7 @@ impl BinaryProxy {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.admin_url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::get_text(&self.admin_url("/metrics")).await
     }
 
     /// What the process logged so far.

@@ -94,12 +94,7 @@ impl TestProxy {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.admin_url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.admin_url("/metrics")).await
     }
 }
 
@@ -230,6 +225,11 @@ impl Env {
         }
         req.send().await.unwrap()
     }
+}
+
+/// The body of `GET url` (the admin endpoints).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 pub fn client() -> reqwest::Client {
