@@ -35,8 +35,12 @@ pub struct RawConfig {
     /// `[token_cache]`: the verified-token cache.
     #[serde(default)]
     pub token_cache: RawTokenCache,
-    /// `[login]`: the browser sign-in used by `auth = "login"` routes.
+    /// `[login]`: the browser sign-in used by `auth = "login"` routes (the provider named
+    /// `default`).
     pub login: Option<Spanned<RawLogin>>,
+    /// `[[logins]]`: further sign-in providers, each with a `name` routes choose with `login`.
+    #[serde(default)]
+    pub logins: Vec<Spanned<RawLogin>>,
     /// `[forward_auth]`: answer auth subrequests of another proxy instead of forwarding.
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     /// `[cors]`: answer preflights and add CORS headers, like API Gateway's CORS settings.
@@ -233,6 +237,9 @@ pub struct RawRoute {
     /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
     /// its upstream. Default: none (every one is removed).
     pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// With `auth = "login"`: the sign-in provider (a `[[logins]]` name). Default `default`,
+    /// the `[login]` table.
+    pub login: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).
@@ -271,10 +278,14 @@ pub struct RawTokenCache {
     pub max_bytes: Option<Spanned<u64>>,
 }
 
-/// `[login]`: ALB-style browser sign-in (authorization code flow with PKCE).
+/// `[login]` or one `[[logins]]` table: ALB-style browser sign-in (authorization code flow
+/// with PKCE).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogin {
+    /// `[[logins]]` only: the provider's name (routes' `login`, metric label, default cookie
+    /// and path names). `[login]` is the provider named `default`.
+    pub name: Option<Spanned<String>>,
     /// OpenID issuer; endpoints come from its discovery document unless given below.
     pub issuer: Option<Spanned<String>>,
     /// Cognito shorthand: user pool id (gives the issuer and key set).
@@ -305,7 +316,8 @@ pub struct RawLogin {
     pub scope: Option<Spanned<String>>,
     /// Extra authorization request parameters (at most 10).
     pub extra_params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    /// Session cookie name (shards get `-0`, `-1`, …). Default `AWSELBAuthSessionCookie`.
+    /// Session cookie name (shards get `-0`, `-1`, …). Default `AWSELBAuthSessionCookie`
+    /// (`[[logins]]`: `AWSELBAuthSessionCookie.NAME`).
     pub session_cookie_name: Option<Spanned<String>>,
     /// Longest a session lives, whatever the refreshes. Default `7d`.
     pub session_timeout: Option<Spanned<String>>,
@@ -314,8 +326,11 @@ pub struct RawLogin {
     /// API clients (`Accept: application/json`, `X-Requested-With`) without a session:
     /// `deny` (401, default) or `authenticate` (302 like browsers).
     pub api_clients: Option<Spanned<String>>,
-    /// Path that signs out. Default `/oauth2/sign_out`.
+    /// Path that signs out. Default `/oauth2/sign_out` (`[[logins]]`: `/oauth2/sign_out/NAME`).
     pub logout_path: Option<Spanned<String>>,
+    /// Path the IdP redirects back to with the code. Default `/oauth2/idpresponse`
+    /// (`[[logins]]`: `/oauth2/idpresponse/NAME`).
+    pub callback_path: Option<Spanned<String>>,
     /// Where the IdP sends the user after logout.
     pub logout_redirect: Option<Spanned<String>>,
     /// External base URL (`https://app.example.com`) for the callback URL. Default: from the

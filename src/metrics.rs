@@ -153,7 +153,7 @@ impl Metrics {
                     joined(LoginEvent::ALL, LoginEvent::as_str)
                 ),
             ),
-            &["event"],
+            &["provider", "event"],
         )
         .expect("metric"); // ok: static definition
         let config_reloads = IntCounterVec::new(
@@ -201,10 +201,7 @@ impl Metrics {
             registry.register(c).expect("unique metric names"); // ok: static definition
         }
         // Known label values start at 0, so their families show from the first scrape and
-        // increase() sees the first event.
-        for event in LoginEvent::ALL {
-            login_events.with_label_values(&[event.as_str()]).inc_by(0);
-        }
+        // increase() sees the first event (login events: per provider, see `login_provider`).
         for result in ReloadResult::ALL {
             config_reloads
                 .with_label_values(&[result.as_str()])
@@ -237,9 +234,21 @@ impl Metrics {
             .inc();
     }
 
-    /// A browser sign-in event.
-    pub fn login_event(&self, event: LoginEvent) {
-        self.login_events.with_label_values(&[event.as_str()]).inc();
+    /// A browser sign-in event of the provider named `provider` (a name from the config).
+    pub fn login_event(&self, provider: &str, event: LoginEvent) {
+        self.login_events
+            .with_label_values(&[provider, event.as_str()])
+            .inc();
+    }
+
+    /// Starts a configured provider's login event series at 0, so they show from the first
+    /// scrape and increase() sees the first event.
+    pub fn login_provider(&self, provider: &str) {
+        for event in LoginEvent::ALL {
+            self.login_events
+                .with_label_values(&[provider, event.as_str()])
+                .inc_by(0);
+        }
     }
 
     /// One finished request.
@@ -358,17 +367,19 @@ mod tests {
     /// and every known event and reload result shows from the first scrape.
     #[test]
     fn help_texts_and_zero_series_are_unchanged() {
-        let text = Metrics::new().render(0);
+        let metrics = Metrics::new();
+        metrics.login_provider("default");
+        let text = metrics.render(0);
         let lines: Vec<&str> = text.lines().collect();
         for line in [
             "# HELP jwtgate_login_events_total Browser sign-in events: redirect, callback_ok, callback_failed, refresh_ok, refresh_failed, logout.",
             "# HELP jwtgate_config_reloads_total Configuration reloads by result (ok, refused).",
-            r#"jwtgate_login_events_total{event="redirect"} 0"#,
-            r#"jwtgate_login_events_total{event="callback_ok"} 0"#,
-            r#"jwtgate_login_events_total{event="callback_failed"} 0"#,
-            r#"jwtgate_login_events_total{event="refresh_ok"} 0"#,
-            r#"jwtgate_login_events_total{event="refresh_failed"} 0"#,
-            r#"jwtgate_login_events_total{event="logout"} 0"#,
+            r#"jwtgate_login_events_total{event="redirect",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_failed",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_ok",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_failed",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="logout",provider="default"} 0"#,
             r#"jwtgate_config_reloads_total{result="ok"} 0"#,
             r#"jwtgate_config_reloads_total{result="refused"} 0"#,
         ] {
@@ -379,7 +390,7 @@ mod tests {
     #[test]
     fn counters_take_the_enums_label() {
         let m = Metrics::new();
-        m.login_event(LoginEvent::CallbackFailed);
+        m.login_event("staff", LoginEvent::CallbackFailed);
         m.config_reload(ReloadResult::Refused);
         m.auth_failure("api", Reason::InsufficientScope);
         m.rejection("api", Reason::BadHost);
@@ -387,7 +398,7 @@ mod tests {
         m.jwks_fetched("cognito", FetchResult::Ok, 2);
         let text = m.render(0);
         for line in [
-            r#"jwtgate_login_events_total{event="callback_failed"} 1"#,
+            r#"jwtgate_login_events_total{event="callback_failed",provider="staff"} 1"#,
             r#"jwtgate_config_reloads_total{result="refused"} 1"#,
             r#"jwtgate_auth_failures_total{reason="insufficient_scope",route="api"} 1"#,
             r#"jwtgate_rejections_total{reason="bad_host",route="api"} 1"#,

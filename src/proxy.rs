@@ -18,8 +18,7 @@ use crate::authz::Denial;
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
-use crate::login::cookies;
-use crate::login::{Gate, Identity, STATE_COOKIE};
+use crate::login::{Gate, Identity, Login};
 use crate::metrics::Decision;
 use crate::routes::{self, PathError};
 use crate::server::ClientBody;
@@ -212,7 +211,8 @@ fn record(
 enum Caller {
     Anonymous,
     Token(Arc<token::VerifiedToken>, Arc<token::IssuerPolicy>),
-    Session(Box<Identity>),
+    /// A browser session, with the provider that signed it in (the route's).
+    Session(Box<Identity>, Arc<Login>),
 }
 
 /// The outcome of authentication: a caller (with cookies to send), or an answer of its own (a
@@ -275,7 +275,7 @@ async fn pipeline(
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
-    authorise(ctx.snapshot, route, &caller)?;
+    authorise(route, &caller)?;
     let upgrade = rewrite_request(ctx, route, &caller, &mut parts, target)?;
     let response = forward(ctx, Request::from_parts(parts, body), upgrade).await?;
     Ok(rewrite_response(response, set_cookies))
@@ -317,7 +317,7 @@ async fn own_paths<B: Fn() -> Option<String>>(
     let snapshot = ctx.snapshot;
     let config = &snapshot.config;
     let path = target.path.as_str();
-    if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(path)) {
+    if let Some(login) = snapshot.logins.owner(path) {
         ctx.route = Arc::from(LOGIN_ROUTE);
         let base = base().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
         let response = login
@@ -382,9 +382,7 @@ fn rewrite_request(
     let upgrade = headers::upgrade_requested(&parts.headers);
     let headers = &mut parts.headers;
     plan.strip_inbound(headers, ctx.conn.peer.ip(), &route.keep_override_headers);
-    if let Some(login) = &snapshot.login {
-        cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
-    }
+    snapshot.logins.strip_cookies(headers);
     add_identity(snapshot, headers, caller);
     plan.add_forwarded(
         headers,
@@ -468,7 +466,12 @@ async fn authenticate<B: Fn() -> Option<String>>(
             }
         },
         AuthMode::Login => {
-            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
+            // The route's provider: its sessions only (every login route has one that exists).
+            let login = route
+                .login
+                .as_deref()
+                .and_then(|name| snapshot.logins.get(name))
+                .ok_or(Reject::LoginRequired)?;
             let base = (request.base)().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
             let return_to = with_query(request.path, request.query);
             return match login
@@ -480,7 +483,7 @@ async fn authenticate<B: Fn() -> Option<String>>(
                 }
                 Gate::Forward(identity, cookies) => {
                     let caller = identity.map_or(Caller::Anonymous, |identity| {
-                        Caller::Session(Box::new(identity))
+                        Caller::Session(Box::new(identity), Arc::clone(login))
                     });
                     Ok(Decided::Caller(caller, cookies))
                 }
@@ -492,14 +495,11 @@ async fn authenticate<B: Fn() -> Option<String>>(
 
 /// Authorise phase: the route's requirements (token kind and issuer: 401; scopes, groups,
 /// claims: 403) on the caller's claims. Anonymous callers have nothing to check.
-fn authorise(snapshot: &Snapshot, route: &Route, caller: &Caller) -> Result<(), Reject> {
+fn authorise(route: &Route, caller: &Caller) -> Result<(), Reject> {
     let (policy, claims) = match caller {
         Caller::Anonymous => return Ok(()),
         Caller::Token(token, policy) => (&**policy, &token.claims),
-        Caller::Session(identity) => {
-            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
-            (login.policy(), &identity.claims)
-        }
+        Caller::Session(identity, login) => (login.policy(), &identity.claims),
     };
     route
         .requirements
@@ -521,10 +521,8 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
         Caller::Token(token, _) => {
             plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
         }
-        Caller::Session(identity) => {
-            if let Some(login) = &snapshot.login {
-                login.inject(headers, identity);
-            }
+        Caller::Session(identity, login) => {
+            login.inject(headers, identity);
             plan.inject_claims(headers, &identity.session.claims, None);
         }
     }
@@ -573,7 +571,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
     match authenticate(ctx, route, &request).await? {
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
-            authorise(snapshot, route, &caller)?;
+            authorise(route, &caller)?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);

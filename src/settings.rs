@@ -54,6 +54,8 @@ pub struct Route {
     pub preflight_forward: bool,
     /// Override headers this route passes upstream (usually none).
     pub keep_override_headers: Vec<HeaderName>,
+    /// With `auth = "login"`: the name of the sign-in provider whose sessions it accepts.
+    pub login: Option<Arc<str>>,
 }
 
 /// Listener limits.
@@ -117,8 +119,9 @@ pub struct Config {
     pub headers: HeaderPlan,
     /// Verified-token cache size, bytes.
     pub token_cache_bytes: u64,
-    /// Browser sign-in, when `[login]` is configured.
-    pub login: Option<LoginSettings>,
+    /// Browser sign-in providers: `[login]` (named `default`) first, then `[[logins]]` in
+    /// file order. Names, cookie names and paths are unique.
+    pub logins: Vec<LoginSettings>,
     /// Path prefix of the forward-auth endpoint, when `[forward_auth]` is configured.
     pub forward_auth: Option<String>,
     /// TLS on the proxy listener.

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::StartError;
 use crate::jwks::{KeyManager, KeySettings};
-use crate::login::{Login, LoginRuntime};
+use crate::login::{Login, LoginRuntime, Logins};
 use crate::metrics::Metrics;
 use crate::settings::Config;
 use crate::token::{Issuers, TokenCache};
@@ -22,8 +22,8 @@ pub struct Snapshot {
     pub issuers: Issuers,
     /// The upstream client (its pool belongs to this config).
     pub upstream: Upstream,
-    /// Browser sign-in, when configured.
-    pub login: Option<Arc<Login>>,
+    /// Browser sign-in providers (none without `[login]` or `[[logins]]`).
+    pub logins: Logins,
 }
 
 /// State shared by every connection.
@@ -137,9 +137,10 @@ fn bind(
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, StartError> {
     let mut settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
-    settings.extend(config.login.as_ref().map(|l| l.keys.clone()));
+    // Each sign-in provider's ID token keys, after the issuers', in config order.
+    settings.extend(config.logins.iter().map(|l| l.keys.clone()));
     let mut stores = keys.sync(&settings);
-    let login_store = config.login.as_ref().and_then(|_| stores.pop());
+    let login_stores = stores.split_off(config.issuers.len().min(stores.len()));
     let issuers = Issuers::new(
         config
             .issuers
@@ -147,20 +148,19 @@ fn bind(
             .map(|(policy, _)| Arc::clone(policy))
             .zip(stores),
     );
-    let login = match (&config.login, login_store) {
-        (Some(settings), Some(store)) => Some(Arc::new(Login::new(
-            settings.clone(),
-            store,
-            login_runtime,
-            metrics,
-        )?)),
-        _ => None,
-    };
+    let logins = config
+        .logins
+        .iter()
+        .zip(login_stores)
+        .map(|(settings, store)| {
+            Login::new(settings.clone(), store, login_runtime, metrics).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let upstream = Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?;
     Ok(Snapshot {
         config,
         issuers,
         upstream,
-        login,
+        logins: Logins::new(logins),
     })
 }

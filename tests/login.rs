@@ -302,7 +302,7 @@ async fn the_whole_flow_reaches_the_upstream_with_alb_headers() {
     assert_eq!(b.get(&env.proxy.url("/app/other")).await.status(), 200);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains(r#"jwtgate_login_events_total{event="callback_ok"} 1"#),
+        m.contains(r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 1"#),
         "{m}"
     );
 }
@@ -379,7 +379,7 @@ async fn tampered_missing_or_replayed_state_is_refused() {
     assert_eq!(res.status(), 401);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains(r#"jwtgate_login_events_total{event="callback_failed"} 4"#),
+        m.contains(r#"jwtgate_login_events_total{event="callback_failed",provider="default"} 4"#),
         "{m}"
     );
     assert_eq!(env.upstream.hits(), 0);
@@ -507,7 +507,7 @@ async fn twenty_concurrent_requests_refresh_the_session_once() {
     assert_eq!(env.issuer.hosted_ui().token_calls(), after);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains("jwtgate_login_events_total{event=\"refresh_ok\"}"),
+        m.contains("jwtgate_login_events_total{event=\"refresh_ok\",provider=\"default\"}"),
         "{m}"
     );
 }

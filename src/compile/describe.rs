@@ -37,10 +37,11 @@ impl Config {
                 algs.join(","),
             );
         }
-        if let Some(login) = &self.login {
+        for login in &self.logins {
             let _ = writeln!(
                 out,
-                "login  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  logout={}",
+                "login {:?}  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  callback={}  logout={}",
+                login.name,
                 login.issuer,
                 login.client_id,
                 login.cookie_name,
@@ -50,6 +51,7 @@ impl Config {
                     "cookie"
                 },
                 login.on_unauthenticated,
+                login.callback_path,
                 login.logout_path,
             );
         }
@@ -70,6 +72,9 @@ impl Config {
             });
             let r = &route.requirements;
             let mut req = Vec::new();
+            if let Some(login) = &route.login {
+                req.push(format!("login={login}"));
+            }
             if !r.scopes_any.is_empty() {
                 req.push(format!("scopes_any={}", r.scopes_any.join(",")));
             }

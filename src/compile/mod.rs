@@ -70,13 +70,13 @@ pub fn compile_with_env(
     let issuers = issuers::compile(&mut d, &raw.issuers);
     let routes = routes::compile(&mut d, &raw.routes, &issuers, paths);
     let headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
-    let login = login::compile(&mut d, raw.login.as_ref(), paths);
+    let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());
     let forward_auth =
-        forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, login.as_ref());
+        forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
     // Across tables (a route's references to [[issuers]] are checked with the route).
-    login::required(&mut d, &routes, raw.login.as_ref());
+    login::routes(&mut d, &raw.routes, raw.login.as_ref(), &raw.logins);
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
 
@@ -92,7 +92,7 @@ pub fn compile_with_env(
             routes,
             headers,
             token_cache_bytes,
-            login,
+            logins,
             forward_auth,
             tls,
             cors,

@@ -95,6 +95,20 @@ fn route(
             AuthMode::Jwt
         }
     };
+    // Whether the provider exists is checked across tables, once [[logins]] are compiled.
+    let login = match (&r.login, auth) {
+        (Some(name), AuthMode::Login) => Some(Arc::from(name.get_ref().as_str())),
+        (None, AuthMode::Login) => Some(Arc::from(crate::login::DEFAULT_PROVIDER)),
+        (Some(name), _) => {
+            d.err(
+                name.span(),
+                format!("{key}.login"),
+                "only with auth = \"login\"",
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let words = |d: &mut Diags<'_>,
                  list: &Option<Spanned<Vec<Spanned<String>>>>,
                  field: &str|
@@ -243,6 +257,7 @@ fn route(
             requirements,
             preflight_forward,
             keep_override_headers,
+            login,
         },
     ))
 }

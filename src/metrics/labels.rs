@@ -121,7 +121,7 @@ impl From<ForbiddenReason> for Reason {
 }
 
 label_enum! {
-    /// A browser sign-in event, for `jwtgate_login_events_total{event}`.
+    /// A browser sign-in event, for `jwtgate_login_events_total{provider,event}`.
     pub enum LoginEvent {
         /// A 302 to the identity provider.
         Redirect => "redirect",
@@ -395,7 +395,7 @@ mod tests {
     fn readme_documents_every_label_value() {
         let text = operations();
         assert_eq!(
-            listed(&text, "`jwtgate_login_events_total{event}` ("),
+            listed(&text, "`jwtgate_login_events_total{provider,event}` (event "),
             labels(LoginEvent::ALL, LoginEvent::as_str)
         );
         assert_eq!(
