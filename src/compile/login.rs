@@ -632,3 +632,239 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
+
+#[cfg(test)]
+mod several {
+    use crate::compile::compile;
+    use crate::compile::tests::GOOD;
+
+    /// `file:line:col` of the `nth` (0-based) occurrence of `needle` in `text`.
+    fn at(text: &str, needle: &str, nth: usize) -> String {
+        let offset = text
+            .match_indices(needle)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("{needle:?} #{nth} not in the text"))
+            .0;
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("t.toml:{line}:{col}")
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        compile("t.toml", text).unwrap_err().0
+    }
+
+    const TWO: &str = r#"
+[[routes]]
+path = "/staff/**"
+auth = "login"
+login = "staff"
+
+[[routes]]
+path = "/app/**"
+auth = "login"
+
+[login]
+issuer = "https://customers.example"
+client_id = "app"
+
+[[logins]]
+name = "staff"
+issuer = "https://corp.example"
+client_id = "staff-app"
+"#;
+
+    #[test]
+    fn named_providers_get_their_own_cookies_and_paths() {
+        let c = compile("t.toml", &format!("{GOOD}{TWO}")).unwrap();
+        let names: Vec<&str> = c.logins.iter().map(|l| &*l.name).collect();
+        assert_eq!(names, ["default", "staff"]);
+        let (default, staff) = (&c.logins[0], &c.logins[1]);
+        assert_eq!(default.cookie_name, "AWSELBAuthSessionCookie");
+        assert_eq!(default.state_cookie, "jwtgate-login-state");
+        assert_eq!(default.callback_path, "/oauth2/idpresponse");
+        assert_eq!(default.logout_path, "/oauth2/sign_out");
+        assert_eq!(&*default.policy.name, "login");
+        assert_eq!(staff.cookie_name, "AWSELBAuthSessionCookie.staff");
+        assert_eq!(staff.state_cookie, "jwtgate-login-state.staff");
+        assert_eq!(staff.callback_path, "/oauth2/idpresponse/staff");
+        assert_eq!(staff.logout_path, "/oauth2/sign_out/staff");
+        assert_eq!(&*staff.policy.name, "login:staff");
+        let providers: Vec<Option<&str>> = c
+            .routes
+            .iter()
+            .map(|(_, _, r)| r.login.as_deref())
+            .collect();
+        assert_eq!(
+            providers,
+            [None, None, Some("staff"), Some("default")],
+            "health, admin (bearer), staff, app"
+        );
+        let shown = c.describe();
+        assert!(shown.contains("login \"staff\"  iss=https://corp.example"), "{shown}");
+        assert!(shown.contains("callback=/oauth2/idpresponse/staff"), "{shown}");
+        assert!(shown.contains("login=staff"), "{shown}");
+        assert!(shown.contains("login=default"), "{shown}");
+
+        // Only [[logins]]: a login route must name its provider.
+        let only = TWO.replace(
+            "[login]\nissuer = \"https://customers.example\"\nclient_id = \"app\"\n",
+            "",
+        );
+        let text = format!("{GOOD}{only}");
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "{}: routes[3].auth: auth = \"login\" without login = \"NAME\" needs a [login] table (the provider named \"default\")",
+                at(&text, "\"login\"", 1)
+            )]
+        );
+        // A [[logins]] table named default is the default provider when there is no [login].
+        let text = format!(
+            "{GOOD}{only}\n[[logins]]\nname = \"default\"\nissuer = \"https://c.example\"\nclient_id = \"c\"\n"
+        );
+        let c = compile("t.toml", &text).unwrap();
+        assert_eq!(c.logins[1].cookie_name, "AWSELBAuthSessionCookie");
+        assert_eq!(c.logins[1].callback_path, "/oauth2/idpresponse");
+    }
+
+    #[test]
+    fn names_are_checked_where_they_stand() {
+        let more = r#"
+[[logins]]
+name = "default"
+issuer = "https://a.example"
+client_id = "a"
+
+[[logins]]
+name = "staff"
+issuer = "https://b.example"
+client_id = "b"
+
+[[logins]]
+name = "bad name"
+issuer = "https://c.example"
+client_id = "c"
+
+[[logins]]
+name = ""
+issuer = "https://d.example"
+client_id = "d"
+
+[[logins]]
+name = ".."
+issuer = "https://e.example"
+client_id = "e"
+
+[[logins]]
+issuer = "https://f.example"
+client_id = "f"
+"#;
+        let text = format!("{GOOD}{TWO}{more}\n");
+        let text = text.replace(
+            "[login]\nissuer",
+            "[login]\nname = \"customers\"\nissuer",
+        );
+        let expected = [
+            format!(
+                "{}: login.name: [login] is the provider named \"default\"; names are for [[logins]] tables",
+                at(&text, "\"customers\"", 0)
+            ),
+            format!(
+                "{}: logins[1].name: \"default\" is the [login] table's provider: rename this one, or make [login] a [[logins]] table",
+                at(&text, "\"default\"", 0)
+            ),
+            format!(
+                "{}: logins[2].name: duplicate login name \"staff\"",
+                at(&text, "\"staff\"", 2)
+            ),
+            format!(
+                "{}: logins[3].name: \"bad name\": letters, digits, '_', '.' and '-' only",
+                at(&text, "\"bad name\"", 0)
+            ),
+            format!(
+                "{}: logins[4].name: must be 1 to 64 characters",
+                at(&text, "\"\"\n", 0)
+            ),
+            format!(
+                "{}: logins[5].name: \"..\" is not a name",
+                at(&text, "\"..\"", 0)
+            ),
+        ];
+        let got = errors(&text);
+        assert_eq!(got[..expected.len()], expected, "{got:#?}");
+        assert_eq!(got.len(), expected.len() + 1, "{got:#?}");
+        assert!(
+            got[expected.len()].ends_with("logins[6].name: missing: every [[logins]] table needs a name"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn colliding_cookies_and_paths_and_misused_route_keys_are_refused() {
+        let clash = r#"
+[[logins]]
+name = "b"
+issuer = "https://b.example"
+client_id = ""
+session_cookie_name = "AWSELBAuthSessionCookie"
+callback_path = "/oauth2/sign_out"
+logout_path = "/oauth2/idpresponse/staff"
+
+[[routes]]
+path = "/x/**"
+auth = "none"
+login = "staff"
+
+[[routes]]
+path = "/y/**"
+auth = "login"
+login = "nobody"
+
+[forward_auth]
+path = "/oauth2/sign_out/staff"
+"#;
+        let text = format!("{GOOD}{TWO}{clash}");
+        let expected = [
+            format!(
+                "{}: routes[4].login: only with auth = \"login\"",
+                at(&text, "\"staff\"", 2)
+            ),
+            format!(
+                "{}: logins[1].client_id: must not be empty",
+                at(&text, "\"\"\n", 0)
+            ),
+            format!(
+                "{}: forward_auth.path: collides with the sign-in paths of login \"staff\"",
+                at(&text, "[forward_auth]", 0)
+            ),
+            format!(
+                "{}: routes[5].login: no login provider is named \"nobody\" (known: default, staff, b)",
+                at(&text, "\"nobody\"", 0)
+            ),
+        ];
+        assert_eq!(errors(&text), expected);
+
+        // With a good client id, the cookie and paths collide.
+        let text = text.replace("client_id = \"\"", "client_id = \"b\"");
+        let text = text.replace("login = \"staff\"\n\n[[routes]]\npath = \"/y", "\n[[routes]]\npath = \"/y");
+        let text = text.replace("login = \"nobody\"\n", "login = \"b\"\n");
+        let text = text.replace("[forward_auth]\npath = \"/oauth2/sign_out/staff\"\n", "");
+        let expected = [
+            format!(
+                "{}: logins[1].session_cookie_name: the session cookie \"AWSELBAuthSessionCookie\" is also a cookie of login \"default\"",
+                at(&text, "\"AWSELBAuthSessionCookie\"", 0)
+            ),
+            format!(
+                "{}: logins[1].callback_path: \"/oauth2/sign_out\" is also a sign-in path of login \"default\"",
+                at(&text, "\"/oauth2/sign_out\"", 0)
+            ),
+            format!(
+                "{}: logins[1].logout_path: \"/oauth2/idpresponse/staff\" is also a sign-in path of login \"staff\"",
+                at(&text, "\"/oauth2/idpresponse/staff\"", 0)
+            ),
+        ];
+        assert_eq!(errors(&text), expected);
+    }
+}
