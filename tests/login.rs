@@ -654,6 +654,9 @@ auth = "login"
 name = "public"
 path = "/**"
 auth = "none"
+
+[forward_auth]
+path = "/auth"
 "#,
             upstream = upstream.url(),
             customers = customers.issuer(),
@@ -745,6 +748,13 @@ async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
     assert_eq!(res.status(), 302, "a fresh sign-in, never a 500");
     assert!(location(&res).starts_with(&env.staff.issuer()));
     assert_eq!(env.upstream.hits(), 1, "the staff upstream never saw it");
+    // Forward-auth decides with the original route's provider.
+    let res = b.get(&env.proxy.url("/auth/app/x")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-amzn-oidc-identity"], alice().sub);
+    let res = b.get(&env.proxy.url("/auth/admin/x")).await;
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(&env.staff.issuer()));
 
     // A login in flight at one provider does not complete at the other's callback.
     let mut c = Browser::new();
@@ -764,7 +774,7 @@ async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
         r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 1"#,
         r#"jwtgate_login_events_total{event="callback_ok",provider="staff"} 0"#,
         r#"jwtgate_login_events_total{event="callback_failed",provider="staff"} 1"#,
-        r#"jwtgate_login_events_total{event="redirect",provider="staff"} 2"#,
+        r#"jwtgate_login_events_total{event="redirect",provider="staff"} 3"#,
     ] {
         assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
     }
