@@ -61,12 +61,9 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
             // The x-amzn-oidc-data public key, as PEM, like ALB's public-keys endpoint.
             let snapshot = shared.snapshot.load();
             // Any provider's key (each may have its own `alb_key_file`).
-            let signer = path.strip_prefix("/alb-keys/").and_then(|kid| {
-                snapshot
-                    .logins
-                    .iter()
-                    .find(|l| l.alb_signer().kid() == kid)
-            });
+            let signer = path
+                .strip_prefix("/alb-keys/")
+                .and_then(|kid| snapshot.logins.iter().find(|l| l.alb_signer().kid() == kid));
             match signer {
                 Some(login) => reply(
                     StatusCode::OK,

@@ -746,7 +746,7 @@ async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
     );
     let res = copied.get(&env.proxy.url("/admin/x")).await;
     assert_eq!(res.status(), 302, "a fresh sign-in, never a 500");
-    assert!(location(&res).starts_with(&env.staff.issuer()));
+    assert!(location(&res).starts_with(env.staff.issuer()));
     assert_eq!(env.upstream.hits(), 1, "the staff upstream never saw it");
     // Forward-auth decides with the original route's provider.
     let res = b.get(&env.proxy.url("/auth/app/x")).await;
@@ -754,7 +754,7 @@ async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
     assert_eq!(res.headers()["x-amzn-oidc-identity"], alice().sub);
     let res = b.get(&env.proxy.url("/auth/admin/x")).await;
     assert_eq!(res.status(), 302);
-    assert!(location(&res).starts_with(&env.staff.issuer()));
+    assert!(location(&res).starts_with(env.staff.issuer()));
 
     // A login in flight at one provider does not complete at the other's callback.
     let mut c = Browser::new();
@@ -763,9 +763,10 @@ async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
     let sealed = c.jar["jwtgate-login-state"].clone();
     c.jar.insert("jwtgate-login-state.staff".into(), sealed);
     let res = c
-        .get(&env.proxy.url(&format!(
-            "/oauth2/idpresponse/staff?code=x&state={state}"
-        )))
+        .get(
+            &env.proxy
+                .url(&format!("/oauth2/idpresponse/staff?code=x&state={state}")),
+        )
         .await;
     assert_eq!(res.status(), 401);
 
@@ -803,7 +804,10 @@ async fn logout_of_one_provider_leaves_the_other_signed_in() {
         assert_eq!(got.headers["cookie"], "theme=dark", "{path}");
     }
     let got = env.upstream.last().unwrap();
-    assert!(got.headers.get("x-amzn-oidc-identity").is_none(), "public: anonymous");
+    assert!(
+        got.headers.get("x-amzn-oidc-identity").is_none(),
+        "public: anonymous"
+    );
 
     // Signing out of the customer provider ends only that session, through its own IdP.
     let res = b.get(&env.proxy.url("/oauth2/sign_out")).await;
@@ -842,5 +846,5 @@ async fn logout_of_one_provider_leaves_the_other_signed_in() {
     assert!(!b.jar.keys().any(|k| k.starts_with(STAFF_COOKIE)));
     let res = b.get(&env.proxy.url("/admin/x")).await;
     assert_eq!(res.status(), 302);
-    assert!(location(&res).starts_with(&env.staff.issuer()));
+    assert!(location(&res).starts_with(env.staff.issuer()));
 }

@@ -51,7 +51,7 @@ pub(super) fn compile(
     logins: &[Spanned<RawLogin>],
     paths: PathOptions,
 ) -> Vec<LoginSettings> {
-    let mut tables: Vec<(String, Arc<str>, Range<usize>, &Spanned<RawLogin>)> = Vec::new();
+    let mut tables: Vec<Table<'_>> = Vec::new();
     if let Some(raw) = login {
         if let Some(name) = &raw.get_ref().name {
             d.err(
@@ -106,6 +106,10 @@ pub(super) fn compile(
     out
 }
 
+/// One provider's table as declared: its key in messages (`login`, `logins[0]`), its name and
+/// where the name stands (or the table, for `[login]`).
+type Table<'a> = (String, Arc<str>, Range<usize>, &'a Spanned<RawLogin>);
+
 /// Cookie names and paths the providers compiled so far use, with the provider that uses each.
 #[derive(Default)]
 struct Taken {
@@ -125,10 +129,22 @@ impl Taken {
         r: &RawLogin,
         name_span: Range<usize>,
     ) {
-        let at = |value: &Option<Spanned<String>>| value.as_ref().map_or(name_span.clone(), Spanned::span);
+        let at = |value: &Option<Spanned<String>>| {
+            value.as_ref().map_or(name_span.clone(), Spanned::span)
+        };
         let cookies = [
-            ("session_cookie_name", &settings.cookie_name, at(&r.session_cookie_name), "session cookie"),
-            ("name", &settings.state_cookie, name_span.clone(), "login state cookie"),
+            (
+                "session_cookie_name",
+                &settings.cookie_name,
+                at(&r.session_cookie_name),
+                "session cookie",
+            ),
+            (
+                "name",
+                &settings.state_cookie,
+                name_span.clone(),
+                "login state cookie",
+            ),
         ];
         for (field, cookie, span, what) in cookies {
             if let Some((_, other)) = self.cookies.iter().find(|(c, _)| c == cookie) {
@@ -138,10 +154,15 @@ impl Taken {
                     format!("the {what} {cookie:?} is also a cookie of login {other:?}"),
                 );
             }
-            self.cookies.push((cookie.clone(), Arc::clone(&settings.name)));
+            self.cookies
+                .push((cookie.clone(), Arc::clone(&settings.name)));
         }
         let paths = [
-            ("callback_path", &settings.callback_path, at(&r.callback_path)),
+            (
+                "callback_path",
+                &settings.callback_path,
+                at(&r.callback_path),
+            ),
             ("logout_path", &settings.logout_path, at(&r.logout_path)),
         ];
         for (field, path, span) in paths {
@@ -207,7 +228,7 @@ fn provider(
         .map_or(identity.default_keys, KeySource::Jwks);
     let client_id = r.client_id.get_ref().clone();
     if client_id.is_empty() {
-        d.err(r.client_id.span(), &k("client_id"), "must not be empty");
+        d.err(r.client_id.span(), k("client_id"), "must not be empty");
     }
     let client_secret = secret::read(
         d,
@@ -336,7 +357,7 @@ fn provider(
         {
             Ok(signer) => Some(Arc::new(signer)),
             Err(e) => {
-                d.err(f.span(), &k("alb_key_file"), e);
+                d.err(f.span(), k("alb_key_file"), e);
                 None
             }
         }
@@ -406,7 +427,7 @@ fn hosted_ui(
 ) -> Option<()> {
     let k = |field: &str| format!("{key}.{field}");
     let Some(domain) = domain else {
-        d.err(pool.span(), &k("domain"), "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
+        d.err(pool.span(), k("domain"), "the Cognito shorthand needs the hosted UI domain (e.g. myapp.auth.us-east-1.amazoncognito.com)");
         return None;
     };
     let host = domain
@@ -414,7 +435,7 @@ fn hosted_ui(
         .trim_start_matches("https://")
         .trim_end_matches('/');
     if host.is_empty() || host.contains(['/', ' ']) {
-        d.err(domain.span(), &k("domain"), "must be a host name");
+        d.err(domain.span(), k("domain"), "must be a host name");
         return None;
     }
     let or = |s: &mut String, v: String| {
@@ -504,7 +525,7 @@ fn redis_url(d: &mut Diags<'_>, key: &str, r: &RawLogin, span: Range<usize>) -> 
         (true, None) if r.redis_url_env.is_none() => {
             d.err(
                 span,
-                &k("redis_url"),
+                k("redis_url"),
                 "session_store = \"redis\" needs redis_url or redis_url_env",
             );
             None
@@ -702,8 +723,14 @@ client_id = "staff-app"
             "health, admin (bearer), staff, app"
         );
         let shown = c.describe();
-        assert!(shown.contains("login \"staff\"  iss=https://corp.example"), "{shown}");
-        assert!(shown.contains("callback=/oauth2/idpresponse/staff"), "{shown}");
+        assert!(
+            shown.contains("login \"staff\"  iss=https://corp.example"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("callback=/oauth2/idpresponse/staff"),
+            "{shown}"
+        );
         assert!(shown.contains("login=staff"), "{shown}");
         assert!(shown.contains("login=default"), "{shown}");
 
@@ -762,10 +789,7 @@ issuer = "https://f.example"
 client_id = "f"
 "#;
         let text = format!("{GOOD}{TWO}{more}\n");
-        let text = text.replace(
-            "[login]\nissuer",
-            "[login]\nname = \"customers\"\nissuer",
-        );
+        let text = text.replace("[login]\nissuer", "[login]\nname = \"customers\"\nissuer");
         let expected = [
             format!(
                 "{}: login.name: [login] is the provider named \"default\"; names are for [[logins]] tables",
@@ -796,7 +820,8 @@ client_id = "f"
         assert_eq!(got[..expected.len()], expected, "{got:#?}");
         assert_eq!(got.len(), expected.len() + 1, "{got:#?}");
         assert!(
-            got[expected.len()].ends_with("logins[6].name: missing: every [[logins]] table needs a name"),
+            got[expected.len()]
+                .ends_with("logins[6].name: missing: every [[logins]] table needs a name"),
             "{got:#?}"
         );
     }
@@ -848,7 +873,10 @@ path = "/oauth2/sign_out/staff"
 
         // With a good client id, the cookie and paths collide.
         let text = text.replace("client_id = \"\"", "client_id = \"b\"");
-        let text = text.replace("login = \"staff\"\n\n[[routes]]\npath = \"/y", "\n[[routes]]\npath = \"/y");
+        let text = text.replace(
+            "login = \"staff\"\n\n[[routes]]\npath = \"/y",
+            "\n[[routes]]\npath = \"/y",
+        );
         let text = text.replace("login = \"nobody\"\n", "login = \"b\"\n");
         let text = text.replace("[forward_auth]\npath = \"/oauth2/sign_out/staff\"\n", "");
         let expected = [

@@ -73,8 +73,7 @@ pub fn compile_with_env(
     let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());
-    let forward_auth =
-        forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
+    let forward_auth = forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
     // Across tables (a route's references to [[issuers]] are checked with the route).
     login::routes(&mut d, &raw.routes, raw.login.as_ref(), &raw.logins);
     // Last, where its message has always been.

@@ -393,7 +393,8 @@ impl Login {
                 let result = this.provider.refresh(&refresh_token).await;
                 match result {
                     Ok(tokens) => {
-                        this.metrics.login_event(&this.settings.name, LoginEvent::RefreshOk);
+                        this.metrics
+                            .login_event(&this.settings.name, LoginEvent::RefreshOk);
                         let now = unix_now();
                         let mut fresh = session;
                         if let Some(id_token) = &tokens.id_token {

@@ -230,7 +230,11 @@ mod tests {
     fn redis_keys_are_namespaced_per_provider() {
         let default = RedisStore::key("", "id1");
         assert!(default.starts_with("jwtgate:session:"), "{default}");
-        assert_eq!(default.matches(':').count(), 2, "as before there were several");
+        assert_eq!(
+            default.matches(':').count(),
+            2,
+            "as before there were several"
+        );
         let staff = RedisStore::key("staff", "id1");
         assert!(staff.starts_with("jwtgate:session:staff:"), "{staff}");
         assert_ne!(RedisStore::key("other", "id1"), staff);

@@ -395,7 +395,10 @@ mod tests {
     fn readme_documents_every_label_value() {
         let text = operations();
         assert_eq!(
-            listed(&text, "`jwtgate_login_events_total{provider,event}` (event "),
+            listed(
+                &text,
+                "`jwtgate_login_events_total{provider,event}` (event "
+            ),
             labels(LoginEvent::ALL, LoginEvent::as_str)
         );
         assert_eq!(
