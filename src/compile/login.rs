@@ -118,9 +118,9 @@ struct Taken {
 }
 
 impl Taken {
-    /// Reports `settings`' cookie names and paths that an earlier provider (or the provider
-    /// itself, for the two paths) already uses, at the key that set them (or at the name, for
-    /// a value derived from it); then records them.
+    /// Reports `settings`' cookie names and paths that an earlier provider already uses, at
+    /// the key that set them (or at the name, for a value derived from it); then records them.
+    /// (A provider's own callback and sign-out path are told apart where they are read.)
     fn check(
         &mut self,
         d: &mut Diags<'_>,
