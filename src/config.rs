@@ -233,6 +233,15 @@ pub struct RawRoute {
     /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
     /// its upstream. Default: none (every one is removed).
     pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Upstream header name to the name of a capture of `path` (`{ "x-tenant-id" = "tenant" }`):
+    /// the captured value is sent in that header. Default: none.
+    pub capture_headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Leading literal segments of `path` to remove before forwarding (`"/orders"`). Default:
+    /// none.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Segments to put in front of the path before forwarding (`"/v1"`), after `strip_prefix`.
+    /// Default: none.
+    pub add_prefix: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).
