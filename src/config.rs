@@ -209,7 +209,8 @@ pub struct RawIssuer {
 pub struct RawRoute {
     /// Label in metrics and logs. Default: the path pattern.
     pub name: Option<Spanned<String>>,
-    /// Path pattern: exact, `*` for one segment, `/**` as the last segment for a prefix.
+    /// Path pattern: exact, `*` for one segment, `{name}` for one captured segment, `/**` as the
+    /// last segment for a prefix.
     pub path: Spanned<String>,
     /// Methods this route applies to. Default: all.
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
