@@ -159,6 +159,14 @@ fn route(
             );
         }
     }
+    let capture_headers = pattern
+        .as_ref()
+        .map(|p| capture_headers(d, key, r, p))
+        .unwrap_or_default();
+    let rewrite = pattern
+        .as_ref()
+        .map(|p| rewrite(d, key, r, p, paths))
+        .unwrap_or_default();
     let required_scope = {
         let mut all: Vec<&str> = scopes_any
             .iter()
@@ -228,11 +236,8 @@ fn route(
             );
         }
     }
-    let pattern = pattern?;
-    let capture_headers = capture_headers(d, key, r, &pattern);
-    let rewrite = rewrite(d, key, r, &pattern, paths);
     Some((
-        pattern,
+        pattern?,
         methods,
         Route {
             name,
@@ -307,6 +312,14 @@ fn capture_headers(
         let Some(name) = capture_header_name(d, header, map.span(), &field) else {
             continue;
         };
+        if out.iter().any(|(n, _)| *n == name) {
+            d.err(
+                map.span(),
+                field,
+                format!("{header:?} is listed twice (names ignore case)"),
+            );
+            continue;
+        }
         match pattern.capture_index(capture.get_ref()) {
             Some(index) => out.push((name, index)),
             None => d.err(
@@ -319,8 +332,8 @@ fn capture_headers(
     out
 }
 
-/// A `capture_headers` name: a header name that is not (and does not read as, with `_` for
-/// `-`) one jwtgate manages or interprets itself.
+/// A `capture_headers` name: a header name without `_` that is not one jwtgate manages or
+/// interprets itself.
 fn capture_header_name(
     d: &mut Diags<'_>,
     text: &str,
@@ -588,6 +601,10 @@ strip_prefix = "/orders"
                 "\"x tenant\" is not a header name",
             ),
             ("\"x_tenant\" = \"tenant\"", "use '-', not '_'"),
+            (
+                "\"x-t\" = \"tenant\", \"X-T\" = \"tenant\"",
+                "is listed twice (names ignore case)",
+            ),
         ] {
             let extra = route(headers);
             let errors = errors(&extra);
