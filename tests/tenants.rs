@@ -50,13 +50,18 @@ struct Setup {
 
 /// The standard routes and these, behind an upstream URL with its own path prefix (`/base`).
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// [`setup`], with `extra` TOML (a `[paths]` table).
+async fn setup_with(extra: &str) -> Setup {
     let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
     let upstream = Recorder::start().await;
     let toml = config(
         &issuer,
         &format!("{}/base", upstream.url()),
         "",
-        TENANT_ROUTES,
+        &format!("{TENANT_ROUTES}{extra}"),
     );
     let proxy = BinaryProxy::start(&toml).await;
     Setup {
@@ -297,5 +302,44 @@ async fn forward_auth_checks_captures_of_the_original_path() {
         let (status, head, _) = s.get(target, Some(&acme), &[]).await;
         assert_eq!(status, 403, "{target}");
         assert!(fields(&head, "x-tenant-id").is_empty(), "{head}");
+    }
+}
+
+#[tokio::test]
+async fn parameters_and_case_insensitive_literals_never_fold_captured_values() {
+    let s = setup_with("\n[paths]\nsemicolons = \"allow\"\ncase_insensitive = true\n").await;
+    let acme = s.token(json!("acme"));
+    for (target, forwarded) in [
+        ("/TENANTS/acme/x", "/base/TENANTS/acme/x"),
+        ("/tenants/acme;v=1/x", "/base/tenants/acme;v=1/x"),
+        ("/tenants/globex/..;/acme/x", "/base/tenants/acme/x"),
+    ] {
+        let (status, _, seen) = s.get(target, Some(&acme), &[]).await;
+        assert_eq!(status, 200, "{target}");
+        let seen = seen.unwrap();
+        assert_eq!(request_line(&seen), format!("GET {forwarded} HTTP/1.1"));
+        assert_eq!(fields(&seen, "x-tenant-id"), ["acme"], "{target}");
+    }
+    for target in [
+        "/tenants/ACME/x",
+        "/tenants/Acme;v=1/x",
+        "/tenants/acme/..;/globex/x",
+        "/tenants/globex;acme/x",
+    ] {
+        let (status, _, seen) = s.get(target, Some(&acme), &[]).await;
+        assert_eq!(status, 403, "{target}");
+        assert!(seen.is_none(), "{target}");
+    }
+    // The strip drops the matched segment whatever its case and parameters.
+    for (target, forwarded) in [
+        ("/SHOP/items", "/base/v1/items"),
+        ("/Shop;jsessionid=1/items;x?q=1", "/base/v1/items;x?q=1"),
+    ] {
+        let (status, _, seen) = s.get(target, None, &[]).await;
+        assert_eq!(status, 200, "{target}");
+        assert_eq!(
+            request_line(&seen.unwrap()),
+            format!("GET {forwarded} HTTP/1.1")
+        );
     }
 }
