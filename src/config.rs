@@ -213,7 +213,8 @@ pub struct RawIssuer {
 pub struct RawRoute {
     /// Label in metrics and logs. Default: the path pattern.
     pub name: Option<Spanned<String>>,
-    /// Path pattern: exact, `*` for one segment, `/**` as the last segment for a prefix.
+    /// Path pattern: exact, `*` for one segment, `{name}` for one captured segment, `/**` as the
+    /// last segment for a prefix.
     pub path: Spanned<String>,
     /// Methods this route applies to. Default: all.
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
@@ -240,6 +241,15 @@ pub struct RawRoute {
     /// With `auth = "login"`: the sign-in provider (a `[[logins]]` name). Default `default`,
     /// the `[login]` table.
     pub login: Option<Spanned<String>>,
+    /// Upstream header name to the name of a capture of `path` (`{ "x-tenant-id" = "tenant" }`):
+    /// the captured value is sent in that header. Default: none.
+    pub capture_headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Leading literal segments of `path` to remove before forwarding (`"/orders"`). Default:
+    /// none.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Segments to put in front of the path before forwarding (`"/v1"`), after `strip_prefix`.
+    /// Default: none.
+    pub add_prefix: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).

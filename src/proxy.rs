@@ -20,7 +20,7 @@ use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
 use crate::login::{Gate, Identity, Login};
 use crate::metrics::Decision;
-use crate::routes::{self, PathError};
+use crate::routes::{self, Captures, Match, PathError};
 use crate::server::ClientBody;
 use crate::settings::{AuthMode, Route};
 use crate::token::{self, unix_now};
@@ -259,7 +259,7 @@ async fn pipeline(
         Own::Answer(answer) => return Ok(*answer),
         Own::Route(routing) => routing,
     };
-    let route = route(ctx, &routing.method, &target.path)?;
+    let Match { route, captures } = route(ctx, &routing.method, &target.path)?;
     let (caller, set_cookies) = if routing.preflight_forward {
         (Caller::Anonymous, Vec::new())
     } else {
@@ -275,8 +275,8 @@ async fn pipeline(
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
-    authorise(route, &caller)?;
-    let upgrade = rewrite_request(ctx, route, &caller, &mut parts, target)?;
+    authorise(route, &caller, &captures)?;
+    let upgrade = rewrite_request(ctx, route, &captures, &caller, &mut parts, &target)?;
     let response = forward(ctx, Request::from_parts(parts, body), upgrade).await?;
     Ok(rewrite_response(response, set_cookies))
 }
@@ -352,16 +352,21 @@ async fn own_paths<B: Fn() -> Option<String>>(
     Ok(Own::Route(routing))
 }
 
-/// Route phase: the first route whose path and method match, or 404.
-fn route<'s>(ctx: &mut Ctx<'s>, method: &Method, path: &str) -> Result<&'s Route, Reject> {
-    let route = ctx
+/// Route phase: the first route whose path and method match, with what its pattern captured
+/// in the path, or 404.
+fn route<'s, 'p>(
+    ctx: &mut Ctx<'s>,
+    method: &Method,
+    path: &'p str,
+) -> Result<Match<'s, 'p, Route>, Reject> {
+    let matched = ctx
         .snapshot
         .config
         .routes
-        .lookup(method, path)
+        .find(method, path)
         .ok_or(Reject::NoRoute)?;
-    ctx.route = Arc::clone(&route.name);
-    Ok(route)
+    ctx.route = Arc::clone(&matched.route.name);
+    Ok(matched)
 }
 
 /// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for,
@@ -369,21 +374,23 @@ fn route<'s>(ctx: &mut Ctx<'s>, method: &Method, path: &str) -> Result<&'s Route
 fn rewrite_request(
     ctx: &Ctx<'_>,
     route: &Route,
+    captures: &Captures<'_, '_>,
     caller: &Caller,
     parts: &mut http::request::Parts,
-    target: Target<'_>,
+    target: &Target<'_>,
 ) -> Result<bool, Reject> {
     let snapshot = ctx.snapshot;
     let plan = &snapshot.config.headers;
     let upstream_uri = snapshot
         .upstream
-        .uri(&target.path, target.query)
+        .uri(&route.upstream_path(&target.path), target.query)
         .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
     let headers = &mut parts.headers;
     plan.strip_inbound(headers, ctx.conn.peer.ip(), &route.keep_override_headers);
     snapshot.logins.strip_cookies(headers);
     add_identity(snapshot, headers, caller);
+    add_captures(headers, route, captures)?;
     plan.add_forwarded(
         headers,
         &ctx.conn.peer_value,
@@ -392,7 +399,7 @@ fn rewrite_request(
     );
     headers.insert(TRACEPARENT, ctx.trace.traceparent());
     headers.insert(REQUEST_ID, ctx.request_id.clone());
-    if let Some(host) = target.host {
+    if let Some(host) = target.host.clone() {
         headers.insert(header::HOST, host);
     }
     parts.uri = upstream_uri;
@@ -495,7 +502,7 @@ async fn authenticate<B: Fn() -> Option<String>>(
 
 /// Authorise phase: the route's requirements (token kind and issuer: 401; scopes, groups,
 /// claims: 403) on the caller's claims. Anonymous callers have nothing to check.
-fn authorise(route: &Route, caller: &Caller) -> Result<(), Reject> {
+fn authorise(route: &Route, caller: &Caller, captures: &Captures<'_, '_>) -> Result<(), Reject> {
     let (policy, claims) = match caller {
         Caller::Anonymous => return Ok(()),
         Caller::Token(token, policy) => (&**policy, &token.claims),
@@ -503,7 +510,7 @@ fn authorise(route: &Route, caller: &Caller) -> Result<(), Reject> {
     };
     route
         .requirements
-        .check(policy, claims)
+        .check_captured(policy, claims, captures)
         .map_err(|denial| match denial {
             Denial::Token(e) => Reject::InvalidToken(e),
             Denial::Forbidden(reason) => Reject::Forbidden {
@@ -526,6 +533,35 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
             plan.inject_claims(headers, &identity.session.claims, None);
         }
     }
+}
+
+/// Sends the route's `capture_headers` (the client's copies were stripped with the identity
+/// headers). A captured value that is not UTF-8, or not a header value jwtgate will send, is
+/// the client's error (400).
+fn add_captures(
+    headers: &mut HeaderMap,
+    route: &Route,
+    captures: &Captures<'_, '_>,
+) -> Result<(), Reject> {
+    for (name, index) in &route.capture_headers {
+        let value = captures
+            .value(*index)
+            .and_then(|v| capture_header_value(&v))
+            .ok_or(Reject::BadCapture)?;
+        headers.insert(name.clone(), value);
+    }
+    Ok(())
+}
+
+/// A captured value as a header value: no control characters (tab included) and no leading or
+/// trailing space, which a receiver would trim or split on. Non-ASCII text is sent as its
+/// UTF-8 bytes.
+fn capture_header_value(value: &str) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    let clean = !bytes.iter().any(|&b| b < 0x20 || b == 0x7F)
+        && !value.starts_with(' ')
+        && !value.ends_with(' ');
+    clean.then(|| HeaderValue::from_bytes(bytes).ok()).flatten()
 }
 
 /// Forward-auth (nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`): decides the
@@ -560,7 +596,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             with_query(path, req.uri.query())
         });
     let (path, query) = original_target(&uri, snapshot.config.paths)?;
-    let route = route(ctx, &method, &path)?;
+    let Match { route, captures } = route(ctx, &method, &path)?;
     let request = Asking {
         headers: &req.headers,
         method: &method,
@@ -571,10 +607,11 @@ async fn forward_auth<B: Fn() -> Option<String>>(
     match authenticate(ctx, route, &request).await? {
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
-            authorise(route, &caller)?;
+            authorise(route, &caller, &captures)?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);
+            add_captures(headers, route, &captures)?;
             for cookie in cookies {
                 headers.append(header::SET_COOKIE, cookie);
             }

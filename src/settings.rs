@@ -11,7 +11,7 @@ use crate::cors::Cors;
 use crate::headers::HeaderPlan;
 use crate::jwks::KeySettings;
 use crate::login::LoginSettings;
-use crate::routes::{PathOptions, Router};
+use crate::routes::{PathOptions, PathRewrite, Router};
 use crate::tls::{ServerTls, UpstreamTls};
 use crate::token::IssuerPolicy;
 use crate::trace::{ExportSettings, Sampler};
@@ -56,6 +56,18 @@ pub struct Route {
     pub keep_override_headers: Vec<HeaderName>,
     /// With `auth = "login"`: the name of the sign-in provider whose sessions it accepts.
     pub login: Option<Arc<str>>,
+    /// Headers carrying captured values upstream: header and capture index in the pattern.
+    pub capture_headers: Vec<(HeaderName, usize)>,
+    /// What happens to the path before it goes upstream (`strip_prefix`, `add_prefix`).
+    pub rewrite: PathRewrite,
+}
+
+impl Route {
+    /// The path the upstream receives for the normalised, matched `path`, below the upstream
+    /// URL's own path prefix (which the upstream adds).
+    pub fn upstream_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        self.rewrite.apply(path)
+    }
 }
 
 /// Listener limits.

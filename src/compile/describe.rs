@@ -93,8 +93,16 @@ impl Config {
                     i.iter().map(|n| &**n).collect::<Vec<_>>().join(",")
                 ));
             }
+            let captures = pattern.capture_names();
             for c in &r.claims {
-                req.push(format!("claim {}={}", c.name, c.values.join("|")));
+                let bound = c.captures.iter().filter_map(|&i| captures.get(i));
+                let values: Vec<String> = c
+                    .values
+                    .iter()
+                    .cloned()
+                    .chain(bound.map(|n| format!("{{{n}}}")))
+                    .collect();
+                req.push(format!("claim {}={}", c.name, values.join("|")));
             }
             if !route.keep_override_headers.is_empty() {
                 let kept: Vec<&str> = route
@@ -118,6 +126,23 @@ impl Config {
                     req.join(" ")
                 }
             );
+            // Captures and the path the upstream gets, on a line of their own when there are any.
+            let mut path = Vec::new();
+            if !captures.is_empty() {
+                let names: Vec<&str> = captures.iter().map(|n| &**n).collect();
+                path.push(format!("captures {}", names.join(",")));
+            }
+            for (header, i) in &route.capture_headers {
+                if let Some(n) = captures.get(*i) {
+                    path.push(format!("header {header}={{{n}}}"));
+                }
+            }
+            if !route.rewrite.is_identity() {
+                path.push(format!("{} → {}", pattern.as_str(), route.rewrite));
+            }
+            if !path.is_empty() {
+                let _ = writeln!(out, "{:<4} {}", "", path.join("  "));
+            }
         }
         let _ = writeln!(out, "unmatched requests: 404");
         let _ = writeln!(

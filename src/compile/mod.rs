@@ -69,7 +69,8 @@ pub fn compile_with_env(
     let upstream = upstream::compile(&mut d, raw.upstream.as_ref());
     let issuers = issuers::compile(&mut d, &raw.issuers);
     let routes = routes::compile(&mut d, &raw.routes, &issuers, paths);
-    let headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
+    let mut headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
+    routes::manage_capture_headers(&mut d, &raw.routes, &mut headers);
     let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());

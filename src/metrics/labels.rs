@@ -107,6 +107,8 @@ label_enum! {
         IdpUnavailable => "idp_unavailable",
         /// The session store cannot be reached.
         SessionStoreUnavailable => "session_store_unavailable",
+        /// A path segment captured for a header is not a valid header value.
+        BadCapture => "bad_capture",
     }
 }
 
@@ -212,7 +214,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            24,
+            25,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -238,6 +240,7 @@ mod tests {
                 Reason::LoginFailed => 21,
                 Reason::IdpUnavailable => 22,
                 Reason::SessionStoreUnavailable => 23,
+                Reason::BadCapture => 24,
             },
             Reason::as_str,
         );
@@ -356,7 +359,8 @@ mod tests {
                 "login_required",
                 "login_failed",
                 "idp_unavailable",
-                "session_store_unavailable"
+                "session_store_unavailable",
+                "bad_capture"
             ]
         );
         for &f in ForbiddenReason::ALL {
