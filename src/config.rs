@@ -21,8 +21,11 @@ pub struct RawConfig {
     /// `[paths]`: how request paths are read and matched.
     #[serde(default)]
     pub paths: RawPaths,
-    /// `[upstream]`: where allowed requests go.
+    /// `[upstream]`: where allowed requests go (the upstream named `default`).
     pub upstream: Option<Spanned<RawUpstream>>,
+    /// `[[upstreams]]`: further named upstreams, chosen per route with `upstream = "name"`.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<RawUpstream>>,
     /// `[[issuers]]`: who may sign tokens.
     #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
@@ -146,10 +149,13 @@ pub struct RawServerTls {
     pub client_auth: Option<Spanned<String>>,
 }
 
-/// `[upstream]`.
+/// `[upstream]`, or one `[[upstreams]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    /// Required in `[[upstreams]]` (routes, metrics and logs name it); the single `[upstream]`
+    /// is `default` and takes no name.
+    pub name: Option<Spanned<String>>,
     /// Base URL, `http://host:port` (a path prefix is allowed).
     pub url: Spanned<String>,
     /// TCP connect timeout. Default `5s`.
@@ -233,6 +239,8 @@ pub struct RawRoute {
     /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
     /// its upstream. Default: none (every one is removed).
     pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Name of the upstream this route forwards to. Default `default`.
+    pub upstream: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).

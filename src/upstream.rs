@@ -56,6 +56,9 @@ pub struct Upstream {
     pub settings: UpstreamSettings,
     connector: HttpsConnector<HttpConnector>,
     pool: Arc<Pool>,
+    /// A digest of the TLS files' contents when the client was made: a reload keeps this
+    /// client only while they are unchanged (a rotated client certificate keeps its path).
+    tls_files: Option<Vec<u8>>,
 }
 
 impl Upstream {
@@ -82,11 +85,21 @@ impl Upstream {
             builder.enable_http1().wrap_connector(http)
         };
         let pool = Pool::new(settings.pool_max_idle, settings.pool_idle_timeout);
+        let tls_files = settings.tls.as_ref().and_then(tls_files_digest);
         Ok(Upstream {
             settings,
             connector,
             pool,
+            tls_files,
         })
+    }
+
+    /// Whether the TLS files this client was made from still hold what they held then.
+    pub fn same_tls_files(&self) -> bool {
+        match &self.settings.tls {
+            None => true,
+            Some(tls) => self.tls_files.is_some() && tls_files_digest(tls) == self.tls_files,
+        }
     }
 
     /// The HTTP version requests to this upstream use.
@@ -271,6 +284,23 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// SHA-256 over the contents of the CA bundle and the client certificate and key; `None` when
+/// one cannot be read (then no client is ever kept across a reload).
+fn tls_files_digest(tls: &crate::tls::UpstreamTls) -> Option<Vec<u8>> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let files = tls
+        .ca_file
+        .iter()
+        .chain(tls.client_cert.iter().flat_map(|(c, k)| [c, k]));
+    for file in files {
+        let bytes = std::fs::read(file).ok()?;
+        // Length first, so that moving bytes from one file to the next changes the digest.
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(&bytes);
+    }
+    Some(ctx.finish().as_ref().to_vec())
 }
 
 /// A request hyper's client could not complete: what failed, why, and the request itself if the
