@@ -31,7 +31,22 @@ impl Recorder {
 
     /// Answers each request with `answer(request bytes)`.
     pub async fn answering(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::bind("127.0.0.1:0".parse().unwrap(), answer).await
+    }
+
+    /// Answers every request with `200 ok`, on `addr` (an upstream coming back on its port).
+    pub async fn start_on(addr: SocketAddr) -> Recorder {
+        Self::bind(addr, |_| {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+        })
+        .await
+    }
+
+    async fn bind(
+        addr: SocketAddr,
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Recorder {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
