@@ -84,26 +84,32 @@ async fn each_route_reaches_its_own_upstream() {
         Recorder::start().await,
         Recorder::start().await,
     );
-    let proxy = BinaryProxy::start(&gateway(
-        &[
-            ("users", &users.url()),
-            ("orders", &orders.url()),
-            ("billing", &billing.url()),
-        ],
-        &[
-            ("/users", "users"),
-            ("/orders", "orders"),
-            ("/billing", "billing"),
-        ],
-    ))
+    let proxy = BinaryProxy::start_logging(
+        &gateway(
+            &[
+                ("users", &users.url()),
+                ("orders", &orders.url()),
+                ("billing", &billing.url()),
+            ],
+            &[
+                ("/users", "users"),
+                ("/orders", "orders"),
+                ("/billing", "billing"),
+            ],
+        ),
+        "info",
+    )
     .await;
     let http = common::client();
-    for path in ["/users/1", "/orders/2", "/billing/3", "/orders/4"] {
-        assert_eq!(
-            get(&http, &proxy, path).await,
-            (200, "ok".to_owned()),
-            "{path}"
-        );
+    for path in [
+        "/users/1",
+        "/orders/2",
+        "/billing/3",
+        "/orders/4",
+        "/nowhere",
+    ] {
+        let expected = if path == "/nowhere" { 404 } else { 200 };
+        assert_eq!(get(&http, &proxy, path).await.0, expected, "{path}");
     }
     assert_eq!(lines(&users), ["GET /users/1 HTTP/1.1"]);
     assert_eq!(
@@ -123,6 +129,30 @@ async fn each_route_reaches_its_own_upstream() {
             "{line} not in:\n{metrics}"
         );
     }
+    // The access line names the upstream, and has none when no upstream was contacted. The log
+    // is written in batches: wait for the last line.
+    let access = |log: &str, route: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("jwtgate::access") && l.contains(&format!("route=\"{route}\" ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    for _ in 0..200 {
+        if !access(&proxy.log(), "_unmatched").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = proxy.log();
+    let orders = access(&log, "orders-route");
+    assert_eq!(orders.len(), 2, "{log}");
+    assert!(
+        orders.iter().all(|l| l.ends_with(" upstream=\"orders\"")),
+        "{log}"
+    );
+    let unmatched = access(&log, "_unmatched");
+    assert_eq!(unmatched.len(), 1, "{log}");
+    assert!(!unmatched[0].contains("upstream="), "{log}");
 }
 
 #[tokio::test]

@@ -30,6 +30,11 @@ impl BinaryProxy {
     /// Runs `jwtgate run` on `toml` (which must have no `[server]` table: one is added with free
     /// ports) and waits until `/readyz` answers 200.
     pub async fn start(toml: &str) -> BinaryProxy {
+        Self::start_logging(toml, "warn").await
+    }
+
+    /// [`BinaryProxy::start`] with `RUST_LOG=rust_log` (`info` writes access lines to the log).
+    pub async fn start_logging(toml: &str, rust_log: &str) -> BinaryProxy {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "jwtgate-bin-test-{}-{}",
@@ -46,7 +51,7 @@ impl BinaryProxy {
             .arg("--config")
             .arg(&config)
             .env_remove("JWTGATE_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
