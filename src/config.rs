@@ -156,8 +156,11 @@ pub struct RawUpstream {
     /// Required in `[[upstreams]]` (routes, metrics and logs name it); the single `[upstream]`
     /// is `default` and takes no name.
     pub name: Option<Spanned<String>>,
-    /// Base URL, `http://host:port` (a path prefix is allowed).
-    pub url: Spanned<String>,
+    /// Base URL, `http://host:port` (a path prefix is allowed). This or `urls`.
+    pub url: Option<Spanned<String>>,
+    /// Several addresses of one service (same scheme and path), taking turns; one whose
+    /// connect fails is skipped for a while. This or `url`.
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
     /// TCP connect timeout. Default `5s`.
     pub connect_timeout: Option<Spanned<String>>,
     /// Time from sending the request until the response head arrives. Default `60s`.

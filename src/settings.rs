@@ -82,8 +82,12 @@ pub struct UpstreamSettings {
     /// `default` for `[upstream]`, else the `[[upstreams]]` name: what routes, metrics and logs
     /// call it.
     pub name: Arc<str>,
-    /// `scheme://authority`.
+    /// `scheme://authority` of the first address: the authority of HTTP/2 request targets, and
+    /// the `Host` of a request that came without one.
     pub origin: Uri,
+    /// Every address, `scheme://authority` each (`origin` first): requests take turns among
+    /// them. One for `url`, several for `urls`.
+    pub origins: Vec<Uri>,
     /// Path prefix from the URL, without a trailing `/` (often empty).
     pub path_prefix: String,
     /// TCP connect timeout.

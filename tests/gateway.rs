@@ -377,3 +377,50 @@ async fn a_reload_keeps_the_client_of_an_unchanged_upstream() {
     assert_eq!(res.status(), 200);
     assert_eq!(lines(&b), ["GET /b/1 HTTP/1.1"]);
 }
+
+/// `urls`: the addresses take turns; one that refuses connections is skipped (the request goes
+/// to another address, so none fails), and gets its turn again once it listens.
+#[tokio::test]
+async fn several_addresses_take_turns_and_a_dead_one_is_skipped() {
+    let (a, b) = (Recorder::start().await, Recorder::start().await);
+    let (a_addr, dead) = (a.addr, dead_address());
+    let proxy = BinaryProxy::start(&format!(
+        "[[upstreams]]\nname = \"svc\"\nurls = [\"{}\", \"{}\", \"http://{dead}\"]\n\n[[routes]]\npath = \"/svc/**\"\nauth = \"none\"\nupstream = \"svc\"\n",
+        a.url(),
+        b.url()
+    ))
+    .await;
+    let http = common::client();
+    for i in 0..30 {
+        assert_eq!(get(&http, &proxy, &format!("/svc/{i}")).await.0, 200);
+    }
+    let (on_a, on_b) = (lines(&a).len(), lines(&b).len());
+    assert_eq!(on_a + on_b, 30);
+    assert!(on_a >= 10 && on_b >= 10, "a {on_a}, b {on_b}");
+
+    // A goes away, connections and all: B serves everything, and no request fails.
+    drop(a);
+    for i in 0..30 {
+        assert_eq!(get(&http, &proxy, &format!("/svc/{i}")).await.0, 200);
+    }
+    assert_eq!(lines(&b).len(), 30);
+    let metrics = proxy.metrics().await;
+    let line = r#"jwtgate_upstream_requests_total{result="response",upstream="svc"} 60"#;
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} not in:\n{metrics}"
+    );
+
+    // A comes back on its port: once its ejection is over, it gets its turns again.
+    let a = Recorder::start_on(a_addr).await;
+    let mut back = false;
+    for i in 0..400 {
+        assert_eq!(get(&http, &proxy, &format!("/svc/back-{i}")).await.0, 200);
+        if !a.take().is_empty() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "A never got a request again: {}", proxy.log());
+}

@@ -14,12 +14,22 @@ impl Config {
         let _ = writeln!(out, "listen {}  admin {}", self.listen, self.admin_listen);
         for (index, upstream) in self.upstreams.iter().enumerate() {
             let used = self.routes.iter().any(|(_, _, r)| r.upstream == index);
+            let urls: Vec<String> = upstream
+                .origins
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        o.to_string().trim_end_matches('/'),
+                        upstream.path_prefix
+                    )
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "upstream {:?}  url={}{}  http2={}{}",
+                "upstream {:?}  url={}  http2={}{}",
                 &*upstream.name,
-                upstream.origin.to_string().trim_end_matches('/'),
-                upstream.path_prefix,
+                urls.join(","),
                 upstream.http2,
                 if used { "" } else { "  (no route uses it)" },
             );

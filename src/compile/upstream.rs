@@ -89,9 +89,7 @@ pub(super) fn compile(
         }
         let name: Arc<str> = Arc::from(DEFAULT_UPSTREAM);
         upstreams.names.insert(Arc::clone(&name), 0);
-        upstreams
-            .list
-            .push(settings(d, "upstream", name, u.get_ref()));
+        upstreams.list.push(settings(d, "upstream", name, u));
         keys.push("upstream".to_owned());
     }
     for (i, raw) in named.iter().enumerate() {
@@ -131,28 +129,29 @@ pub(super) fn compile(
         upstreams
             .names
             .insert(Arc::clone(&name), upstreams.list.len());
-        upstreams.list.push(settings(d, &key, name, u));
+        upstreams.list.push(settings(d, &key, name, raw));
         keys.push(key);
     }
     upstreams
 }
 
-/// One upstream's table, its keys reported under `key` (`upstream` or `upstreams[N]`).
-fn settings(
-    d: &mut Diags<'_>,
-    key: &str,
-    name: Arc<str>,
-    u: &RawUpstream,
-) -> Option<UpstreamSettings> {
-    let text = u.url.get_ref();
+/// Most addresses in one `urls` list (each has its own pool of up to `pool_max_idle`).
+pub const MAX_URLS: usize = 64;
+
+/// One address of an upstream: its origin, whether it is `https`, and its path prefix.
+struct Address {
+    origin: Uri,
+    https: bool,
+    path_prefix: String,
+}
+
+/// Parses one `url` (or `urls` entry), reporting under `field`.
+fn address(d: &mut Diags<'_>, field: &str, value: &Spanned<String>) -> Option<Address> {
+    let text = value.get_ref();
     let uri: Uri = match text.parse() {
         Ok(uri) => uri,
         Err(_) => {
-            d.err(
-                u.url.span(),
-                format!("{key}.url"),
-                format!("{text:?} is not a URL"),
-            );
+            d.err(value.span(), field, format!("{text:?} is not a URL"));
             return None;
         }
     };
@@ -161,27 +160,19 @@ fn settings(
         Some("https") => true,
         _ => {
             d.err(
-                u.url.span(),
-                format!("{key}.url"),
+                value.span(),
+                field,
                 format!("{text:?} must start with http:// or https://"),
             );
             return None;
         }
     };
     let Some(authority) = uri.authority().cloned() else {
-        d.err(
-            u.url.span(),
-            format!("{key}.url"),
-            format!("{text:?} has no host"),
-        );
+        d.err(value.span(), field, format!("{text:?} has no host"));
         return None;
     };
     if uri.query().is_some() {
-        d.err(
-            u.url.span(),
-            format!("{key}.url"),
-            "must not have a query string",
-        );
+        d.err(value.span(), field, "must not have a query string");
     }
     let origin = Uri::builder()
         .scheme(if https { "https" } else { "http" })
@@ -189,6 +180,87 @@ fn settings(
         .path_and_query("/")
         .build()
         .ok()?;
+    Some(Address {
+        origin,
+        https,
+        path_prefix: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// The addresses of `url` or `urls` (exactly one of them), all with the first's scheme and
+/// path; with the span errors about the whole upstream point at.
+fn addresses(
+    d: &mut Diags<'_>,
+    key: &str,
+    table: std::ops::Range<usize>,
+    u: &RawUpstream,
+) -> Option<(Vec<Address>, std::ops::Range<usize>)> {
+    match (&u.url, &u.urls) {
+        (Some(url), None) => {
+            let one = address(d, &format!("{key}.url"), url)?;
+            Some((vec![one], url.span()))
+        }
+        (None, Some(urls)) => {
+            let field = format!("{key}.urls");
+            let list = urls.get_ref();
+            if list.is_empty() || list.len() > MAX_URLS {
+                d.err(
+                    urls.span(),
+                    &field,
+                    format!("lists {} addresses: give 1 to {MAX_URLS}", list.len()),
+                );
+                return None;
+            }
+            let parsed: Vec<Option<Address>> = list.iter().map(|v| address(d, &field, v)).collect();
+            let parsed: Vec<Address> = parsed.into_iter().collect::<Option<_>>()?;
+            let first = parsed.first()?;
+            for (a, v) in parsed.iter().zip(list).skip(1) {
+                if a.https != first.https || a.path_prefix != first.path_prefix {
+                    d.err(
+                        v.span(),
+                        &field,
+                        format!(
+                            "{:?}: every address needs the scheme and path of the first",
+                            v.get_ref()
+                        ),
+                    );
+                }
+            }
+            Some((parsed, urls.span()))
+        }
+        (Some(_), Some(urls)) => {
+            d.err(
+                urls.span(),
+                format!("{key}.urls"),
+                "give url or urls, not both",
+            );
+            None
+        }
+        (None, None) => {
+            d.err(
+                table,
+                format!("{key}.url"),
+                "missing: url = \"http://host:port\" (or urls = [...])",
+            );
+            None
+        }
+    }
+}
+
+/// One upstream's table, its keys reported under `key` (`upstream` or `upstreams[N]`).
+fn settings(
+    d: &mut Diags<'_>,
+    key: &str,
+    name: Arc<str>,
+    raw: &Spanned<RawUpstream>,
+) -> Option<UpstreamSettings> {
+    let u = raw.get_ref();
+    let (addresses, url_span) = addresses(d, key, raw.span(), u)?;
+    let first = addresses.first()?;
+    let https = first.https;
+    let origin = first.origin.clone();
+    let path_prefix = first.path_prefix.clone();
+    let origins: Vec<Uri> = addresses.into_iter().map(|a| a.origin).collect();
     let file =
         |d: &mut Diags<'_>, v: &Option<Spanned<String>>, key: &str| -> Option<std::path::PathBuf> {
             let v = v.as_ref()?;
@@ -211,7 +283,7 @@ fn settings(
         (None, None) => None,
         _ => {
             d.err(
-                u.url.span(),
+                url_span.clone(),
                 format!("{key}.client_cert_file"),
                 "client_cert_file and client_key_file go together",
             );
@@ -220,7 +292,7 @@ fn settings(
     };
     if !https && (ca_file.is_some() || client_cert.is_some()) {
         d.err(
-            u.url.span(),
+            url_span.clone(),
             format!("{key}.url"),
             "ca_file and client certificates need an https:// upstream",
         );
@@ -232,7 +304,7 @@ fn settings(
     let http2 = u.http2.as_ref().is_some_and(|h| *h.get_ref());
     if let Some(tls) = &tls {
         if let Err(e) = crate::tls::client_config(tls) {
-            d.err(u.url.span(), key, e);
+            d.err(url_span, key, e);
         }
     }
     Some(UpstreamSettings {
@@ -240,7 +312,8 @@ fn settings(
         http2,
         tls,
         origin,
-        path_prefix: uri.path().trim_end_matches('/').to_owned(),
+        origins,
+        path_prefix,
         connect_timeout: d.duration(
             &u.connect_timeout,
             &format!("{key}.connect_timeout"),
@@ -509,5 +582,64 @@ ca_file = "/nonexistent/ca.pem"
         let other = compile("gw.toml", &text("6s")).unwrap();
         assert_eq!(one.upstreams, same.upstreams);
         assert_ne!(one.upstreams, other.upstreams);
+    }
+
+    #[test]
+    fn urls_lists_several_addresses_of_one_service() {
+        let text = format!(
+            "[upstream]\nurls = [\"http://10.0.0.1:80/v1\", \"http://10.0.0.2:8080/v1/\"]\n{ROUTES}"
+        );
+        let config = compile("gw.toml", &text).unwrap();
+        let upstream = &config.upstreams[0];
+        let origins: Vec<String> = upstream.origins.iter().map(|o| o.to_string()).collect();
+        assert_eq!(origins, ["http://10.0.0.1:80/", "http://10.0.0.2:8080/"]);
+        assert_eq!(upstream.origin, upstream.origins[0]);
+        assert_eq!(upstream.path_prefix, "/v1");
+        let described = config.describe();
+        assert!(
+            described.contains("url=http://10.0.0.1:80/v1,http://10.0.0.2:8080/v1  http2=false"),
+            "{described}"
+        );
+        // One url is one address.
+        let one = compile(
+            "gw.toml",
+            &format!("[upstream]\nurl = \"http://10.0.0.1:3000\"\n{ROUTES}"),
+        )
+        .unwrap();
+        assert_eq!(one.upstreams[0].origins, [one.upstreams[0].origin.clone()]);
+    }
+
+    #[test]
+    fn url_and_urls_are_one_or_the_other_and_agree() {
+        let cases = [
+            (
+                "url = \"http://a:1\"\nurls = [\"http://b:1\"]",
+                "gw.toml:4:8: upstream.urls: give url or urls, not both",
+            ),
+            (
+                "urls = []",
+                "gw.toml:3:8: upstream.urls: lists 0 addresses: give 1 to 64",
+            ),
+            (
+                "urls = [\"http://a:1\", \"https://b:1\"]",
+                "gw.toml:3:23: upstream.urls: \"https://b:1\": every address needs the scheme and path of the first",
+            ),
+            (
+                "urls = [\"http://a:1/v1\", \"http://b:1/v2\"]",
+                "gw.toml:3:26: upstream.urls: \"http://b:1/v2\": every address needs the scheme and path of the first",
+            ),
+            (
+                "urls = [\"http://a:1\", \"ftp://b\"]",
+                "gw.toml:3:23: upstream.urls: \"ftp://b\" must start with http:// or https://",
+            ),
+            (
+                "http2 = true",
+                "upstream.url: missing: url = \"http://host:port\" (or urls = [...])",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let text = errors(&format!("\n[upstream]\n{keys}\n{ROUTES}"));
+            assert!(text.contains(expected), "{keys}: {text}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The recording upstream; stops when dropped.
+/// The recording upstream; stops, with its connections, when dropped.
 pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
@@ -51,9 +51,13 @@ impl Recorder {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let answer: Answer = Arc::new(answer);
+        // The connections belong to the accept task: stopping it closes them too, so a dropped
+        // recorder is gone as a crashed service is (no keep-alive connection lingers).
         let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&log), Arc::clone(&answer)));
+                while connections.try_join_next().is_some() {}
+                connections.spawn(serve(stream, Arc::clone(&log), Arc::clone(&answer)));
             }
         });
         Recorder { addr, seen, task }
