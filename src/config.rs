@@ -21,8 +21,11 @@ pub struct RawConfig {
     /// `[paths]`: how request paths are read and matched.
     #[serde(default)]
     pub paths: RawPaths,
-    /// `[upstream]`: where allowed requests go.
+    /// `[upstream]`: where allowed requests go (the upstream named `default`).
     pub upstream: Option<Spanned<RawUpstream>>,
+    /// `[[upstreams]]`: further named upstreams, chosen per route with `upstream = "name"`.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<RawUpstream>>,
     /// `[[issuers]]`: who may sign tokens.
     #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
@@ -150,12 +153,18 @@ pub struct RawServerTls {
     pub client_auth: Option<Spanned<String>>,
 }
 
-/// `[upstream]`.
+/// `[upstream]`, or one `[[upstreams]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Base URL, `http://host:port` (a path prefix is allowed).
-    pub url: Spanned<String>,
+    /// Required in `[[upstreams]]` (routes, metrics and logs name it); the single `[upstream]`
+    /// is `default` and takes no name.
+    pub name: Option<Spanned<String>>,
+    /// Base URL, `http://host:port` (a path prefix is allowed). This or `urls`.
+    pub url: Option<Spanned<String>>,
+    /// Several addresses of one service (same scheme and path), taking turns; one whose
+    /// connect fails is skipped for a while. This or `url`.
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
     /// TCP connect timeout. Default `5s`.
     pub connect_timeout: Option<Spanned<String>>,
     /// Time from sending the request until the response head arrives. Default `60s`.
@@ -238,6 +247,8 @@ pub struct RawRoute {
     /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
     /// its upstream. Default: none (every one is removed).
     pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Name of the upstream this route forwards to. Default `default`.
+    pub upstream: Option<Spanned<String>>,
     /// With `auth = "login"`: the sign-in provider (a `[[logins]]` name). Default `default`,
     /// the `[login]` table.
     pub login: Option<Spanned<String>>,

@@ -9,7 +9,7 @@ use prometheus::{
 mod labels;
 
 pub(crate) use labels::label_enum;
-pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult};
+pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult};
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -23,6 +23,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
     auth_failures: IntCounterVec,
     rejections: IntCounterVec,
     in_flight: IntGauge,
@@ -79,10 +80,21 @@ impl Metrics {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "jwtgate_upstream_duration_seconds",
-                "Time the upstream took to answer with a response head, by route.",
+                "Time the upstream took to answer with a response head, by route and upstream.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
+            &["route", "upstream"],
+        )
+        .expect("metric"); // ok: static definition
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_upstream_requests_total",
+                format!(
+                    "Requests sent to each upstream, by result ({}).",
+                    joined(UpstreamResult::ALL, UpstreamResult::as_str)
+                ),
+            ),
+            &["upstream", "result"],
         )
         .expect("metric"); // ok: static definition
         let auth_failures = IntCounterVec::new(
@@ -183,6 +195,7 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
+            Box::new(upstream_requests.clone()),
             Box::new(auth_failures.clone()),
             Box::new(rejections.clone()),
             Box::new(in_flight.clone()),
@@ -212,6 +225,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_duration,
+            upstream_requests,
             auth_failures,
             rejections,
             in_flight,
@@ -273,11 +287,25 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Time to the upstream's response head.
-    pub fn upstream(&self, route: &str, seconds: f64) {
+    /// One request sent to `upstream` for `route`: how it ended, and the time to the response
+    /// head (or to the failure).
+    pub fn upstream(&self, route: &str, upstream: &str, result: UpstreamResult, seconds: f64) {
         self.upstream_duration
-            .with_label_values(&[route])
+            .with_label_values(&[route, upstream])
             .observe(seconds);
+        self.upstream_requests
+            .with_label_values(&[upstream, result.as_str()])
+            .inc();
+    }
+
+    /// A configured upstream: its result series start at 0, so they show from the first scrape
+    /// and increase() sees the first failure. Upstream names come from the config only.
+    pub fn upstream_known(&self, upstream: &str) {
+        for result in UpstreamResult::ALL {
+            self.upstream_requests
+                .with_label_values(&[upstream, result.as_str()])
+                .inc_by(0);
+        }
     }
 
     /// A refused authentication or authorisation.
@@ -395,6 +423,8 @@ mod tests {
         m.auth_failure("api", Reason::InsufficientScope);
         m.rejection("api", Reason::BadHost);
         m.jwks_fetched("cognito", FetchResult::Timeout, 0);
+        m.upstream_known("orders");
+        m.upstream("api", "orders", UpstreamResult::Unreachable, 0.01);
         m.jwks_fetched("cognito", FetchResult::Ok, 2);
         let text = m.render(0);
         for line in [
@@ -405,6 +435,9 @@ mod tests {
             r#"jwtgate_jwks_fetches_total{issuer="cognito",result="timeout"} 1"#,
             r#"jwtgate_jwks_fetches_total{issuer="cognito",result="ok"} 1"#,
             r#"jwtgate_jwks_keys{issuer="cognito"} 2"#,
+            r#"jwtgate_upstream_requests_total{result="unreachable",upstream="orders"} 1"#,
+            r#"jwtgate_upstream_requests_total{result="timeout",upstream="orders"} 0"#,
+            r#"jwtgate_upstream_duration_seconds_count{route="api",upstream="orders"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }

@@ -19,12 +19,12 @@ use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
 use crate::login::{Gate, Identity, Login};
-use crate::metrics::Decision;
+use crate::metrics::{Decision, UpstreamResult};
 use crate::routes::{self, Captures, Match, PathError};
 use crate::server::ClientBody;
 use crate::settings::{AuthMode, Route};
 use crate::token::{self, unix_now};
-use crate::upstream::{UploadEnd, UpstreamBody, upload_body};
+use crate::upstream::{SendError, UploadEnd, Upstream, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
@@ -78,6 +78,9 @@ struct Ctx<'a> {
     /// Why the request was refused (empty when it was not).
     reason: &'static str,
     upstream_seconds: Option<f64>,
+    /// The upstream the request was sent to (its configured name) and how that ended; `None`
+    /// when no upstream was contacted.
+    upstream: Option<(&'a Arc<str>, UpstreamResult)>,
     /// jwtgate answered a CORS preflight itself.
     preflight: bool,
     /// This request's place in its trace.
@@ -106,6 +109,7 @@ pub async fn handle(
         route: Arc::clone(&UNMATCHED_ROUTE),
         reason: "",
         upstream_seconds: None,
+        upstream: None,
         preflight: false,
         trace: crate::trace::TraceContext::from_headers(
             req.headers(),
@@ -162,8 +166,8 @@ fn record(
     let metrics = &ctx.shared.metrics;
     let elapsed = started.elapsed().as_secs_f64();
     metrics.request(&ctx.route, method, decision, response.status(), elapsed);
-    if let Some(up) = ctx.upstream_seconds {
-        metrics.upstream(&ctx.route, up);
+    if let (Some(seconds), Some((upstream, result))) = (ctx.upstream_seconds, ctx.upstream) {
+        metrics.upstream(&ctx.route, upstream, result, seconds);
     }
     tracing::info!(
         target: "jwtgate::access",
@@ -176,6 +180,7 @@ fn record(
         status = response.status().as_u16(),
         latency_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_seconds.map(|s| s * 1000.0),
+        upstream = ctx.upstream.map(|(name, _)| &**name),
     );
     // Only a sampled request with export configured has facts: nothing to do otherwise.
     #[cfg(feature = "otlp")]
@@ -195,6 +200,7 @@ fn record(
             status: response.status().as_u16(),
             route: ctx.route,
             route_pattern,
+            upstream: ctx.upstream.map(|(name, _)| Arc::clone(name)),
             decision: decision.as_str(),
             reason: ctx.reason,
             scheme: ctx.conn.proto,
@@ -276,8 +282,16 @@ async fn pipeline(
         }
     };
     authorise(route, &caller, &captures)?;
-    let upgrade = rewrite_request(ctx, route, &captures, &caller, &mut parts, &target)?;
-    let response = forward(ctx, Request::from_parts(parts, body), upgrade).await?;
+    // An index compile checked: never out of range (a 502 rather than a panic if it were).
+    let upstream = ctx
+        .snapshot
+        .upstreams
+        .get(route.upstream)
+        .ok_or(Reject::Upstream(UpstreamError::Unreachable))?;
+    let upgrade = rewrite_request(
+        ctx, route, &captures, upstream, &caller, &mut parts, &target,
+    )?;
+    let response = forward(ctx, upstream, Request::from_parts(parts, body), upgrade).await?;
     Ok(rewrite_response(response, set_cookies))
 }
 
@@ -370,19 +384,19 @@ fn route<'s, 'p>(
 }
 
 /// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for,
-/// and aim the request at the upstream. Whether the client asked for a WebSocket upgrade.
+/// and aim the request at the route's upstream. Whether the client asked for a WebSocket upgrade.
 fn rewrite_request(
     ctx: &Ctx<'_>,
     route: &Route,
     captures: &Captures<'_, '_>,
+    upstream: &Upstream,
     caller: &Caller,
     parts: &mut http::request::Parts,
     target: &Target<'_>,
 ) -> Result<bool, Reject> {
     let snapshot = ctx.snapshot;
     let plan = &snapshot.config.headers;
-    let upstream_uri = snapshot
-        .upstream
+    let upstream_uri = upstream
         .uri(&route.upstream_path(&target.path), target.query)
         .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
@@ -403,7 +417,7 @@ fn rewrite_request(
         headers.insert(header::HOST, host);
     }
     parts.uri = upstream_uri;
-    parts.version = snapshot.upstream.version();
+    parts.version = upstream.version();
     Ok(upgrade)
 }
 
@@ -635,14 +649,14 @@ pub fn original_target(
     Ok((routes::normalize(raw_path, options)?, query))
 }
 
-/// Forward phase: sends the request to the upstream and waits for its response head (within
-/// `response_timeout` of the client's body being sent); bridges a WebSocket upgrade.
-async fn forward(
-    ctx: &mut Ctx<'_>,
+/// Forward phase: sends the request to the route's upstream and waits for its response head
+/// (within `response_timeout` of the client's body being sent); bridges a WebSocket upgrade.
+async fn forward<'s>(
+    ctx: &mut Ctx<'s>,
+    upstream: &'s Arc<Upstream>,
     mut req: Request<ClientBody>,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Reject> {
-    let upstream = &ctx.snapshot.upstream;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
     // The response timeout starts once the client's body has been sent: a slow upload is the
@@ -676,14 +690,24 @@ async fn forward(
         body_failed |= uploaded.try_recv() == Ok(UploadEnd::BodyFailed);
     }
     ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+    let name = &upstream.settings.name;
     let mut response = match result {
         None | Some(Err(_)) if body_failed => {
+            ctx.upstream = Some((name, UpstreamResult::BadRequestBody));
             tracing::info!("client request body failed on its way upstream");
             return Err(Reject::BadRequestBody);
         }
-        None => return Err(UpstreamError::Timeout.into()),
+        None => {
+            ctx.upstream = Some((name, UpstreamResult::Timeout));
+            return Err(UpstreamError::Timeout.into());
+        }
         Some(Err(e)) => {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+            let result = match e {
+                SendError::Connect(_) => UpstreamResult::Unreachable,
+                SendError::Request(_) | SendError::Exchange(_) => UpstreamResult::Failed,
+            };
+            ctx.upstream = Some((name, result));
+            tracing::warn!(upstream = &**name, error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
             return Err(UpstreamError::Unreachable.into());
         }
         Some(Ok(response)) => response,
@@ -692,7 +716,11 @@ async fn forward(
         // A 101 the client did not ask for cannot be relayed (its connection would switch to a
         // protocol it never chose): a 502, as the bodiless exchange answers.
         let Some(client_upgrade) = client_upgrade else {
-            tracing::warn!("upstream answered 101 to a request that asked no upgrade");
+            ctx.upstream = Some((name, UpstreamResult::Failed));
+            tracing::warn!(
+                upstream = &**name,
+                "upstream answered 101 to a request that asked no upgrade"
+            );
             return Err(UpstreamError::Unreachable.into());
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -706,5 +734,6 @@ async fn forward(
             }
         });
     }
+    ctx.upstream = Some((name, UpstreamResult::Response));
     Ok(response)
 }

@@ -60,6 +60,9 @@ pub struct Route {
     pub capture_headers: Vec<(HeaderName, usize)>,
     /// What happens to the path before it goes upstream (`strip_prefix`, `add_prefix`).
     pub rewrite: PathRewrite,
+    /// Where this route forwards: an index into [`Config::upstreams`] (and `Snapshot::upstreams`),
+    /// so choosing the upstream costs no lookup by name per request.
+    pub upstream: usize,
 }
 
 impl Route {
@@ -87,11 +90,18 @@ pub struct Limits {
     pub shutdown_delay: Duration,
 }
 
-/// Where allowed requests go.
-#[derive(Debug, Clone)]
+/// Where allowed requests go. Equal settings let a reload keep the upstream's warm pool.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
-    /// `scheme://authority`.
+    /// `default` for `[upstream]`, else the `[[upstreams]]` name: what routes, metrics and logs
+    /// call it.
+    pub name: Arc<str>,
+    /// `scheme://authority` of the first address: the authority of HTTP/2 request targets, and
+    /// the `Host` of a request that came without one.
     pub origin: Uri,
+    /// Every address, `scheme://authority` each (`origin` first): requests take turns among
+    /// them. One for `url`, several for `urls`.
+    pub origins: Vec<Uri>,
     /// Path prefix from the URL, without a trailing `/` (often empty).
     pub path_prefix: String,
     /// TCP connect timeout.
@@ -119,8 +129,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Listener limits.
     pub limits: Limits,
-    /// The upstream.
-    pub upstream: UpstreamSettings,
+    /// The upstreams: `[upstream]` (named `default`) first, then `[[upstreams]]` in file
+    /// order. Routes hold indices into it.
+    pub upstreams: Vec<UpstreamSettings>,
     /// Issuers with the settings of their key stores.
     pub issuers: Vec<(Arc<IssuerPolicy>, KeySettings)>,
     /// How request paths are normalised and matched (`[paths]`).

@@ -575,7 +575,7 @@ fn check_points_at_bad_captures_and_rewrites_then_shows_them() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
-        stdout.contains("upstream http://127.0.0.1:3000/api"),
+        stdout.contains("upstream \"default\"  url=http://127.0.0.1:3000/api"),
         "{stdout}"
     );
     assert!(stdout.contains("claim custom:tenant={tenant}"), "{stdout}");

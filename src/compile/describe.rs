@@ -11,14 +11,29 @@ impl Config {
     /// The compiled route table and settings, as `jwtgate check` prints them.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "listen {}  admin {}  upstream {}{}",
-            self.listen,
-            self.admin_listen,
-            self.upstream.origin.to_string().trim_end_matches('/'),
-            self.upstream.path_prefix
-        );
+        let _ = writeln!(out, "listen {}  admin {}", self.listen, self.admin_listen);
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let used = self.routes.iter().any(|(_, _, r)| r.upstream == index);
+            let urls: Vec<String> = upstream
+                .origins
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        o.to_string().trim_end_matches('/'),
+                        upstream.path_prefix
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "upstream {:?}  url={}  http2={}{}",
+                &*upstream.name,
+                urls.join(","),
+                upstream.http2,
+                if used { "" } else { "  (no route uses it)" },
+            );
+        }
         for (policy, keys) in &self.issuers {
             let algs: Vec<String> = policy.algorithms.iter().map(|a| format!("{a:?}")).collect();
             let audience = if policy.skip_audience_check {
@@ -63,8 +78,8 @@ impl Config {
         );
         let _ = writeln!(
             out,
-            "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",
-            "#", "path", "name", "methods", "auth"
+            "{:<4} {:<24} {:<22} {:<12} {:<8} {:<12} requirements",
+            "#", "path", "name", "methods", "auth", "upstream"
         );
         for (i, (pattern, methods, route)) in self.routes.iter().enumerate() {
             let methods = methods.map_or("*".to_owned(), |m| {
@@ -112,14 +127,16 @@ impl Config {
                     .collect();
                 req.push(format!("keeps {}", kept.join(",")));
             }
+            let upstream = self.upstreams.get(route.upstream).map_or("?", |u| &*u.name);
             let _ = writeln!(
                 out,
-                "{:<4} {:<24} {:<22} {:<12} {:<8} {}",
+                "{:<4} {:<24} {:<22} {:<12} {:<8} {:<12} {}",
                 i + 1,
                 pattern.as_str(),
                 &*route.name,
                 methods,
                 route.auth.as_str(),
+                upstream,
                 if req.is_empty() {
                     "-".to_owned()
                 } else {

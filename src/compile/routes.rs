@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::diags::{Diags, strings};
 use super::issuers::Issuers;
+use super::upstream::{DEFAULT_UPSTREAM, Upstreams};
 use crate::authz::{ClaimMatcher, Requirements};
 use crate::config::{ClaimValues, RawRoute};
 use crate::headers::{self, HeaderPlan};
@@ -20,6 +21,7 @@ pub(super) fn compile(
     raw: &[Spanned<RawRoute>],
     issuers: &Issuers,
     paths: PathOptions,
+    upstreams: &Upstreams,
 ) -> Router<Route> {
     let mut routes = Router::new();
     if raw.is_empty() {
@@ -27,9 +29,14 @@ pub(super) fn compile(
     }
     for (i, raw_route) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
-        if let Some((pattern, methods, route)) =
-            route(d, &key, raw_route.get_ref(), &issuers.names, paths)
-        {
+        if let Some((pattern, methods, route)) = route(
+            d,
+            &key,
+            raw_route.get_ref(),
+            &issuers.names,
+            paths,
+            upstreams,
+        ) {
             if matches!(route.auth, AuthMode::Jwt | AuthMode::Optional) && !issuers.any {
                 d.err(
                     raw_route.span(),
@@ -50,6 +57,7 @@ fn route(
     r: &RawRoute,
     issuer_names: &HashSet<Arc<str>>,
     paths: PathOptions,
+    upstreams: &Upstreams,
 ) -> Option<(Pattern, Option<Vec<Method>>, Route)> {
     let errors_before = d.count();
     let pattern = match Pattern::parse(r.path.get_ref(), paths) {
@@ -207,6 +215,7 @@ fn route(
     if auth == AuthMode::None && !requirements.is_empty() {
         d.err(r.path.span(), key, "requirements (scopes, groups, token_use, issuers, claims) have no effect with auth = \"none\"");
     }
+    let upstream = upstream(d, key, r, upstreams);
     let name: Arc<str> = r.name.as_ref().map_or_else(
         || r.path.get_ref().as_str().into(),
         |n| n.get_ref().as_str().into(),
@@ -259,11 +268,38 @@ fn route(
             requirements,
             preflight_forward,
             keep_override_headers,
+            upstream,
             login,
             capture_headers,
             rewrite,
         },
     ))
+}
+
+/// The index of the route's upstream: the one it names, else `default`. With no upstream at
+/// all, that one error (reported by the upstream tables) is enough.
+fn upstream(d: &mut Diags<'_>, key: &str, r: &RawRoute, upstreams: &Upstreams) -> usize {
+    if upstreams.names.is_empty() {
+        return 0;
+    }
+    match &r.upstream {
+        Some(name) => upstreams.index(name.get_ref()).unwrap_or_else(|| {
+            d.err(
+                name.span(),
+                format!("{key}.upstream"),
+                format!("no upstream is named {:?}", name.get_ref()),
+            );
+            0
+        }),
+        None => upstreams.index(DEFAULT_UPSTREAM).unwrap_or_else(|| {
+            d.err(
+                r.path.span(),
+                format!("{key}.upstream"),
+                format!("missing: this route needs upstream = \"…\" (no upstream is named {DEFAULT_UPSTREAM:?})"),
+            );
+            0
+        }),
+    }
 }
 
 /// One `claims` entry: its literal values, and its `"{name}"` values bound to the pattern's

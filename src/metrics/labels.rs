@@ -151,6 +151,23 @@ label_enum! {
 }
 
 label_enum! {
+    /// How a request to an upstream ended, for `jwtgate_upstream_requests_total{result}`.
+    pub enum UpstreamResult {
+        /// A response head arrived and was relayed (whatever its status).
+        Response => "response",
+        /// No response head within `response_timeout` (504).
+        Timeout => "timeout",
+        /// No connection could be made: refused, connect timeout, DNS, TLS handshake (502).
+        Unreachable => "unreachable",
+        /// Connected, but the exchange broke off or the answer could not be relayed: reset,
+        /// malformed head, a 101 to a request that asked no upgrade (502).
+        Failed => "failed",
+        /// The client's own request body broke off on its way (400; not the upstream's fault).
+        BadRequestBody => "bad_request_body",
+    }
+}
+
+label_enum! {
     /// How a key set fetch ended, for `jwtgate_jwks_fetches_total{result}`.
     pub enum FetchResult {
         /// Fetched and parsed.
@@ -277,6 +294,18 @@ mod tests {
             ReloadResult::as_str,
         );
         closed(
+            UpstreamResult::ALL,
+            5,
+            |v| match v {
+                UpstreamResult::Response => 0,
+                UpstreamResult::Timeout => 1,
+                UpstreamResult::Unreachable => 2,
+                UpstreamResult::Failed => 3,
+                UpstreamResult::BadRequestBody => 4,
+            },
+            UpstreamResult::as_str,
+        );
+        closed(
             FetchResult::ALL,
             6,
             |v| match v {
@@ -327,6 +356,16 @@ mod tests {
                 "http_status",
                 "too_large",
                 "invalid"
+            ]
+        );
+        assert_eq!(
+            labels(UpstreamResult::ALL, UpstreamResult::as_str),
+            [
+                "response",
+                "timeout",
+                "unreachable",
+                "failed",
+                "bad_request_body"
             ]
         );
         assert_eq!(
@@ -408,6 +447,13 @@ mod tests {
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),
             labels(ReloadResult::ALL, ReloadResult::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_upstream_requests_total{upstream,result}` ("
+            ),
+            labels(UpstreamResult::ALL, UpstreamResult::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_jwks_fetches_total{issuer,result}` ("),
