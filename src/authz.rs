@@ -72,6 +72,8 @@ label_enum! {
         MissingGroup => "missing_group",
         /// A `claims` requirement without an accepted value.
         ClaimMismatch => "claim_mismatch",
+        /// The route's Cedar policies did not allow the request (`policy = …`).
+        Policy => "policy",
     }
 }
 

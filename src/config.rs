@@ -50,6 +50,42 @@ pub struct RawConfig {
     pub cors: Option<Spanned<RawCors>>,
     /// `[tracing]`: OpenTelemetry export.
     pub tracing: Option<Spanned<RawTracing>>,
+    /// `[policies]`: the Cedar policy set routes opt into with `policy = true` (named
+    /// `default`).
+    pub policies: Option<Spanned<RawPolicies>>,
+    /// `[[policy_sets]]`: further named Cedar policy sets, chosen with `policy = "name"`.
+    #[serde(default)]
+    pub policy_sets: Vec<Spanned<RawPolicies>>,
+}
+
+/// `[policies]` or one `[[policy_sets]]` table: Cedar policies with Amazon Verified
+/// Permissions' entity shapes. Files are relative to the config file's directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// `[[policy_sets]]` only: the name routes give in `policy = "name"`.
+    pub name: Option<Spanned<String>>,
+    /// Policy files (`*.cedar`); `*` and `?` in the file name match several.
+    pub files: Spanned<Vec<Spanned<String>>>,
+    /// Cedar schema (`.cedarschema`, or JSON `.json`): policies are validated against it.
+    /// Default: none (no validation; every claim becomes an attribute).
+    pub schema: Option<Spanned<String>>,
+    /// Namespace of the entity types (`PetStore` gives `PetStore::User`). Default: none.
+    pub namespace: Option<Spanned<String>>,
+    /// Entity id of the resource `NS::Application::"…"`. Default: the namespace.
+    pub application: Option<Spanned<String>>,
+    /// Most decisions cached (each until its token expires); 0 disables. Default 10000.
+    pub cache_entries: Option<Spanned<u64>>,
+}
+
+/// A route's `policy`: `true` for `[policies]`, or the name of a `[[policy_sets]]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyChoice {
+    /// `true` (the default set) or `false` (none).
+    On(bool),
+    /// A set by name.
+    Named(String),
 }
 
 /// `[tracing]`. Each key wins over its OpenTelemetry environment variable.
@@ -261,6 +297,9 @@ pub struct RawRoute {
     /// Segments to put in front of the path before forwarding (`"/v1"`), after `strip_prefix`.
     /// Default: none.
     pub add_prefix: Option<Spanned<String>>,
+    /// Cedar policies decide the request after the route's requirements: `true` for
+    /// `[policies]`, or a `[[policy_sets]]` name. Default: none.
+    pub policy: Option<Spanned<PolicyChoice>>,
 }
 
 /// A claim matcher's accepted value(s).

@@ -22,6 +22,7 @@ pub mod jwks;
 pub mod log_writer;
 pub mod login;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

@@ -1,4 +1,4 @@
-//! The `jwtgate` command: `run`, `check`, `demo`.
+//! The `jwtgate` command: `run`, `check`, `demo`, `authz explain`.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -47,6 +47,30 @@ enum Command {
     },
     /// Run a development issuer, an echo upstream and the proxy in one process, and print curls.
     Demo,
+    /// Cedar policy tools.
+    Authz {
+        #[command(subcommand)]
+        command: AuthzCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthzCommand {
+    /// Show how a route's Cedar policies decide a request: the entities, action, resource and
+    /// context built from the token, the decision and the determining policies. Exit 0 when
+    /// allowed, 2 when denied.
+    Explain {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "JWTGATE_CONFIG")]
+        config: PathBuf,
+        /// The bearer token (a JWT; its signature is not checked).
+        #[arg(long, short)]
+        token: String,
+        /// The request method (GET, POST, …).
+        method: String,
+        /// The request path, with its query if any (`/pets/42?view=full`).
+        path: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +118,19 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => init_tracing(cli.log_format)
             .and_then(|_logs| runtime(cli.worker_threads).and_then(|rt| rt.block_on(run(config)))),
+        Command::Authz {
+            command:
+                AuthzCommand::Explain {
+                    config,
+                    token,
+                    method,
+                    path,
+                },
+        } => match explain(&config, &token, &method, &path) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
         Command::Demo => init_tracing(cli.log_format).and_then(|_logs| {
             runtime(cli.worker_threads).and_then(|rt| rt.block_on(async { Ok(dev::demo().await?) }))
         }),
@@ -116,6 +153,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `authz explain`: prints what the policies saw and decided; whether they allowed it.
+fn explain(config: &PathBuf, token: &str, method: &str, path: &str) -> anyhow::Result<bool> {
+    let config = load(config)?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .with_context(|| format!("{method:?} is not an HTTP method"))?;
+    let (text, allowed) =
+        jwtgate::policy::explain(&config, token, &method, path).map_err(anyhow::Error::msg)?;
+    print!("{text}");
+    Ok(allowed)
 }
 
 /// The async runtime: one worker thread per usable CPU unless told otherwise. With one thread,

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::authz::Denial;
+use crate::authz::{Denial, ForbiddenReason};
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
@@ -282,6 +282,7 @@ async fn pipeline(
         }
     };
     authorise(route, &caller, &captures)?;
+    check_policy(ctx, route, &caller, &captures, &parts.method, target.query)?;
     // An index compile checked: never out of range (a 502 rather than a panic if it were).
     let upstream = ctx
         .snapshot
@@ -534,6 +535,59 @@ fn authorise(route: &Route, caller: &Caller, captures: &Captures<'_, '_>) -> Res
         })
 }
 
+/// Policy phase: the route's Cedar policies (`policy = …`) decide, after its requirements. A
+/// deny, or a request Cedar cannot evaluate, is 403 `policy`; the determining policies are
+/// logged. An anonymous caller (an `optional` route without a token) is asked to authenticate.
+fn check_policy(
+    ctx: &Ctx<'_>,
+    route: &Route,
+    caller: &Caller,
+    captures: &Captures<'_, '_>,
+    method: &Method,
+    query: Option<&str>,
+) -> Result<(), Reject> {
+    let Some(chosen) = &route.policy else {
+        return Ok(());
+    };
+    let forbidden = || Reject::Forbidden {
+        reason: ForbiddenReason::Policy,
+        scope: None,
+    };
+    // An index compile checked: never out of range (a deny rather than a panic if it were).
+    let store = ctx
+        .snapshot
+        .config
+        .policies
+        .get(chosen.set)
+        .ok_or_else(forbidden)?;
+    let (claims, token_key) = match caller {
+        Caller::Anonymous => return Err(Reject::MissingToken),
+        Caller::Token(token, _) => (&token.claims, Some(&*token.payload_b64)),
+        Caller::Session(identity, _) => (&identity.claims, None),
+    };
+    let method = crate::policy::lower_method(method);
+    let asked = crate::policy::Asked {
+        claims,
+        token_key,
+        method: &method,
+        template: &chosen.template,
+        captures: *captures,
+        query,
+    };
+    let verdict = store.decide(&asked, unix_now());
+    if verdict.allowed {
+        tracing::debug!(policy_set = &*store.name, determining = ?verdict.determining, "allowed by policy");
+        return Ok(());
+    }
+    tracing::info!(
+        policy_set = &*store.name,
+        determining = ?verdict.determining,
+        errors = ?verdict.errors,
+        "denied by policy"
+    );
+    Err(forbidden())
+}
+
 /// Adds the identity headers jwtgate vouches for: claim headers, and ALB's for sessions.
 fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
     let plan = &snapshot.config.headers;
@@ -622,6 +676,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
             authorise(route, &caller, &captures)?;
+            check_policy(ctx, route, &caller, &captures, &method, query)?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);

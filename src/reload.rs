@@ -4,7 +4,8 @@
 //! File changes are found by reading the file every [`WATCH_INTERVAL`] and comparing a digest of
 //! its bytes, not by inotify: a Kubernetes ConfigMap update replaces a symlinked directory
 //! (`..data`), which inotify watches on the file itself miss, while a re-read always sees it. The
-//! file is small, so this costs nothing measurable.
+//! file is small, so this costs nothing measurable. The files the config names (Cedar policy
+//! files and schemas) are watched the same way, with the config.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,9 +66,22 @@ fn reload_and_log(shared: &Shared, path: &Path, cause: &'static str) {
     }
 }
 
-fn fingerprint(path: &Path) -> Option<Vec<u8>> {
+/// A digest of the config file and of the files it names (policy files, found anew through
+/// their wildcards, and schemas), as the running config names them; `None` while the config
+/// file is missing.
+fn fingerprint(shared: &Shared, path: &Path) -> Option<Vec<u8>> {
     let bytes = std::fs::read(path).ok()?;
-    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(&bytes);
+    for pattern in shared.snapshot.load().config.watched_files() {
+        for file in crate::policy::expand(&pattern).unwrap_or_default() {
+            ctx.update(file.as_os_str().as_encoded_bytes());
+            // A file that cannot be read counts as changed content (the reload says why).
+            let content = std::fs::read(&file).unwrap_or_else(|_| b"\0unreadable".to_vec());
+            ctx.update(digest::digest(&digest::SHA256, &content).as_ref());
+        }
+    }
+    Some(ctx.finish().as_ref().to_vec())
 }
 
 /// Reloads on every SIGHUP, and whenever the file's contents change, until the runtime stops.
@@ -76,7 +90,7 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| tracing::error!("cannot listen for SIGHUP; reload on file change only: {e}"))
         .ok();
-    let mut seen = fingerprint(&path);
+    let mut seen = fingerprint(&shared, &path);
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -91,11 +105,11 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
         let hangup = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = hangup => {
-                seen = fingerprint(&path);
+                seen = fingerprint(&shared, &path);
                 reload_and_log(&shared, &path, "SIGHUP");
             }
             _ = tick.tick() => {
-                let now = fingerprint(&path);
+                let now = fingerprint(&shared, &path);
                 // A file being replaced can be missing for a moment: wait for it to come back.
                 if now.is_some() && now != seen {
                     seen = now;

@@ -418,6 +418,11 @@ impl<R> Router<R> {
         self.routes.iter().map(|(p, m, r)| (p, m.as_deref(), r))
     }
 
+    /// The routes in order, to complete at compile time (a cross-table setting).
+    pub fn routes_mut(&mut self) -> impl Iterator<Item = &mut R> {
+        self.routes.iter_mut().map(|(_, _, r)| r)
+    }
+
     /// Number of routes.
     pub fn len(&self) -> usize {
         self.routes.len()

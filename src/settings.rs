@@ -63,6 +63,18 @@ pub struct Route {
     /// Where this route forwards: an index into [`Config::upstreams`] (and `Snapshot::upstreams`),
     /// so choosing the upstream costs no lookup by name per request.
     pub upstream: usize,
+    /// The Cedar policy set deciding this route's requests (`policy = …`), if any.
+    pub policy: Option<RoutePolicy>,
+}
+
+/// A route's Cedar policy set and the path template its actions are named with.
+#[derive(Debug, Clone)]
+pub struct RoutePolicy {
+    /// The set: an index into [`Config::policies`].
+    pub set: usize,
+    /// The route's path pattern as written (`/pets/{petId}`): actions are
+    /// `"<method> <template>"`, as in AVP's API-linked policy stores.
+    pub template: Arc<str>,
 }
 
 impl Route {
@@ -153,6 +165,19 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Sampling and OpenTelemetry export: `[tracing]` and the `OTEL_*` environment variables.
     pub tracing: TracingSettings,
+    /// Cedar policy sets: `[policies]` (named `default`) first, then `[[policy_sets]]`.
+    pub policies: Vec<Arc<crate::policy::PolicyStore>>,
+}
+
+impl Config {
+    /// The other files the configuration names (policy files, with their wildcards, and
+    /// schemas): hot reload watches them too.
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.files.iter().cloned())
+            .collect()
+    }
 }
 
 /// `[tracing]` and the OpenTelemetry environment variables, merged (the file wins).

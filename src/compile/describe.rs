@@ -70,6 +70,25 @@ impl Config {
                 login.logout_path,
             );
         }
+        for set in &self.policies {
+            let _ = writeln!(
+                out,
+                "policies {:?}  namespace={}  resource={}  policies={}  schema={}",
+                &*set.name,
+                if set.namespace.is_empty() {
+                    "-"
+                } else {
+                    &set.namespace
+                },
+                set.resource(),
+                set.policies.policies().count(),
+                if set.has_schema() {
+                    "validated"
+                } else {
+                    "none"
+                },
+            );
+        }
         let _ = writeln!(
             out,
             "paths  semicolons={}  case_insensitive={}",
@@ -118,6 +137,10 @@ impl Config {
                     .chain(bound.map(|n| format!("{{{n}}}")))
                     .collect();
                 req.push(format!("claim {}={}", c.name, values.join("|")));
+            }
+            if let Some(chosen) = &route.policy {
+                let set = self.policies.get(chosen.set).map_or("?", |s| &*s.name);
+                req.push(format!("policy={set}"));
             }
             if !route.keep_override_headers.is_empty() {
                 let kept: Vec<&str> = route

@@ -40,6 +40,11 @@ impl<'a> Diags<'a> {
         }
     }
 
+    /// The config file, as named in messages (other files it names are relative to it).
+    pub(super) fn file(&self) -> &str {
+        self.file
+    }
+
     /// How many problems were found so far (a table compares it before and after itself).
     pub(super) fn count(&self) -> usize {
         self.errors.len()
@@ -63,6 +68,26 @@ impl<'a> Diags<'a> {
         let error = format!("{}:{line}:{col}: {key}: {reason}", self.file);
         // One problem, one line: names, paths and variables quoted from the file may hold
         // line breaks.
+        self.errors
+            .push(error.replace('\r', "\\r").replace('\n', "\\n"));
+    }
+
+    /// One problem in another file the config names (a policy file), at byte `offset` of its
+    /// `text`, under `key`.
+    pub(super) fn err_in(
+        &mut self,
+        file: &str,
+        text: &str,
+        offset: usize,
+        key: impl Display,
+        reason: impl Display,
+    ) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let (line, col) = Diags::new(file, text).position(offset);
+        let error = format!("{file}:{line}:{col}: {key}: {reason}");
         self.errors
             .push(error.replace('\r', "\\r").replace('\n', "\\n"));
     }

@@ -10,6 +10,7 @@ mod headers;
 mod issuers;
 mod login;
 mod paths;
+mod policies;
 mod routes;
 mod secret;
 mod server;
@@ -25,6 +26,7 @@ pub use diags::{ConfigErrors, parse_duration};
 pub use issuers::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
 };
+pub use policies::DEFAULT_SET;
 pub use server::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, MIN_MAX_HEADER_BYTES,
@@ -77,6 +79,10 @@ pub fn compile_with_env(
     let forward_auth = forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
     // Across tables (a route's references to [[issuers]] are checked with the route).
     login::routes(&mut d, &raw.routes, raw.login.as_ref(), &raw.logins);
+    let policy_sets = policies::compile(&mut d, raw.policies.as_ref(), &raw.policy_sets);
+    let mut routes = routes;
+    let configured = policies::names(raw.policies.as_ref(), &raw.policy_sets);
+    policies::routes(&mut d, &raw.routes, &policy_sets, &configured, &mut routes);
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
 
@@ -97,6 +103,7 @@ pub fn compile_with_env(
             tls,
             cors,
             tracing,
+            policies: policy_sets,
         }),
         _ => Err(d.finish()),
     }

@@ -272,6 +272,8 @@ fn route(
             login,
             capture_headers,
             rewrite,
+            // Set once the policy sets are compiled (`policies::routes`).
+            policy: None,
         },
     ))
 }

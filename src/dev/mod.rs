@@ -26,6 +26,17 @@ use crate::{Listeners, Shared, StartError, serve, server};
 
 /// The demo configuration, also at `config/demo.toml`.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+/// The example Cedar policy store the demo's `[policies]` names (`examples/policies/tenants`).
+const DEMO_POLICY_FILES: [(&str, &str); 2] = [
+    (
+        "orders.cedar",
+        include_str!("../../examples/policies/tenants/orders.cedar"),
+    ),
+    (
+        "schema.cedarschema",
+        include_str!("../../examples/policies/tenants/schema.cedarschema"),
+    ),
+];
 /// Where the demo issuer listens (its URL is in `config/demo.toml`).
 pub const DEMO_ISSUER_ADDR: &str = "127.0.0.1:9000";
 /// Where the demo echo upstream listens.
@@ -81,7 +92,24 @@ async fn bind(addr: &'static str, what: &'static str) -> Result<TcpListener, Sta
 /// `jwtgate demo`: the development issuer, an echo upstream and the proxy on
 /// `config/demo.toml`, in one process, with copy-paste curl commands. Runs until SIGTERM/Ctrl-C.
 pub async fn demo() -> Result<(), StartError> {
-    let mut config = compile("config/demo.toml", DEMO_CONFIG)?;
+    // The example policy store goes with the binary: written next to where the config's
+    // relative paths point, in a directory of this process's own.
+    let root = std::env::temp_dir().join(format!("jwtgate-demo-{}", std::process::id()));
+    let store = root.join("examples/policies/tenants");
+    std::fs::create_dir_all(&store).map_err(StartError::Io)?;
+    std::fs::create_dir_all(root.join("config")).map_err(StartError::Io)?;
+    for (name, text) in DEMO_POLICY_FILES {
+        std::fs::write(store.join(name), text).map_err(StartError::Io)?;
+    }
+    let config_name = root.join("config/demo.toml").display().to_string();
+    let compiled = compile(&config_name, DEMO_CONFIG);
+    let mut config = match compiled {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(e.into());
+        }
+    };
     for login in &mut config.logins {
         login.client_secret = Some(crate::login::Redacted(
             hosted_ui::DEMO_CLIENT_SECRET.to_owned(),
@@ -117,6 +145,10 @@ pub async fn demo() -> Result<(), StartError> {
     let alice_access = sign(issuer.access_token(&alice));
     let bob_access = sign(issuer.access_token(&bob));
     let alice_id = sign(issuer.id_token(&alice));
+    let carol = issuer::user("carol")
+        .copied()
+        .ok_or(StartError::DemoUser("carol"))?;
+    let carol_id = sign(issuer.id_token(&carol));
     println!(
         r#"jwtgate demo is running (Ctrl-C to stop)
   proxy     http://{proxy}      routes: config/demo.toml (run `jwtgate check --config config/demo.toml`)
@@ -136,9 +168,17 @@ pub async fn demo() -> Result<(), StartError> {
 4) 401 invalid_token: an ID token where the route wants an access token
    curl -i -H 'Authorization: Bearer {alice_id}' http://{proxy}/orders/42
 
+5) Cedar policies (examples/policies/tenants): ID tokens carry custom:tenant; alice and bob
+   are in tenant acme, carol in globex; only admins (alice) change orders.
+   200: curl -i -H 'Authorization: Bearer {alice_id}' http://{proxy}/tenants/acme/orders/7
+   403: curl -i -H 'Authorization: Bearer {carol_id}' http://{proxy}/tenants/acme/orders/7
+   403: curl -i -X DELETE -H 'Authorization: Bearer {alice_id}' http://{proxy}/tenants/acme/orders/7
+   200: curl -i -X DELETE -H 'Authorization: Bearer {alice_id}' 'http://{proxy}/tenants/acme/orders/7?confirm=yes'
+   Why: jwtgate authz explain --config config/demo.toml --token <token> GET /tenants/acme/orders/7
+
 Tokens last an hour. Fresh ones: curl -s '{iss}/dev/token?user=bob&kind=access' (kind=id for an ID token)
 
-5) Browser sign-in like ALB's: open http://{proxy}/app/ and sign in as alice, bob or carol,
+6) Browser sign-in like ALB's: open http://{proxy}/app/ and sign in as alice, bob or carol,
    password "{password}". The echo page shows the x-amzn-oidc-* headers jwtgate added.
    Sign out: http://{proxy}/oauth2/sign_out
 "#,
@@ -147,6 +187,7 @@ Tokens last an hour. Fresh ones: curl -s '{iss}/dev/token?user=bob&kind=access' 
         password = hosted_ui::DEMO_PASSWORD,
     );
     serve(Arc::clone(&shared), listeners, server::shutdown_signal()).await;
+    let _ = std::fs::remove_dir_all(&root);
     drop(upstream);
     drop(issuer);
     Ok(())

@@ -23,6 +23,8 @@ pub struct User {
     pub groups: &'static [&'static str],
     /// `scope` of the user's access token.
     pub scope: &'static str,
+    /// `custom:tenant` of the user's ID token (the Cedar example's tenant).
+    pub tenant: &'static str,
 }
 
 /// The demo users: an admin, a regular user and one with no group.
@@ -34,6 +36,7 @@ pub const USERS: [User; 3] = [
         name: "Alice Admin",
         groups: &["admins", "users"],
         scope: "openid email profile orders/read orders/write",
+        tenant: "acme",
     },
     User {
         username: "bob",
@@ -42,6 +45,7 @@ pub const USERS: [User; 3] = [
         name: "Bob User",
         groups: &["users"],
         scope: "openid email profile orders/read",
+        tenant: "acme",
     },
     User {
         username: "carol",
@@ -50,6 +54,7 @@ pub const USERS: [User; 3] = [
         name: "Carol Nogroup",
         groups: &[],
         scope: "openid email profile",
+        tenant: "globex",
     },
 ];
 
@@ -69,7 +74,8 @@ pub fn access_claims(issuer: &str, user: &User) -> Value {
     claims
 }
 
-/// Claims of a Cognito ID token (`aud`, `cognito:username`, `email`, `name`).
+/// Claims of a Cognito ID token (`aud`, `cognito:username`, `email`, `name`, and the custom
+/// attribute `custom:tenant`).
 pub fn id_claims(issuer: &str, user: &User) -> Value {
     let mut claims = common_claims(issuer, user);
     claims["aud"] = json!(DEMO_CLIENT_ID);
@@ -78,6 +84,7 @@ pub fn id_claims(issuer: &str, user: &User) -> Value {
     claims["email"] = json!(user.email);
     claims["email_verified"] = json!(true);
     claims["name"] = json!(user.name);
+    claims["custom:tenant"] = json!(user.tenant);
     claims
 }
 

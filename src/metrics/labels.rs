@@ -109,6 +109,8 @@ label_enum! {
         SessionStoreUnavailable => "session_store_unavailable",
         /// A path segment captured for a header is not a valid header value.
         BadCapture => "bad_capture",
+        /// The route's Cedar policies did not allow the request.
+        Policy => ForbiddenReason::Policy.as_str(),
     }
 }
 
@@ -118,6 +120,7 @@ impl From<ForbiddenReason> for Reason {
             ForbiddenReason::InsufficientScope => Reason::InsufficientScope,
             ForbiddenReason::MissingGroup => Reason::MissingGroup,
             ForbiddenReason::ClaimMismatch => Reason::ClaimMismatch,
+            ForbiddenReason::Policy => Reason::Policy,
         }
     }
 }
@@ -231,7 +234,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            25,
+            26,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -258,16 +261,18 @@ mod tests {
                 Reason::IdpUnavailable => 22,
                 Reason::SessionStoreUnavailable => 23,
                 Reason::BadCapture => 24,
+                Reason::Policy => 25,
             },
             Reason::as_str,
         );
         closed(
             ForbiddenReason::ALL,
-            3,
+            4,
             |v| match v {
                 ForbiddenReason::InsufficientScope => 0,
                 ForbiddenReason::MissingGroup => 1,
                 ForbiddenReason::ClaimMismatch => 2,
+                ForbiddenReason::Policy => 3,
             },
             ForbiddenReason::as_str,
         );
@@ -370,7 +375,12 @@ mod tests {
         );
         assert_eq!(
             labels(ForbiddenReason::ALL, ForbiddenReason::as_str),
-            ["insufficient_scope", "missing_group", "claim_mismatch"]
+            [
+                "insufficient_scope",
+                "missing_group",
+                "claim_mismatch",
+                "policy"
+            ]
         );
         assert_eq!(
             labels(Reason::ALL, Reason::as_str),
@@ -399,7 +409,8 @@ mod tests {
                 "login_failed",
                 "idp_unavailable",
                 "session_store_unavailable",
-                "bad_capture"
+                "bad_capture",
+                "policy"
             ]
         );
         for &f in ForbiddenReason::ALL {
