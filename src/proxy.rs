@@ -1,5 +1,5 @@
 //! The request pipeline as named phases over one per-request context (`Ctx`): target,
-//! own paths, route, authenticate, authorise, rewrite request, forward, rewrite response,
+//! own paths, route, authenticate, authorise, policy, rewrite request, forward, rewrite response,
 //! record. Bodies stream both ways; nothing is buffered whole.
 
 use std::net::SocketAddr;
@@ -66,7 +66,7 @@ impl ConnInfo {
 /// phase reports. The phases, in order (each one function below):
 ///
 /// `target` (host, normalised path) → `own_paths` (sign-in, forward-auth, CORS preflights) →
-/// `route` → `authenticate` → `authorise` → `rewrite_request` → `forward` →
+/// `route` → `authenticate` → `authorise` → `check_policy` → `rewrite_request` → `forward` →
 /// `rewrite_response` → `record` (metrics, access log, span: the only place that records).
 struct Ctx<'a> {
     shared: &'a Shared,
