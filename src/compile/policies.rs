@@ -269,14 +269,22 @@ fn read_policies(
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or(usize::MAX)
     });
+    let mut seen_here: HashMap<String, usize> = HashMap::new();
     for (n, policy) in numbered.into_iter().enumerate() {
         let id = policy
             .annotation("id")
             .map_or_else(|| format!("{stem}#{n}"), str::to_owned);
         let id = PolicyId::new(id);
         let renamed = policy.new_id(id.clone());
+        // Occurrences of this id in the file so far: the duplicate is the next one.
+        let seen = seen_here.entry(id.to_string()).or_insert(0usize);
+        *seen += 1;
         if policies.add(renamed).is_err() {
-            let offset = text.find(&format!("\"{id}\"")).unwrap_or(0);
+            let needle = format!("\"{id}\"");
+            let offset = text
+                .match_indices(&needle)
+                .nth(*seen - 1)
+                .map_or(0, |(at, _)| at);
             d.err_in(
                 shown,
                 text,
@@ -411,5 +419,114 @@ pub(super) fn routes(
                 template: Arc::from(raw.get_ref().path.get_ref().as_str()),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::compile;
+
+    /// A directory with `files` in it, and a config file name inside it.
+    fn dir(name: &str, files: &[(&str, &str)]) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "jwtgate-compile-policies-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let config = dir.join("jwtgate.toml").display().to_string();
+        (dir, config)
+    }
+
+    const HEAD: &str = r#"[upstream]
+url = "http://127.0.0.1:3000"
+
+[[issuers]]
+issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC"
+audiences = ["client"]
+"#;
+
+    #[test]
+    fn policy_ids_come_from_id_annotations_or_the_file_and_must_be_unique() {
+        let (d, config) = dir(
+            "ids",
+            &[(
+                "a.cedar",
+                "@id(\"same\")\npermit (principal, action, resource);\n\
+                 permit (principal, action, resource);\n\
+                 @id(\"same\")\nforbid (principal, action, resource);\n",
+            )],
+        );
+        let text = format!(
+            "{HEAD}\n[[routes]]\npath = \"/x\"\npolicy = true\n\n[policies]\nfiles = [\"a.cedar\"]\n"
+        );
+        let errors = compile(&config, &text).unwrap_err().0;
+        let file = d.join("a.cedar").display().to_string();
+        assert_eq!(
+            errors,
+            [format!(
+                "{file}:4:5: policies: policy same: another policy has this id"
+            )]
+        );
+        std::fs::write(
+            d.join("a.cedar"),
+            "@id(\"one\")\npermit (principal, action, resource);\npermit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let config = compile(&config, &text).unwrap();
+        let mut ids: Vec<String> = config.policies[0]
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a.cedar#1", "one"]);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn route_and_table_mistakes_are_reported_at_their_keys() {
+        let (d, config) = dir(
+            "keys",
+            &[("a.cedar", "permit (principal, action, resource);\n")],
+        );
+        let text = format!(
+            r#"{HEAD}
+[[routes]]
+path = "/open"
+auth = "none"
+policy = true
+
+[[routes]]
+path = "/x"
+policy = true
+
+[policies]
+name = "main"
+files = ["a.cedar"]
+namespace = "not a name"
+
+[[policy_sets]]
+name = "default"
+files = ["a.cedar"]
+
+[[policy_sets]]
+files = ["a.cedar"]
+"#
+        );
+        let errors = compile(&config, &text).unwrap_err().0.join("\n");
+        for want in [
+            ":11:10: routes[0].policy: needs a caller: not with auth = \"none\"",
+            ":18:8: policies.name: [policies] is the set named \"default\"",
+            ":20:13: policies.namespace: \"not a name\" is not a Cedar namespace",
+            ":23:8: policy_sets[0].name: \"default\" is empty or names another set",
+            "policy_sets[1].name: missing",
+        ] {
+            assert!(errors.contains(want), "{want}\n{errors}");
+        }
+        let _ = std::fs::remove_dir_all(d);
     }
 }
