@@ -614,7 +614,7 @@ impl PolicyStore {
             Ok(built) => self.evaluate(&built, &action_id),
             Err(e) => Verdict::deny(e),
         };
-        let verdict = if let (Some(cache), Some(key)) = (&self.cache, key) {
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
             let left = u64::try_from(asked.claims.exp.saturating_sub(now_unix)).unwrap_or(0);
             verdict.expires = Some(Instant::now() + Duration::from_secs(left));
             let verdict = Arc::new(verdict);
@@ -624,8 +624,7 @@ impl PolicyStore {
             verdict
         } else {
             Arc::new(verdict)
-        };
-        verdict
+        }
     }
 }
 
