@@ -297,7 +297,7 @@ fn version_and_help() {
     let out = output(jwtgate().arg("--help"));
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for command in ["run", "check", "demo"] {
+    for command in ["run", "check", "demo", "authz"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{command} "))),
@@ -320,6 +320,12 @@ fn check_prints_the_route_table_of_the_demo_config() {
     assert!(stdout.contains("/orders/**"), "{stdout}");
     assert!(stdout.contains("scopes_any=orders/read"), "{stdout}");
     assert!(stdout.contains("/health"), "{stdout}");
+    // The example Cedar policy store, validated against its schema.
+    assert!(stdout.contains("token_use=id policy=default"), "{stdout}");
+    assert!(
+        stdout.contains("policies \"default\"  namespace=TenantApi  resource=TenantApi::Application::\"TenantApi\"  policies=3  schema=validated"),
+        "{stdout}"
+    );
 }
 
 #[test]
