@@ -824,6 +824,100 @@ mod tests {
         assert_eq!(attrs.len(), 1, "only what the schema declares");
     }
 
+    /// A compiled config with one policy route over `policies` (in a directory of its own).
+    fn store_config(name: &str, policies: &str) -> crate::settings::Config {
+        let dir =
+            std::env::temp_dir().join(format!("jwtgate-policy-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.cedar"), policies).unwrap();
+        let text = r#"
+[upstream]
+url = "http://127.0.0.1:3000"
+
+[[issuers]]
+issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_P"
+audiences = ["client"]
+
+[[routes]]
+path = "/pets/{petId}"
+policy = true
+
+[policies]
+files = ["p.cedar"]
+namespace = "PetStore"
+"#;
+        let config = crate::compile::compile(&dir.join("j.toml").display().to_string(), text);
+        let _ = std::fs::remove_dir_all(&dir);
+        config.unwrap()
+    }
+
+    #[test]
+    fn decisions_are_cached_per_token_and_inputs_and_never_past_the_token() {
+        let config = store_config(
+            "cache",
+            "permit (principal, action == PetStore::Action::\"get /pets/{petId}\", resource)\n\
+             when { context.pathParameters.petId == \"1\" };\n",
+        );
+        let store = &config.policies[0];
+        let now = 1_900_000_000;
+        let c = claims(serde_json::json!({
+            "iss": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_P",
+            "exp": now + 60, "sub": "s1", "token_use": "access",
+        }));
+        let ask = |path: &str, query: Option<&str>, now: i64| {
+            let matched = config.routes.find(&http::Method::GET, path).unwrap();
+            let asked = Asked {
+                claims: &c,
+                token_key: Some("payload"),
+                method: "get",
+                template: "/pets/{petId}",
+                captures: matched.captures,
+                query,
+            };
+            store.decide(&asked, now).allowed
+        };
+        let entries = || {
+            let cache = store.cache.as_ref().unwrap();
+            cache.run_pending_tasks();
+            cache.entry_count()
+        };
+        assert!(ask("/pets/1", None, now));
+        assert!(!ask("/pets/2", None, now));
+        assert!(ask("/pets/1", Some("a=1"), now));
+        assert_eq!(
+            entries(),
+            3,
+            "path parameters and the query are part of the key"
+        );
+        assert!(ask("/pets/1", None, now), "a hit gives the same answer");
+        assert_eq!(entries(), 3);
+        // A token at its expiry is evaluated, never cached.
+        assert!(ask("/pets/1", Some("b=1"), now + 60));
+        assert_eq!(entries(), 3);
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_evaluated_is_denied_with_the_reason() {
+        let config = store_config("noeval", "permit (principal, action, resource);\n");
+        let store = &config.policies[0];
+        let c = claims(serde_json::json!({
+            "iss": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_P",
+            "exp": 1_900_000_060_i64, "token_use": "access",
+        }));
+        let matched = config.routes.find(&http::Method::GET, "/pets/1").unwrap();
+        let asked = Asked {
+            claims: &c,
+            token_key: None,
+            method: "get",
+            template: "/pets/{petId}",
+            captures: matched.captures,
+            query: None,
+        };
+        let verdict = store.decide(&asked, 1_900_000_000);
+        assert!(!verdict.allowed, "no sub: no principal");
+        assert_eq!(verdict.errors, ["the token has no sub claim"]);
+    }
+
     #[test]
     fn wildcards_match_file_names() {
         assert!(wildcard("*.cedar", "pets.cedar"));
