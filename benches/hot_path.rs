@@ -1,5 +1,6 @@
 //! Microbenchmarks of the request hot path: token verification per algorithm (uncached), the
-//! verified-token cache hit, route lookup at 10 / 100 / 1,000 routes, header strip + inject.
+//! verified-token cache hit, route lookup at 10 / 100 / 1,000 routes, header strip + inject,
+//! and a Cedar policy decision on a route with 50 policies (cache miss and hit).
 //! `cargo bench --bench hot_path`; CI runs `cargo bench --bench hot_path -- --test` (one
 //! iteration each) so they cannot rot.
 
@@ -194,5 +195,106 @@ fn headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tokens, routes, headers);
+/// 50 Cedar policies, every one naming the route's action (the index cannot skip any): 49 that
+/// do not apply to the caller (groups, scopes, path parameters, query), then the permit that
+/// does.
+fn policy_files(dir: &std::path::Path) {
+    let mut text = String::new();
+    for i in 0..49 {
+        let condition = match i % 4 {
+            0 => format!(r#"principal in Bench::UserGroup::"us-east-1_BENCH|group{i}""#),
+            1 => format!(r#"context.token.scope.contains("api/scope{i}")"#),
+            2 => format!(r#"context.pathParameters.petId == "pet{i}""#),
+            _ => format!(
+                r#"context has queryStringParameters && context.queryStringParameters has q{i}"#
+            ),
+        };
+        text.push_str(&format!(
+            "@id(\"p{i}\")\npermit (principal, action == Bench::Action::\"get /pets/{{petId}}\", resource)\nwhen {{ {condition} }};\n\n"
+        ));
+    }
+    text.push_str(
+        "@id(\"admins\")\npermit (principal in Bench::UserGroup::\"us-east-1_BENCH|admins\", action == Bench::Action::\"get /pets/{petId}\", resource)\nwhen { context.token.scope.contains(\"api/read\") };\n",
+    );
+    std::fs::write(dir.join("bench.cedar"), text).unwrap();
+}
+
+fn policies(c: &mut Criterion) {
+    use jwtgate::policy::{Asked, PolicyStore};
+    let dir = std::env::temp_dir().join(format!("jwtgate-bench-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    policy_files(&dir);
+    let compiled = |cache: u64| {
+        let text = format!(
+            r#"
+[upstream]
+url = "http://127.0.0.1:9"
+
+[[issuers]]
+issuer = "{ISS}"
+audiences = ["client"]
+
+[[routes]]
+path = "/pets/{{petId}}"
+policy = true
+
+[policies]
+files = ["bench.cedar"]
+namespace = "Bench"
+cache_entries = {cache}
+"#
+        );
+        jwtgate::compile::compile(&dir.join("bench.toml").display().to_string(), &text).unwrap()
+    };
+    let (uncached, cached) = (compiled(0), compiled(10_000));
+    let now = unix_now();
+    let payload = json!({
+        "sub": "8d5b6c1e-1a2b-4c3d-9e8f-a1b2c3d4e5f6", "iss": ISS, "client_id": "client",
+        "token_use": "access", "scope": "openid api/read", "auth_time": now, "iat": now,
+        "exp": now + 3600, "jti": "jti-1", "username": "alice", "cognito:groups": ["admins"],
+    });
+    let claims =
+        jwtgate::token::Claims::from_payload(payload.as_object().unwrap().clone()).unwrap();
+    let decide = |config: &jwtgate::settings::Config, store: &PolicyStore| {
+        let matched = config.routes.find(&Method::GET, "/pets/42").unwrap();
+        let asked = Asked {
+            claims: &claims,
+            token_key: Some("payload-of-the-token"),
+            method: "get",
+            template: "/pets/{petId}",
+            captures: matched.captures,
+            query: Some("view=full"),
+        };
+        store.decide(&asked, now).allowed
+    };
+    let mut group = c.benchmark_group("policy_50");
+    let store = &uncached.policies[0];
+    assert!(decide(&uncached, store), "the last permit applies");
+    group.bench_function("miss", |b| b.iter(|| black_box(decide(&uncached, store))));
+    // The miss, in its two parts: the entities and request, then Cedar's evaluation.
+    let matched = uncached.routes.find(&Method::GET, "/pets/42").unwrap();
+    let asked = Asked {
+        claims: &claims,
+        token_key: None,
+        method: "get",
+        template: "/pets/{petId}",
+        captures: matched.captures,
+        query: Some("view=full"),
+    };
+    let action = PolicyStore::action_id("get", "/pets/{petId}");
+    group.bench_function("build", |b| {
+        b.iter(|| black_box(store.build(&asked, &action).unwrap()))
+    });
+    let built = store.build(&asked, &action).unwrap();
+    group.bench_function("evaluate", |b| {
+        b.iter(|| black_box(store.evaluate(&built, &action).allowed))
+    });
+    let store = &cached.policies[0];
+    assert!(decide(&cached, store));
+    group.bench_function("hit", |b| b.iter(|| black_box(decide(&cached, store))));
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, tokens, routes, headers, policies);
 criterion_main!(benches);
