@@ -41,9 +41,15 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
             let issuers = snapshot.issuers.readiness();
             let draining = shared.draining.load(std::sync::atomic::Ordering::Relaxed);
             let ready = !draining && issuers.iter().all(|(_, ok)| *ok);
+            // Keys sorted, as ever: serde_json keeps insertion order in this build (a feature
+            // the Cedar engine turns on), so the order is spelled out here.
+            let issuers: std::collections::BTreeMap<String, bool> = issuers
+                .iter()
+                .map(|(name, ok)| (name.to_string(), *ok))
+                .collect();
             let body = serde_json::json!({
+                "issuers": issuers,
                 "status": if draining { "shutting down" } else if ready { "ready" } else { "not ready" },
-                "issuers": issuers.iter().map(|(name, ok)| (name.to_string(), serde_json::Value::Bool(*ok))).collect::<serde_json::Map<_, _>>(),
             });
             let status = if ready {
                 StatusCode::OK
