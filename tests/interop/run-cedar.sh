@@ -11,5 +11,4 @@ BIN="${1:-$REPO/target/debug/jwtgate}"
 
 VENV="$("$HERE/venv.sh")"
 
-cd "$HERE"
 exec "$VENV/bin/python" "$HERE/cedar_matrix.py" "$BIN"
