@@ -440,3 +440,25 @@ async fn explain_prints_the_entities_the_decision_and_the_determining_policies()
     assert_eq!(code, 1);
     assert!(stderr.contains("no route matches GET /nowhere"), "{stderr}");
 }
+
+#[tokio::test]
+async fn forward_auth_answers_with_the_policy_decision() {
+    let dir = Dir::new("forward-auth");
+    dir.write("pets.cedar", PETS);
+    let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
+    let upstream = Recorder::start().await;
+    let toml = format!(
+        "{}\n[forward_auth]\npath = \"/auth\"\n",
+        policy_config(&issuer, &upstream.url(), &dir.0)
+    );
+    let proxy = BinaryProxy::start(&toml).await;
+    let (alice, carol) = (token(&issuer, "alice"), token(&issuer, "carol"));
+    // The original path below the prefix (the peer is not a trusted proxy).
+    assert_eq!(status(&proxy, "GET", "/auth/pets/rex", &alice).await, 200);
+    assert_eq!(status(&proxy, "GET", "/auth/pets/rex", &carol).await, 403);
+    assert_eq!(
+        status(&proxy, "GET", "/auth/pets/rex?force=1", &alice).await,
+        403
+    );
+    assert!(upstream.take().is_empty(), "forward-auth never forwards");
+}
