@@ -63,7 +63,8 @@ enum AuthzCommand {
         /// Configuration file (TOML).
         #[arg(long, short, env = "JWTGATE_CONFIG")]
         config: PathBuf,
-        /// The bearer token (a JWT; its signature is not checked).
+        /// The bearer token (a JWT; its signature is not checked), or `-` to read it from
+        /// standard input (keeps it out of the process list and the shell history).
         #[arg(long, short)]
         token: String,
         /// The request method (GET, POST, …).
@@ -158,6 +159,16 @@ fn main() -> ExitCode {
 /// `authz explain`: prints what the policies saw and decided; whether they allowed it.
 fn explain(config: &PathBuf, token: &str, method: &str, path: &str) -> anyhow::Result<bool> {
     let config = load(config)?;
+    let stdin;
+    let token = if token == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the token from standard input")?;
+        stdin = text;
+        stdin.trim()
+    } else {
+        token
+    };
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .with_context(|| format!("{method:?} is not an HTTP method"))?;
     let (text, allowed) =

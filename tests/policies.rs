@@ -434,6 +434,31 @@ async fn explain_prints_the_entities_the_decision_and_the_determining_policies()
     assert!(stdout.contains("decision    DENY (403 policy)"), "{stdout}");
     assert!(stdout.contains("determining no-deletes"), "{stdout}");
 
+    // The token from standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args([
+            "authz",
+            "explain",
+            "--config",
+            config,
+            "--token",
+            "-",
+            "GET",
+            "/pets/bob",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{bob}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("decision    ALLOW"));
+
     let (code, _, stderr) = jwtgate(&[
         "authz", "explain", "--config", config, "--token", &bob, "GET", "/nowhere",
     ]);
