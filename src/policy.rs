@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+    EntityUid, PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema,
 };
 use serde_json::Value;
 
@@ -104,9 +104,12 @@ pub struct PolicyStore {
     /// claim is an attribute then).
     user_attributes: Option<HashSet<String>>,
     /// Per action id named by some policy: the policies that may apply to it.
-    by_action: HashMap<String, PolicySet>,
+    by_action: HashMap<String, Slices>,
     /// The policies that may apply to an action no policy names (unscoped or `action in`).
-    other_actions: PolicySet,
+    other_actions: Slices,
+    /// The policy set of one action for one set of principal-scope entities the caller is or is
+    /// in (its user, its groups): built on first use, then shared.
+    sliced: moka::sync::Cache<(String, Vec<EntityUid>), Arc<PolicySet>>,
     /// Every policy, with its id (the `@id` annotation or `file#index`).
     pub policies: PolicySet,
     /// The policy files and schema as configured, relative names resolved (wildcards kept):
@@ -125,6 +128,58 @@ impl std::fmt::Debug for PolicyStore {
             .field("policies", &self.policies.policies().count())
             .field("files", &self.files)
             .finish_non_exhaustive()
+    }
+}
+
+/// The policies that may apply to one action, with the entities their principal scopes name
+/// (`principal in NS::UserGroup::"…"`, `principal == …`): a policy naming an entity the caller
+/// is not and is not in cannot apply, so it is not evaluated (Cedar would skip it anyway).
+struct Slices {
+    /// Each policy with the entity its principal scope names, if any.
+    policies: Vec<(cedar_policy::Policy, Option<EntityUid>)>,
+    /// Every entity some principal scope names.
+    scoped: HashSet<EntityUid>,
+    /// Every policy: the set when no policy is scoped to an entity.
+    all: Arc<PolicySet>,
+}
+
+impl Slices {
+    fn new(policies: Vec<cedar_policy::Policy>) -> Option<Self> {
+        let all = Arc::new(PolicySet::from_policies(policies.iter().cloned()).ok()?);
+        let policies: Vec<_> = policies
+            .into_iter()
+            .map(|p| {
+                let entity = scope_entity(&p);
+                (p, entity)
+            })
+            .collect();
+        let scoped = policies.iter().filter_map(|(_, e)| e.clone()).collect();
+        Some(Slices {
+            policies,
+            scoped,
+            all,
+        })
+    }
+
+    /// The policies for a caller who is or is in exactly `relevant` (of `scoped`).
+    fn set(&self, relevant: &[EntityUid]) -> PolicySet {
+        let keep = self
+            .policies
+            .iter()
+            .filter(|(_, e)| e.as_ref().is_none_or(|e| relevant.contains(e)))
+            .map(|(p, _)| p.clone());
+        // Ids are unique in the store: a subset cannot fail to build.
+        PolicySet::from_policies(keep).unwrap_or_default()
+    }
+}
+
+/// The entity a policy's principal scope requires the principal to be or be in.
+fn scope_entity(policy: &cedar_policy::Policy) -> Option<EntityUid> {
+    match policy.principal_constraint() {
+        PrincipalConstraint::In(e)
+        | PrincipalConstraint::Eq(e)
+        | PrincipalConstraint::IsIn(_, e) => Some(e),
+        PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
     }
 }
 
@@ -172,6 +227,8 @@ pub struct Built {
     pub entities: Entities,
     /// The request.
     pub request: Request,
+    /// The principal and its groups: which principal-scoped policies can apply.
+    scope: Vec<EntityUid>,
 }
 
 /// Builds values of one representation (Cedar expressions on the hot path, JSON for
@@ -461,11 +518,11 @@ impl PolicyStore {
                 ActionConstraint::Any | ActionConstraint::In(_) => other.push(policy.clone()),
             }
         }
-        let other_actions = PolicySet::from_policies(other.iter().cloned()).ok()?;
+        let other_actions = Slices::new(other.clone())?;
         let mut by_action = HashMap::with_capacity(named.len());
         for (action, policies) in named {
-            let set = PolicySet::from_policies(other.iter().cloned().chain(policies)).ok()?;
-            by_action.insert(action, set);
+            let slices = Slices::new(other.iter().cloned().chain(policies).collect())?;
+            by_action.insert(action, slices);
         }
         let cache = (parts.cache_entries > 0).then(|| {
             moka::sync::Cache::builder()
@@ -482,6 +539,9 @@ impl PolicyStore {
             user_attributes: parts.user_attributes,
             by_action,
             other_actions,
+            // Distinct (action, scope entities) pairs are few: the routes' actions times the
+            // group combinations policies name.
+            sliced: moka::sync::Cache::new(4096),
             policies: parts.policies,
             files: parts.files,
             cache,
@@ -552,6 +612,9 @@ impl PolicyStore {
             groups.iter().cloned().collect(),
         )
         .map_err(|e| format!("principal: {e}"))?;
+        let scope: Vec<EntityUid> = std::iter::once(principal.clone())
+            .chain(groups.iter().cloned())
+            .collect();
         let entities = std::iter::once(user).chain(
             groups
                 .into_iter()
@@ -569,21 +632,47 @@ impl PolicyStore {
             None,
         )
         .map_err(|e| format!("request: {e}"))?;
-        Ok(Built { entities, request })
+        Ok(Built {
+            entities,
+            request,
+            scope,
+        })
     }
 
     /// The policies that may apply to an action: those naming it, and those not naming one.
     pub fn policies_for(&self, action_id: &str) -> &PolicySet {
+        &self.slices(action_id).all
+    }
+
+    fn slices(&self, action_id: &str) -> &Slices {
         self.by_action.get(action_id).unwrap_or(&self.other_actions)
+    }
+
+    /// The policies that may apply to an action for a caller who is or is in `scope` (its user
+    /// and groups): policies scoped to other principals or groups are left out.
+    fn policies_in_scope(&self, action_id: &str, scope: &[EntityUid]) -> Arc<PolicySet> {
+        let slices = self.slices(action_id);
+        let mut relevant: Vec<EntityUid> = scope
+            .iter()
+            .filter(|e| slices.scoped.contains(*e))
+            .cloned()
+            .collect();
+        relevant.sort();
+        relevant.dedup();
+        if relevant.len() == slices.scoped.len() {
+            return Arc::clone(&slices.all);
+        }
+        let key = (action_id.to_owned(), relevant);
+        self.sliced
+            .get_with_by_ref(&key, || Arc::new(slices.set(&key.1)))
     }
 
     /// Evaluates built inputs (no cache).
     pub fn evaluate(&self, built: &Built, action_id: &str) -> Verdict {
-        let response = self.authorizer.is_authorized(
-            &built.request,
-            self.policies_for(action_id),
-            &built.entities,
-        );
+        let policies = self.policies_in_scope(action_id, &built.scope);
+        let response = self
+            .authorizer
+            .is_authorized(&built.request, &policies, &built.entities);
         let diagnostics = response.diagnostics();
         Verdict {
             allowed: response.decision() == Decision::Allow,
@@ -916,6 +1005,49 @@ namespace = "PetStore"
         let verdict = store.decide(&asked, 1_900_000_000);
         assert!(!verdict.allowed, "no sub: no principal");
         assert_eq!(verdict.errors, ["the token has no sub claim"]);
+    }
+
+    #[test]
+    fn policies_scoped_to_other_principals_or_groups_are_not_evaluated() {
+        let config = store_config(
+            "slices",
+            "permit (principal, action, resource);\n\
+             permit (principal in PetStore::UserGroup::\"us-east-1_P|admins\", action, resource);\n\
+             permit (principal in PetStore::UserGroup::\"us-east-1_P|users\", action, resource);\n\
+             forbid (principal == PetStore::User::\"us-east-1_P|s1\", action, resource);\n",
+        );
+        let store = &config.policies[0];
+        let uid = |ty: &str, id: &str| {
+            EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ty).unwrap(),
+                EntityId::new(id),
+            )
+        };
+        let user = |id: &str| uid("PetStore::User", id);
+        let group = |id: &str| uid("PetStore::UserGroup", id);
+        let count = |scope: &[EntityUid]| {
+            store
+                .policies_in_scope("get /pets/{petId}", scope)
+                .policies()
+                .count()
+        };
+        assert_eq!(count(&[user("us-east-1_P|s2")]), 1);
+        assert_eq!(
+            count(&[user("us-east-1_P|s2"), group("us-east-1_P|users")]),
+            2
+        );
+        assert_eq!(
+            count(&[
+                user("us-east-1_P|s1"),
+                group("us-east-1_P|users"),
+                group("us-east-1_P|admins")
+            ]),
+            4
+        );
+        assert_eq!(
+            count(&[user("us-east-1_P|s1"), group("us-east-1_P|admins")]),
+            3
+        );
     }
 
     #[test]
