@@ -50,6 +50,56 @@ pub struct RawConfig {
     pub cors: Option<Spanned<RawCors>>,
     /// `[tracing]`: OpenTelemetry export.
     pub tracing: Option<Spanned<RawTracing>>,
+    /// `[[authorizers]]`: external authorizers routes name with `authorizer = "NAME"`.
+    #[serde(default)]
+    pub authorizers: Vec<Spanned<RawAuthorizer>>,
+}
+
+/// `[[authorizers]]`: an external authorizer (API Gateway Lambda-authorizer contract over
+/// HTTP, or Envoy's HTTP ext_authz).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorizer {
+    /// What routes (`authorizer = "…"`), metrics and logs call it.
+    pub name: Spanned<String>,
+    /// `lambda` or `ext_authz`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Where it is called: the endpoint the event is POSTed to (`lambda`), or the service base
+    /// URL the original path is appended to (`ext_authz`).
+    pub url: Spanned<String>,
+    /// `lambda`: `simple` (default) or `iam`.
+    pub response: Option<Spanned<String>>,
+    /// `lambda`: payload format; only `2.0` (the default) for now.
+    pub payload_format: Option<Spanned<String>>,
+    /// `lambda`: `arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE`, the routeArn prefix.
+    /// Default `arn:aws:execute-api:local:000000000000:jwtgate/$default`.
+    pub api_arn: Option<Spanned<String>>,
+    /// `$request.header.NAME`, `$request.querystring.NAME`, `$context.identity.sourceIp`,
+    /// `$context.routeKey`, `$context.httpMethod`, `$context.path`. Required when `ttl` is
+    /// not zero.
+    pub identity_source: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How long decisions are cached, `0s` to `1h`. Default `300s`; `0s`: off.
+    pub ttl: Option<Spanned<String>>,
+    /// `route` (default: identity sources, method and route) or `identity` (identity sources
+    /// alone, as API Gateway keys its cache).
+    pub cache_key: Option<Spanned<String>>,
+    /// Cache size, bytes. Default 16 MiB.
+    pub cache_bytes: Option<Spanned<u64>>,
+    /// Time allowed for one call. Default `1s`.
+    pub timeout: Option<Spanned<String>>,
+    /// `lambda`: upstream header to `context` key (`{ "x-tenant" = "tenantId" }`).
+    pub context_headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Send the client's cookies (jwtgate's own sign-in cookies never go). Default true for
+    /// `lambda` (as API Gateway does), false for `ext_authz`.
+    pub send_cookies: Option<Spanned<bool>>,
+    /// `ext_authz`: client headers sent to the service. Default `["authorization"]`.
+    pub allowed_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `ext_authz`: service response headers copied to the upstream request on an allow.
+    pub upstream_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `ext_authz`: service response headers copied to the client on a denial. Default: all
+    /// but hop-by-hop and framing headers.
+    pub client_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[tracing]`. Each key wins over its OpenTelemetry environment variable.
@@ -261,6 +311,9 @@ pub struct RawRoute {
     /// Segments to put in front of the path before forwarding (`"/v1"`), after `strip_prefix`.
     /// Default: none.
     pub add_prefix: Option<Spanned<String>>,
+    /// An `[[authorizers]]` name: that external authorizer decides after the route's own
+    /// requirements. Default: none.
+    pub authorizer: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).

@@ -8,6 +8,7 @@
 //! binds the listeners and serves.
 
 pub mod admin;
+pub mod authorizer;
 pub mod authz;
 pub mod compile;
 pub mod config;

@@ -9,7 +9,9 @@ use prometheus::{
 mod labels;
 
 pub(crate) use labels::label_enum;
-pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult};
+pub use labels::{
+    AuthorizerResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult,
+};
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -36,6 +38,10 @@ pub struct Metrics {
     token_cache_entries: IntGauge,
     login_events: IntCounterVec,
     config_reloads: IntCounterVec,
+    authorizer_calls: IntCounterVec,
+    authorizer_duration: HistogramVec,
+    authorizer_cache: IntCounterVec,
+    authorizer_cache_entries: IntGaugeVec,
 }
 
 fn method_class(method: &http::Method) -> &'static str {
@@ -179,6 +185,42 @@ impl Metrics {
             &["result"],
         )
         .expect("metric"); // ok: static definition
+        let authorizer_calls = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_authorizer_calls_total",
+                format!(
+                    "External authorizer calls by authorizer and result ({}).",
+                    joined(AuthorizerResult::ALL, AuthorizerResult::as_str)
+                ),
+            ),
+            &["authorizer", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_authorizer_duration_seconds",
+                "Time an external authorizer call took, by authorizer.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["authorizer"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_cache = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_authorizer_cache_total",
+                "External authorizer decision cache lookups by authorizer and result (hit, miss).",
+            ),
+            &["authorizer", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "jwtgate_authorizer_cache_entries",
+                "Cached external authorizer decisions, by authorizer (sampled at scrape time).",
+            ),
+            &["authorizer"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -208,6 +250,10 @@ impl Metrics {
             Box::new(token_cache_entries.clone()),
             Box::new(login_events.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(authorizer_calls.clone()),
+            Box::new(authorizer_duration.clone()),
+            Box::new(authorizer_cache.clone()),
+            Box::new(authorizer_cache_entries.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -238,7 +284,49 @@ impl Metrics {
             token_cache_entries,
             login_events,
             config_reloads,
+            authorizer_calls,
+            authorizer_duration,
+            authorizer_cache,
+            authorizer_cache_entries,
         }
+    }
+
+    /// A configured external authorizer: its call and cache series start at 0.
+    pub fn authorizer_known(&self, authorizer: &str) {
+        for result in AuthorizerResult::ALL {
+            self.authorizer_calls
+                .with_label_values(&[authorizer, result.as_str()])
+                .inc_by(0);
+        }
+        for result in ["hit", "miss"] {
+            self.authorizer_cache
+                .with_label_values(&[authorizer, result])
+                .inc_by(0);
+        }
+    }
+
+    /// One external authorizer call: how it ended and how long it took.
+    pub fn authorizer_call(&self, authorizer: &str, result: AuthorizerResult, seconds: f64) {
+        self.authorizer_calls
+            .with_label_values(&[authorizer, result.as_str()])
+            .inc();
+        self.authorizer_duration
+            .with_label_values(&[authorizer])
+            .observe(seconds);
+    }
+
+    /// An external authorizer decision cache lookup.
+    pub fn authorizer_cache(&self, authorizer: &str, hit: bool) {
+        self.authorizer_cache
+            .with_label_values(&[authorizer, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// The number of decisions an authorizer's cache holds (set at scrape time).
+    pub fn authorizer_cache_entries(&self, authorizer: &str, entries: u64) {
+        self.authorizer_cache_entries
+            .with_label_values(&[authorizer])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// A configuration reload attempt.

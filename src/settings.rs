@@ -63,6 +63,9 @@ pub struct Route {
     /// Where this route forwards: an index into [`Config::upstreams`] (and `Snapshot::upstreams`),
     /// so choosing the upstream costs no lookup by name per request.
     pub upstream: usize,
+    /// The external authorizer that decides after the route's requirements (`authorizer =
+    /// "NAME"`), if any.
+    pub authorizer: Option<crate::authorizer::RouteAuthorizer>,
 }
 
 impl Route {
@@ -153,6 +156,8 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Sampling and OpenTelemetry export: `[tracing]` and the `OTEL_*` environment variables.
     pub tracing: TracingSettings,
+    /// External authorizers (`[[authorizers]]`), in file order; routes hold indices.
+    pub authorizers: Vec<crate::authorizer::AuthorizerSettings>,
 }
 
 /// `[tracing]` and the OpenTelemetry environment variables, merged (the file wins).

@@ -109,6 +109,32 @@ label_enum! {
         SessionStoreUnavailable => "session_store_unavailable",
         /// A path segment captured for a header is not a valid header value.
         BadCapture => "bad_capture",
+        /// A route's external authorizer lacks an identity source value (401, no call).
+        AuthorizerIdentityMissing => "authorizer_identity_missing",
+        /// The external authorizer denied the request.
+        AuthorizerDenied => "authorizer_denied",
+        /// The external authorizer call failed (fail closed).
+        AuthorizerFailed => "authorizer_failed",
+    }
+}
+
+label_enum! {
+    /// How an external authorizer call ended, for `jwtgate_authorizer_calls_total{result}`.
+    pub enum AuthorizerResult {
+        /// An allow (simple `true`, a policy with an Allow, an ext_authz 2xx).
+        Allow => "allow",
+        /// A denial (simple `false`, a policy without Allow, an ext_authz non-2xx).
+        Deny => "deny",
+        /// No answer within `timeout`.
+        Timeout => "timeout",
+        /// No connection, or the exchange broke off.
+        Unreachable => "unreachable",
+        /// A Lambda authorizer endpoint answered a non-2xx status.
+        BadStatus => "bad_status",
+        /// An answer larger than the limit.
+        TooLarge => "too_large",
+        /// Not JSON, the wrong shape, or a context value that is no header value.
+        Invalid => "invalid",
     }
 }
 
@@ -231,7 +257,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            25,
+            28,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -258,8 +284,25 @@ mod tests {
                 Reason::IdpUnavailable => 22,
                 Reason::SessionStoreUnavailable => 23,
                 Reason::BadCapture => 24,
+                Reason::AuthorizerIdentityMissing => 25,
+                Reason::AuthorizerDenied => 26,
+                Reason::AuthorizerFailed => 27,
             },
             Reason::as_str,
+        );
+        closed(
+            AuthorizerResult::ALL,
+            7,
+            |v| match v {
+                AuthorizerResult::Allow => 0,
+                AuthorizerResult::Deny => 1,
+                AuthorizerResult::Timeout => 2,
+                AuthorizerResult::Unreachable => 3,
+                AuthorizerResult::BadStatus => 4,
+                AuthorizerResult::TooLarge => 5,
+                AuthorizerResult::Invalid => 6,
+            },
+            AuthorizerResult::as_str,
         );
         closed(
             ForbiddenReason::ALL,
@@ -399,7 +442,22 @@ mod tests {
                 "login_failed",
                 "idp_unavailable",
                 "session_store_unavailable",
-                "bad_capture"
+                "bad_capture",
+                "authorizer_identity_missing",
+                "authorizer_denied",
+                "authorizer_failed"
+            ]
+        );
+        assert_eq!(
+            labels(AuthorizerResult::ALL, AuthorizerResult::as_str),
+            [
+                "allow",
+                "deny",
+                "timeout",
+                "unreachable",
+                "bad_status",
+                "too_large",
+                "invalid"
             ]
         );
         for &f in ForbiddenReason::ALL {
@@ -443,6 +501,13 @@ mod tests {
                 "`jwtgate_login_events_total{provider,event}` (event "
             ),
             labels(LoginEvent::ALL, LoginEvent::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_authorizer_calls_total{authorizer,result}` ("
+            ),
+            labels(AuthorizerResult::ALL, AuthorizerResult::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),
