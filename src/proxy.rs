@@ -66,7 +66,7 @@ impl ConnInfo {
 /// phase reports. The phases, in order (each one function below):
 ///
 /// `target` (host, normalised path) → `own_paths` (sign-in, forward-auth, CORS preflights) →
-/// `route` → `authenticate` → `authorise` → `rewrite_request` → `forward` →
+/// `route` → `authenticate` → `authorise` → `call_authorizer` → `rewrite_request` → `forward` →
 /// `rewrite_response` → `record` (metrics, access log, span: the only place that records).
 struct Ctx<'a> {
     shared: &'a Shared,
