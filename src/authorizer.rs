@@ -46,6 +46,8 @@ pub enum Kind {
     Lambda {
         /// Which answer shape is expected.
         response: ResponseFormat,
+        /// Payload format 1.0 (REST API `REQUEST` authorizers; IAM answers only) instead of 2.0.
+        payload_v1: bool,
         /// `arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE`: routeArns are this plus
         /// `/METHOD/path`.
         api_arn: String,
@@ -456,7 +458,14 @@ impl Authorizer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(map.entry(key.clone()).or_default())
         };
-        let result = flight
+        // Leaves the map tidy however this request ends (answered, or dropped mid-call when the
+        // client goes away), so no flight outlives its callers.
+        let _leave = Leave {
+            map: &self.in_flight,
+            key: &key,
+            flight: &flight,
+        };
+        flight
             .get_or_init(|| async {
                 let result = self.call(asked, identity).await;
                 if let Ok(cached) = &result {
@@ -465,15 +474,7 @@ impl Authorizer {
                 result
             })
             .await
-            .clone();
-        let mut map = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            map.remove(&key);
-        }
-        result
+            .clone()
     }
 
     /// Calls the authorizer once; the decision with its expiry, or why there is none.
@@ -536,8 +537,16 @@ impl Authorizer {
         identity: &[String],
     ) -> Result<(Verdict, usize), Failure> {
         match &self.settings.kind {
-            Kind::Lambda { response, api_arn } => {
-                let event = lambda_event(asked, identity, api_arn, self.settings.send_cookies);
+            Kind::Lambda {
+                response,
+                api_arn,
+                payload_v1,
+            } => {
+                let event = if *payload_v1 {
+                    lambda_event_v1(asked, identity, api_arn)
+                } else {
+                    lambda_event(asked, identity, api_arn, self.settings.send_cookies)
+                };
                 let request = self
                     .http
                     .post(&self.settings.url)
@@ -707,6 +716,30 @@ impl Authorizer {
             }
         }
         Ok(out)
+    }
+}
+
+/// Removes a flight from the in-flight map when its answer is in (any request may, once) or
+/// when the last request waiting for it leaves without one.
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<Vec<u8>, Flight>>,
+    key: &'a [u8],
+    flight: &'a Flight,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours = map
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight));
+        // Two holders: the map and this request.
+        if ours && (self.flight.initialized() || Arc::strong_count(self.flight) <= 2) {
+            map.remove(self.key);
+        }
     }
 }
 
@@ -969,6 +1002,78 @@ fn lambda_event(
     event
 }
 
+/// Payload format 1.0 (API Gateway's REST `REQUEST` authorizer event, which HTTP APIs also
+/// send with `authorizerPayloadFormatVersion` 1.0): single- and multi-value headers and query
+/// parameters, `methodArn`, the identity values joined with `,`.
+fn lambda_event_v1(asked: &Asked<'_>, identity: &[String], api_arn: &str) -> Value {
+    let mut headers = Map::new();
+    let mut multi_headers = Map::new();
+    for name in asked.headers.keys() {
+        let values: Vec<Value> = asked
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| Value::String(v.to_owned()))
+            .collect();
+        if let Some(last) = values.last() {
+            headers.insert(name.as_str().to_owned(), last.clone());
+            multi_headers.insert(name.as_str().to_owned(), Value::Array(values));
+        }
+    }
+    let mut query = Map::new();
+    let mut multi_query = Map::new();
+    for (k, v) in query_pairs(asked.query) {
+        query.insert(k.clone(), Value::String(v.clone()));
+        if let Value::Array(list) = multi_query
+            .entry(k)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            list.push(Value::String(v));
+        }
+    }
+    let (account, api_id, stage) = arn_parts(api_arn);
+    let joined = identity.join(",");
+    let params = asked.path_parameters();
+    let or_null = |m: Map<String, Value>| {
+        if m.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(m)
+        }
+    };
+    json!({
+        "version": "1.0",
+        "type": "REQUEST",
+        "methodArn": route_arn(api_arn, asked),
+        "identitySource": joined,
+        "authorizationToken": joined,
+        "resource": &*asked.route.route_path,
+        "path": asked.raw_path,
+        "httpMethod": asked.method.as_str(),
+        "headers": headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": or_null(query),
+        "multiValueQueryStringParameters": or_null(multi_query),
+        "pathParameters": or_null(params),
+        "stageVariables": Value::Null,
+        "requestContext": {
+            "accountId": account,
+            "apiId": api_id,
+            "httpMethod": asked.method.as_str(),
+            "identity": {
+                "sourceIp": asked.peer.to_string(),
+                "userAgent": asked.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+            },
+            "path": asked.raw_path,
+            "requestId": asked.request_id,
+            "resourceId": asked.route_key(),
+            "resourcePath": &*asked.route.route_path,
+            "stage": stage,
+        },
+    })
+}
+
 /// Account, API id and stage of `arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE`.
 fn arn_parts(api_arn: &str) -> (&str, &str, &str) {
     let mut fields = api_arn.splitn(6, ':');
@@ -1095,6 +1200,67 @@ mod tests {
             arn_parts("arn:aws:execute-api:us-east-1:123456789012:abcdef123/test"),
             ("123456789012", "abcdef123", "test")
         );
+    }
+
+    fn settings(url: String) -> AuthorizerSettings {
+        AuthorizerSettings {
+            name: Arc::from("t"),
+            kind: Kind::Lambda {
+                payload_v1: false,
+                response: ResponseFormat::Simple,
+                api_arn: DEFAULT_API_ARN.into(),
+            },
+            url,
+            identity_sources: vec![IdentitySource::Header(header::AUTHORIZATION)],
+            identity_source_text: vec!["$request.header.Authorization".into()],
+            ttl: DEFAULT_TTL,
+            cache_key: CacheKey::Route,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            timeout: Duration::from_secs(30),
+            context_headers: Vec::new(),
+            send_cookies: true,
+        }
+    }
+
+    /// A request whose client goes away while the authorizer has not answered leaves no flight
+    /// behind (the in-flight map stays bounded by the requests in flight).
+    #[tokio::test]
+    async fn an_abandoned_call_leaves_no_flight() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let authorizer = Authorizer::new(settings(url), Arc::new(Metrics::new())).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("token"));
+        let route = RouteAuthorizer {
+            index: 0,
+            route_path: Arc::from("/x"),
+            proxy_after: None,
+        };
+        let asked = Asked {
+            method: &Method::GET,
+            raw_path: "/x",
+            path: "/x",
+            query: None,
+            headers: &headers,
+            peer: IpAddr::from([127, 0, 0, 1]),
+            version: http::Version::HTTP_11,
+            request_id: "r",
+            route_name: "x",
+            route: &route,
+            captures: Vec::new(),
+            jwt: None,
+        };
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(200), authorizer.decide(&asked)).await;
+        assert!(abandoned.is_err(), "the authorizer never answers");
+        assert!(authorizer.in_flight.lock().unwrap().is_empty());
+        hold.abort();
     }
 
     #[test]

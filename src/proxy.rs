@@ -286,6 +286,7 @@ async fn pipeline(
     };
     authorise(route, &caller, &captures)?;
     let asking = Authorizing {
+        method: &parts.method,
         raw_path: uri.path(),
         path: &target.path,
         query: target.query,
@@ -546,8 +547,9 @@ fn authorise(route: &Route, caller: &Caller, captures: &Captures<'_, '_>) -> Res
         })
 }
 
-/// The request's path (as sent and normalised) and query, for the external authorizer.
+/// The request's method, path (as sent and normalised) and query, for the external authorizer.
 struct Authorizing<'a> {
+    method: &'a Method,
     raw_path: &'a str,
     path: &'a str,
     query: Option<&'a str>,
@@ -586,7 +588,7 @@ async fn call_authorizer(
         _ => None,
     };
     let asked = crate::authorizer::Asked {
-        method: &parts.method,
+        method: asking.method,
         raw_path: asking.raw_path,
         path: asking.path,
         query: asking.query,
@@ -694,7 +696,9 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
             authorise(route, &caller, &captures)?;
+            // The original request's method, not the subrequest's.
             let asking = Authorizing {
+                method: &method,
                 raw_path: &path,
                 path: &path,
                 query,

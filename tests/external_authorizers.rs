@@ -583,3 +583,74 @@ authorizer = "opa"
         .unwrap();
     assert_eq!(res.status(), 403);
 }
+
+#[tokio::test]
+async fn payload_format_1_0_event_and_policy() {
+    let arn = "arn:aws:execute-api:eu-west-1:123456789012:api1/prod";
+    let lambda = AuthorizerEndpoint::start(move |seen| {
+        let event = seen.event();
+        let effect = if event["headers"]["authorization"] == "good" {
+            "Allow"
+        } else {
+            "Deny"
+        };
+        json(json!({
+            "principalId": "p",
+            "policyDocument": { "Version": "2012-10-17", "Statement": [
+                { "Action": "execute-api:Invoke", "Effect": effect, "Resource": event["methodArn"] }
+            ]},
+            "context": { "tenantId": "v1" },
+        }))
+    })
+    .await;
+    let s = setup(&lambda_table(
+        &lambda.url("/"),
+        &format!("payload_format = \"1.0\"\napi_arn = \"{arn}\""),
+    ))
+    .await;
+    let res = client()
+        .get(format!("http://{}/pets/3?a=1&a=2", s.proxy.addr))
+        .header("authorization", "good")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(s.upstream.take()[0].contains("x-tenant: v1\r\n"));
+    let event = lambda.seen()[0].event();
+    assert_eq!(event["version"], "1.0");
+    assert_eq!(event["type"], "REQUEST");
+    assert_eq!(event["methodArn"], format!("{arn}/GET/pets/3"));
+    assert_eq!(event["identitySource"], "good");
+    assert_eq!(event["resource"], "/pets/{petId}");
+    assert_eq!(event["path"], "/pets/3");
+    assert_eq!(event["httpMethod"], "GET");
+    assert_eq!(event["queryStringParameters"], json!({"a": "2"}));
+    assert_eq!(
+        event["multiValueQueryStringParameters"],
+        json!({"a": ["1", "2"]})
+    );
+    assert_eq!(event["multiValueHeaders"]["authorization"], json!(["good"]));
+    assert_eq!(event["pathParameters"], json!({"petId": "3"}));
+    assert_eq!(event["requestContext"]["stage"], "prod");
+    assert_eq!(event["requestContext"]["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(s.get("/pets/3", Some("bad")).await.status(), 403);
+}
+
+#[tokio::test]
+async fn forward_auth_asks_the_authorizer_about_the_original_request() {
+    let lambda = AuthorizerEndpoint::start(simple).await;
+    let s = setup(&format!(
+        "{}\n[forward_auth]\npath = \"/auth\"\n",
+        lambda_table(&lambda.url("/"), "")
+    ))
+    .await;
+    // Envoy-style: the original path below the forward-auth prefix.
+    let res = s.get("/auth/pets/3", Some("allow")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-tenant"], "t-42");
+    let event = lambda.seen()[0].event();
+    assert_eq!(event["routeKey"], "GET /pets/{petId}");
+    assert_eq!(event["pathParameters"], json!({"petId": "3"}));
+    assert_eq!(s.get("/auth/pets/3", Some("deny")).await.status(), 403);
+    assert!(s.upstream.take().is_empty(), "forward-auth never forwards");
+}

@@ -121,15 +121,13 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
             "lambda",
         );
     }
-    if let Some(format) = &r.payload_format {
-        if format.get_ref() != "2.0" {
-            d.err(
-                format.span(),
-                format!("{key}.payload_format"),
-                format!("{:?}: only \"2.0\" is supported", format.get_ref()),
-            );
-        }
-    }
+    let payload_v1 = d.choice(
+        &r.payload_format,
+        &format!("{key}.payload_format"),
+        &[("2.0", false), ("1.0", true)],
+        false,
+    );
+    // Payload format 1.0 answers with IAM policies only (as API Gateway requires).
     let response = d.choice(
         &r.response,
         &format!("{key}.response"),
@@ -137,8 +135,21 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
             ("simple", ResponseFormat::Simple),
             ("iam", ResponseFormat::Iam),
         ],
-        ResponseFormat::Simple,
+        if payload_v1 {
+            ResponseFormat::Iam
+        } else {
+            ResponseFormat::Simple
+        },
     );
+    if payload_v1 && response == ResponseFormat::Simple {
+        if let Some(r) = &r.response {
+            d.err(
+                r.span(),
+                format!("{key}.response"),
+                "payload_format = \"1.0\" answers with IAM policies: response = \"iam\"",
+            );
+        }
+    }
     let api_arn = match &r.api_arn {
         None => DEFAULT_API_ARN.to_owned(),
         Some(arn) if valid_api_arn(arn.get_ref()) => arn.get_ref().clone(),
@@ -262,7 +273,11 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
     Some(AuthorizerSettings {
         name: Arc::from(r.name.get_ref().as_str()),
         kind: if lambda {
-            Kind::Lambda { response, api_arn }
+            Kind::Lambda {
+                response,
+                api_arn,
+                payload_v1,
+            }
         } else {
             Kind::ExtAuthz {
                 allowed_headers,
@@ -443,7 +458,7 @@ authorizer = "tenants"
             "{text}"
         );
         assert!(
-            text.contains("ttl=60s  cache_key=route  timeout=1000ms  response=iam"),
+            text.contains("ttl=60s  cache_key=route  timeout=1000ms  payload=2.0  response=iam"),
             "{text}"
         );
         assert!(text.contains("context_headers=x-tenant=tenantId"), "{text}");
@@ -561,6 +576,28 @@ authorizer = "nobody"
         );
         assert!(
             text.contains("routes[0].authorizer: no authorizer is named \"nobody\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn payload_format_1_0_answers_with_policies() {
+        let table = |extra: &str| {
+            format!(
+                "[[authorizers]]\nname = \"v1\"\ntype = \"lambda\"\nurl = \"http://127.0.0.1:1\"\nttl = \"0s\"\npayload_format = \"1.0\"\n{extra}\n[[routes]]\npath = \"/x\"\nauth = \"none\"\nauthorizer = \"v1\"\n"
+            )
+        };
+        assert_eq!(errors(&table("")), "");
+        let text = errors(&table("response = \"simple\""));
+        assert!(
+            text.contains(
+                "authorizers[0].response: payload_format = \"1.0\" answers with IAM policies"
+            ),
+            "{text}"
+        );
+        let text = errors(&table("").replace("1.0", "3.0"));
+        assert!(
+            text.contains("authorizers[0].payload_format: \"3.0\" must be 2.0, 1.0"),
             "{text}"
         );
     }

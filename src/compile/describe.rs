@@ -72,8 +72,13 @@ impl Config {
         }
         for a in &self.authorizers {
             let detail = match &a.kind {
-                crate::authorizer::Kind::Lambda { response, api_arn } => format!(
-                    "response={}  api_arn={api_arn}",
+                crate::authorizer::Kind::Lambda {
+                    response,
+                    api_arn,
+                    payload_v1,
+                } => format!(
+                    "payload={}  response={}  api_arn={api_arn}",
+                    if *payload_v1 { "1.0" } else { "2.0" },
                     match response {
                         crate::authorizer::ResponseFormat::Simple => "simple",
                         crate::authorizer::ResponseFormat::Iam => "iam",

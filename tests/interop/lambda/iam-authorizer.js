@@ -1,14 +1,14 @@
 // A Lambda authorizer that answers with an IAM policy, written as AWS documents the
-// REQUEST-authorizer example (callback style, generatePolicy/generateAllow/generateDeny), for
-// an HTTP API with payload format 2.0 (the request's ARN is event.routeArn). Allows when the
-// headerauth1 header and the QueryString1 query parameter hold the expected values; the
-// policy covers every method below the API's stage, except DELETE.
+// REQUEST-authorizer example (callback style, generatePolicy), with payload format 1.0 (the
+// request's ARN is event.methodArn). Allows when the headerauth1 header and the QueryString1
+// query parameter hold the expected values; the policy covers every method below the API's
+// stage, except DELETE.
 exports.handler = function (event, context, callback) {
   const headers = event.headers;
   const queryStringParameters = event.queryStringParameters || {};
 
   // Parse the input for the parameter values
-  const tmp = event.routeArn.split(':');
+  const tmp = event.methodArn.split(':');
   const apiGatewayArnTmp = tmp[5].split('/');
   const awsAccountId = tmp[4];
   const region = tmp[3];

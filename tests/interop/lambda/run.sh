@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # External-authorizer interop test: jwtgate's `type = "lambda"` authorizers calling unmodified
-# Node.js Lambda authorizer handlers (a simple-response one and an IAM-policy one, written as
-# AWS documents them) run by lambda-local behind a small local HTTP endpoint (server.mjs).
+# Node.js Lambda authorizer handlers (a simple-response one with payload format 2.0, and an
+# IAM-policy one with payload format 1.0, written as AWS documents them) run by lambda-local behind a small local HTTP endpoint (server.mjs).
 # Usage: tests/interop/lambda/run.sh [PATH_TO_JWTGATE_BINARY]   (default: <repo>/target/debug/jwtgate)
 # Needs node >= 20 with npm. Exit code = test result.
 set -euo pipefail
@@ -79,6 +79,7 @@ timeout = "5s"
 name = "iam"
 type = "lambda"
 url = "$URL/iam"
+payload_format = "1.0"
 response = "iam"
 api_arn = "$ARN"
 identity_source = ["\$request.header.headerauth1", "\$request.querystring.QueryString1"]
