@@ -325,6 +325,7 @@ impl Authorizer {
             .connect_timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
+            // Straight to the authorizer: a decision never goes through HTTP(S)_PROXY.
             .no_proxy()
             .build()?;
         let cache = (!settings.ttl.is_zero()).then(|| {
