@@ -189,7 +189,7 @@ pub struct Asked<'a> {
     pub version: http::Version,
     /// This request's id.
     pub request_id: &'a str,
-    /// The route's name and its use of the authorizer.
+    /// The route's name (part of the cache key).
     pub route_name: &'a str,
     /// How the route uses the authorizer.
     pub route: &'a RouteAuthorizer,
