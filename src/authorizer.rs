@@ -181,8 +181,11 @@ pub struct Asked<'a> {
     pub path: &'a str,
     /// The query, as sent.
     pub query: Option<&'a str>,
-    /// The client's headers, jwtgate's sign-in cookies removed.
+    /// The client's headers (identity sources are read from them).
     pub headers: &'a HeaderMap,
+    /// The headers an authorizer may be sent: the client's without jwtgate's sign-in cookies
+    /// and hop-by-hop headers. Made only when a call is made (a cache hit copies nothing).
+    pub sent_headers: &'a (dyn Fn() -> HeaderMap + Sync),
     /// The client's address.
     pub peer: IpAddr,
     /// The HTTP version.
@@ -396,15 +399,12 @@ impl Authorizer {
             .iter()
             .map(|source| {
                 let value = match source {
-                    IdentitySource::Header(name) => {
-                        let values: Vec<&str> = asked
-                            .headers
-                            .get_all(name)
-                            .iter()
-                            .filter_map(|v| v.to_str().ok())
-                            .collect();
-                        values.join(",")
+                    // The values are sent (`identitySource`): a cookie source is read without
+                    // jwtgate's sign-in cookies.
+                    IdentitySource::Header(name) if *name == header::COOKIE => {
+                        joined((asked.sent_headers)().get_all(name))
                     }
+                    IdentitySource::Header(name) => joined(asked.headers.get_all(name)),
                     IdentitySource::Query(name) => query_pairs(asked.query)
                         .filter(|(k, _)| k == name)
                         .map(|(_, v)| v)
@@ -543,10 +543,17 @@ impl Authorizer {
                 api_arn,
                 payload_v1,
             } => {
+                let headers = (asked.sent_headers)();
                 let event = if *payload_v1 {
-                    lambda_event_v1(asked, identity, api_arn)
+                    lambda_event_v1(asked, &headers, identity, api_arn)
                 } else {
-                    lambda_event(asked, identity, api_arn, self.settings.send_cookies)
+                    lambda_event(
+                        asked,
+                        &headers,
+                        identity,
+                        api_arn,
+                        self.settings.send_cookies,
+                    )
                 };
                 let request = self
                     .http
@@ -581,16 +588,17 @@ impl Authorizer {
                 }
                 let method = reqwest::Method::from_bytes(asked.method.as_str().as_bytes())
                     .map_err(|_| Failure::Invalid)?;
+                let sent = (asked.sent_headers)();
                 let mut request = self.http.request(method, url);
                 for name in allowed_headers {
                     if *name == header::COOKIE && !self.settings.send_cookies {
                         continue;
                     }
-                    for value in asked.headers.get_all(name) {
+                    for value in sent.get_all(name) {
                         request = request.header(name.as_str(), value.as_bytes());
                     }
                 }
-                if let Some(host) = asked.headers.get(header::HOST) {
+                if let Some(host) = sent.get(header::HOST) {
                     request = request.header("x-forwarded-host", host.as_bytes());
                 }
                 let (status, headers, body) = self.send(request).await?;
@@ -744,6 +752,15 @@ impl Drop for Leave<'_> {
     }
 }
 
+/// A header's values joined with `,` (values that are not text are left out).
+fn joined(values: http::header::GetAll<'_, HeaderValue>) -> String {
+    values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A context value as a header value: no control characters, no leading or trailing space.
 fn context_header_value(text: &str) -> Option<HeaderValue> {
     let clean = !text.bytes().any(|b| b < 0x20 || b == 0x7F)
@@ -890,17 +907,17 @@ fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + 
 /// API Gateway's payload format 2.0 `REQUEST` event for `asked`.
 fn lambda_event(
     asked: &Asked<'_>,
+    sent: &HeaderMap,
     identity: &[String],
     api_arn: &str,
     send_cookies: bool,
 ) -> Value {
     let mut headers = Map::new();
-    for name in asked.headers.keys() {
+    for name in sent.keys() {
         if *name == header::COOKIE {
             continue;
         }
-        let values: Vec<&str> = asked
-            .headers
+        let values: Vec<&str> = sent
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -908,9 +925,7 @@ fn lambda_event(
         headers.insert(name.as_str().to_owned(), Value::String(values.join(",")));
     }
     let cookies: Vec<Value> = if send_cookies {
-        asked
-            .headers
-            .get_all(header::COOKIE)
+        sent.get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
@@ -934,8 +949,7 @@ fn lambda_event(
         }
     }
     let (account, api_id, stage) = arn_parts(api_arn);
-    let host = asked
-        .headers
+    let host = sent
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
@@ -953,7 +967,7 @@ fn lambda_event(
             "path": asked.raw_path,
             "protocol": format!("{:?}", asked.version),
             "sourceIp": asked.peer.to_string(),
-            "userAgent": asked.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            "userAgent": sent.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default(),
         },
         "requestId": asked.request_id,
         "routeKey": route_key,
@@ -1006,12 +1020,16 @@ fn lambda_event(
 /// Payload format 1.0 (API Gateway's REST `REQUEST` authorizer event, which HTTP APIs also
 /// send with `authorizerPayloadFormatVersion` 1.0): single- and multi-value headers and query
 /// parameters, `methodArn`, the identity values joined with `,`.
-fn lambda_event_v1(asked: &Asked<'_>, identity: &[String], api_arn: &str) -> Value {
+fn lambda_event_v1(
+    asked: &Asked<'_>,
+    sent: &HeaderMap,
+    identity: &[String],
+    api_arn: &str,
+) -> Value {
     let mut headers = Map::new();
     let mut multi_headers = Map::new();
-    for name in asked.headers.keys() {
-        let values: Vec<Value> = asked
-            .headers
+    for name in sent.keys() {
+        let values: Vec<Value> = sent
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -1064,7 +1082,7 @@ fn lambda_event_v1(asked: &Asked<'_>, identity: &[String], api_arn: &str) -> Val
             "httpMethod": asked.method.as_str(),
             "identity": {
                 "sourceIp": asked.peer.to_string(),
-                "userAgent": asked.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+                "userAgent": sent.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
             },
             "path": asked.raw_path,
             "requestId": asked.request_id,
@@ -1249,6 +1267,7 @@ mod tests {
             path: "/x",
             query: None,
             headers: &headers,
+            sent_headers: &|| HeaderMap::new(),
             peer: IpAddr::from([127, 0, 0, 1]),
             version: http::Version::HTTP_11,
             request_id: "r",

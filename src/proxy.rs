@@ -557,7 +557,7 @@ struct Authorizing<'a> {
 
 /// Authorizer phase (after the requirements and the policy): the route's external authorizer,
 /// if it has one, decides; the upstream headers it grants wait in `ctx` for the rewrite phase.
-/// It sees the client's headers without jwtgate's sign-in cookies, and the verified JWT's
+/// It is sent the client's headers without jwtgate's sign-in cookies, and the verified JWT's
 /// claims and scopes (`requestContext.authorizer.jwt`) when the route verified a token.
 async fn call_authorizer(
     ctx: &mut Ctx<'_>,
@@ -576,9 +576,12 @@ async fn call_authorizer(
         .authorizers
         .get(uses.index)
         .ok_or(Reject::AuthorizerFailed(StatusCode::INTERNAL_SERVER_ERROR))?;
-    let mut headers = parts.headers.clone();
-    snapshot.logins.strip_cookies(&mut headers);
-    headers::strip_hop_by_hop(&mut headers);
+    let sent_headers = || {
+        let mut headers = parts.headers.clone();
+        snapshot.logins.strip_cookies(&mut headers);
+        headers::strip_hop_by_hop(&mut headers);
+        headers
+    };
     let jwt = match caller {
         Caller::Token(token, _) => Some((
             &token.claims.all,
@@ -592,7 +595,8 @@ async fn call_authorizer(
         raw_path: asking.raw_path,
         path: asking.path,
         query: asking.query,
-        headers: &headers,
+        headers: &parts.headers,
+        sent_headers: &sent_headers,
         peer: ctx.conn.peer.ip(),
         version: parts.version,
         request_id: ctx.request_id.to_str().unwrap_or_default(),

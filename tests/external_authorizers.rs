@@ -654,3 +654,55 @@ async fn forward_auth_asks_the_authorizer_about_the_original_request() {
     assert_eq!(s.get("/auth/pets/3", Some("deny")).await.status(), 403);
     assert!(s.upstream.take().is_empty(), "forward-auth never forwards");
 }
+
+#[tokio::test]
+async fn jwtgates_sign_in_cookies_never_reach_the_authorizer() {
+    let lambda = AuthorizerEndpoint::start(simple).await;
+    let dir = std::env::temp_dir().join(format!("jwtgate-authz-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
+    let login = format!(
+        r#"
+[login]
+issuer = "{}"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret_file = "{}"
+secure_cookies = false
+logout_redirect = "http://127.0.0.1:1/signed-out"
+"#,
+        issuer.issuer(),
+        secret.display()
+    );
+    let authorizers = lambda_table(&lambda.url("/"), "").replace(
+        r#"identity_source = ["$request.header.Authorization"]"#,
+        r#"identity_source = ["$request.header.Authorization", "$request.header.Cookie"]"#,
+    );
+    let upstream = Recorder::start().await;
+    let proxy = BinaryProxy::start(&config(
+        &issuer,
+        &upstream.url(),
+        "",
+        &format!("{}\n{login}", routes(&authorizers)),
+    ))
+    .await;
+    let res = client()
+        .get(format!("http://{}/pets/1", proxy.addr))
+        .header("authorization", "allow")
+        .header(
+            "cookie",
+            "AWSELBAuthSessionCookie-0=session-secret; theme=dark",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = lambda.seen();
+    let body = String::from_utf8_lossy(&seen[0].body).into_owned();
+    assert!(!body.contains("session-secret"), "{body}");
+    let event = seen[0].event();
+    assert_eq!(event["cookies"], json!(["theme=dark"]));
+    assert_eq!(event["identitySource"], json!(["allow", "theme=dark"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
