@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod aws;
 pub mod compile;
 pub mod config;
 pub mod cors;

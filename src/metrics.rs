@@ -9,7 +9,7 @@ use prometheus::{
 mod labels;
 
 pub(crate) use labels::label_enum;
-pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult};
+pub use labels::{CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult};
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -35,6 +35,8 @@ pub struct Metrics {
     token_cache_entries: IntGauge,
     login_events: IntCounterVec,
     config_reloads: IntCounterVec,
+    aws_credential_calls: IntCounterVec,
+    aws_credential_cache: IntCounterVec,
 }
 
 fn method_class(method: &http::Method) -> &'static str {
@@ -167,6 +169,27 @@ impl Metrics {
             &["result"],
         )
         .expect("metric"); // ok: static definition
+        let aws_credential_calls = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_calls_total",
+                format!(
+                    "Fetches of AWS credentials (each one exchange with Cognito, STS or the \
+                     credential chain) by [[aws_credentials]] source and result ({}).",
+                    joined(CredentialResult::ALL, CredentialResult::as_str)
+                ),
+            ),
+            &["source", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let aws_credential_cache = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_cache_total",
+                "AWS credential cache lookups by source and outcome (hit: served from the \
+                 cache or a fetch in flight; miss: this request fetched).",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -195,6 +218,8 @@ impl Metrics {
             Box::new(token_cache_entries.clone()),
             Box::new(login_events.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(aws_credential_calls.clone()),
+            Box::new(aws_credential_cache.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -227,6 +252,8 @@ impl Metrics {
             token_cache_entries,
             login_events,
             config_reloads,
+            aws_credential_calls,
+            aws_credential_cache,
         }
     }
 
@@ -312,6 +339,20 @@ impl Metrics {
     pub fn jwks_refetch_suppressed(&self, issuer: &str) {
         self.jwks_refetch_suppressed
             .with_label_values(&[issuer])
+            .inc();
+    }
+
+    /// One fetch of AWS credentials by an `[[aws_credentials]]` source.
+    pub fn aws_credential_call(&self, source: &str, result: CredentialResult) {
+        self.aws_credential_calls
+            .with_label_values(&[source, result.as_str()])
+            .inc();
+    }
+
+    /// One lookup in a source's credential cache.
+    pub fn aws_credential_cache(&self, source: &str, hit: bool) {
+        self.aws_credential_cache
+            .with_label_values(&[source, if hit { "hit" } else { "miss" }])
             .inc();
     }
 
