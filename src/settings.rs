@@ -127,6 +127,8 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Sampling and OpenTelemetry export: `[tracing]` and the `OTEL_*` environment variables.
     pub tracing: TracingSettings,
+    /// `[[aws_credentials]]`: named credential sources, in file order.
+    pub aws_credentials: Vec<crate::aws::SourceSettings>,
 }
 
 /// `[tracing]` and the OpenTelemetry environment variables, merged (the file wins).

@@ -2,6 +2,7 @@
 //! compiling itself. Every problem is collected (not just the first) and reported as
 //! `file:line:col: key: reason`.
 
+mod aws_credentials;
 mod cors;
 mod describe;
 mod diags;
@@ -79,6 +80,7 @@ pub fn compile_with_env(
     login::required(&mut d, &routes, raw.login.as_ref());
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
+    let aws_credentials = aws_credentials::compile(&mut d, &raw.aws_credentials);
 
     match upstream {
         Some(upstream) if d.count() == 0 => Ok(Config {
@@ -97,6 +99,7 @@ pub fn compile_with_env(
             tls,
             cors,
             tracing,
+            aws_credentials,
         }),
         _ => Err(d.finish()),
     }
