@@ -247,8 +247,7 @@ impl CredentialSource {
                 message: "the token expired".into(),
             });
         }
-        let user_identity =
-            |u: &UserToken<'_>| -> Arc<str> { format!("user\n{}\n{}", u.issuer, u.subject).into() };
+        let user_identity = |u: &UserToken<'_>| user_key("user", u);
         let (identity, role): (Arc<str>, Option<String>) = match (&self.settings.kind, user) {
             (SourceKind::Gateway(_), _) => ("gateway".into(), None),
             (SourceKind::IdentityPool(_), Some(u)) => (user_identity(u), None),
@@ -342,13 +341,13 @@ impl CredentialSource {
             (SourceKind::IdentityPool(p), who) => {
                 let (id_key, login): (Arc<str>, Option<Login<'_>>) = match who {
                     Principal::User(u) => (
-                        format!("{}\n{}", u.issuer, u.subject).into(),
+                        user_key("identity", u),
                         Some(Login {
                             issuer: u.issuer,
                             id_token: u.token,
                         }),
                     ),
-                    Principal::Guest => ("\nguest".into(), None),
+                    Principal::Guest => ("guest".into(), None),
                 };
                 let cached = self.identity_ids.get(&id_key);
                 let identity_id = match &cached {
@@ -416,11 +415,150 @@ impl CredentialSource {
     }
 }
 
+/// A user's key: the issuer's length first, so no `iss` and `sub` pair can spell another's.
+fn user_key(kind: &str, u: &UserToken<'_>) -> Arc<str> {
+    format!("{kind}:{}:{}{}", u.issuer.len(), u.issuer, u.subject).into()
+}
+
 /// jwtgate's own refusal.
 fn forbidden(code: &str, message: &str) -> AwsError {
     AwsError::Forbidden {
         service: "jwtgate",
         code: code.into(),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::credentials::Secret;
+    use crate::aws::settings::{
+        DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, IdentityPool, WebIdentity,
+    };
+
+    fn source(kind: SourceKind) -> CredentialSource {
+        CredentialSource::new(
+            SourceSettings {
+                name: "t".into(),
+                kind,
+                timeout: DEFAULT_TIMEOUT,
+                refresh_margin: DEFAULT_REFRESH_MARGIN,
+                cache_max_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn web(role_arn: Option<&str>, roles: &[&str]) -> SourceKind {
+        SourceKind::WebIdentity(WebIdentity {
+            role_arn: role_arn.map(str::to_owned),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            endpoint: "http://127.0.0.1:1/".into(),
+            duration: None,
+        })
+    }
+
+    fn user<'a>(issuer: &'a str, subject: &'a str, role: Option<&'a str>) -> Principal<'a> {
+        Principal::User(UserToken {
+            token: "t",
+            issuer,
+            subject,
+            expires_at: 4_000_000_000,
+            preferred_role: role,
+        })
+    }
+
+    #[test]
+    fn keys_separate_users_issuers_and_roles() {
+        let s = source(web(Some("arn:r/default"), &["arn:r/writers"]));
+        let now = SystemTime::now();
+        let key = |p: Principal<'_>| s.key(&p, now).unwrap().0;
+        let alice = key(user("https://a", "alice", None));
+        assert_ne!(alice, key(user("https://a", "bob", None)));
+        // The same `sub` from another issuer is another user.
+        assert_ne!(alice, key(user("https://b", "alice", None)));
+        // `sub` cannot forge another issuer's key with a line break.
+        assert_ne!(
+            key(user("https://a\nx", "y", None)),
+            key(user("https://a", "x\ny", None))
+        );
+        let writer = key(user("https://a", "alice", Some("arn:r/writers")));
+        assert_ne!(alice, writer);
+        assert_eq!(&*writer.role, "arn:r/writers");
+        // A role outside the list is the default role, the same entry.
+        assert_eq!(alice, key(user("https://a", "alice", Some("arn:r/admins"))));
+    }
+
+    #[test]
+    fn guests_and_expired_tokens() {
+        let now = SystemTime::now();
+        let pool = |guests| {
+            SourceKind::IdentityPool(IdentityPool {
+                identity_pool_id: "us-east-1:x".into(),
+                region: "us-east-1".into(),
+                endpoint: "http://127.0.0.1:1/".into(),
+                guests,
+            })
+        };
+        let closed = source(pool(false));
+        assert_eq!(
+            closed.key(&Principal::Guest, now).unwrap_err().status(),
+            http::StatusCode::FORBIDDEN
+        );
+        let open = source(pool(true));
+        assert_eq!(
+            &*open.key(&Principal::Guest, now).unwrap().0.identity,
+            "guest"
+        );
+        let expired = Principal::User(UserToken {
+            token: "t",
+            issuer: "i",
+            subject: "s",
+            expires_at: 1,
+            preferred_role: None,
+        });
+        assert_eq!(
+            open.key(&expired, now).unwrap_err().status(),
+            http::StatusCode::UNAUTHORIZED
+        );
+        let strict = source(web(None, &["arn:r/writers"]));
+        assert_eq!(
+            strict.key(&user("i", "s", None), now).unwrap_err().status(),
+            http::StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn refresh_time_is_the_earliest_bound() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = source(web(Some("arn:r"), &[])).with_clock(Arc::new(move || now));
+        let creds = |secs| {
+            Credentials::new(
+                "A",
+                Secret::new("s"),
+                None,
+                Some(now + Duration::from_secs(secs)),
+            )
+        };
+        // An hour of credentials: refreshed 5 minutes before.
+        assert_eq!(
+            s.fetched(creds(3600), None).refresh_at,
+            now + Duration::from_secs(3300)
+        );
+        // 90 seconds: half-way, not immediately.
+        assert_eq!(
+            s.fetched(creds(90), None).refresh_at,
+            now + Duration::from_secs(45)
+        );
+        // The token ends first.
+        let token = now + Duration::from_secs(600);
+        assert_eq!(s.fetched(creds(3600), Some(token)).refresh_at, token);
+        // Long-term keys: at most the longest entry lifetime.
+        let forever = Credentials::new("A", Secret::new("s"), None, None);
+        assert_eq!(
+            s.fetched(forever, None).refresh_at,
+            now + MAX_ENTRY_LIFETIME
+        );
     }
 }
