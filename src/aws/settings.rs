@@ -29,6 +29,42 @@ pub struct SourceSettings {
     pub cache_max_bytes: u64,
 }
 
+impl SourceSettings {
+    /// One line for `jwtgate check`.
+    pub fn describe(&self) -> String {
+        let what = match &self.kind {
+            SourceKind::IdentityPool(p) => format!(
+                "pool={}  endpoint={}  guests={}",
+                p.identity_pool_id, p.endpoint, p.guests
+            ),
+            SourceKind::WebIdentity(w) => format!(
+                "role={}  roles={}  endpoint={}  duration={}",
+                w.role_arn.as_deref().unwrap_or("-"),
+                if w.roles.is_empty() {
+                    "-".to_owned()
+                } else {
+                    w.roles.join(",")
+                },
+                w.endpoint,
+                w.duration
+                    .map_or_else(|| "default".to_owned(), |d| format!("{}s", d.as_secs())),
+            ),
+            SourceKind::Gateway(g) => format!(
+                "sts={}",
+                g.sts_endpoint.as_deref().unwrap_or("from AWS_REGION")
+            ),
+        };
+        format!(
+            "aws_credentials {:?}  source={}  {what}  timeout={}ms  refresh_margin={}s  cache_max_bytes={}",
+            self.name,
+            self.kind.as_str(),
+            self.timeout.as_millis(),
+            self.refresh_margin.as_secs(),
+            self.cache_max_bytes
+        )
+    }
+}
+
 /// Where a source's credentials come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {

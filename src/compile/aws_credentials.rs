@@ -506,6 +506,16 @@ source = "gateway"
             SourceKind::Gateway(crate::aws::Gateway { sts_endpoint: None })
         );
         assert_eq!(a[2].timeout, crate::aws::DEFAULT_TIMEOUT);
+        let table = c.describe();
+        assert!(
+            table.contains(
+                "aws_credentials \"users\"  source=identity_pool  \
+                 pool=us-east-1:0a1b2c3d-1234-5678-9abc-def012345678  \
+                 endpoint=https://cognito-identity.us-east-1.amazonaws.com/  guests=true"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("aws_credentials \"self\"  source=gateway  sts=from AWS_REGION"));
     }
 
     #[test]

@@ -124,6 +124,9 @@ impl Config {
                 "dropped"
             }
         );
+        for source in &self.aws_credentials {
+            let _ = writeln!(out, "{}", source.describe());
+        }
         out
     }
 }
