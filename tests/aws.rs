@@ -940,3 +940,145 @@ fn signatures_match_botocore() {
         );
     }
 }
+
+/// A Cognito Identity stand-in for the answers moto's stub never gives: `answer(action, body)`.
+async fn cognito_stand_in(
+    answer: impl Fn(&str, &Value) -> (u16, String) + Send + Sync + 'static,
+) -> Recorder {
+    Recorder::answering(move |request| {
+        let (head, body) = request.split_once("\r\n\r\n").unwrap_or((request, ""));
+        let target = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("x-amz-target").then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let action = target.rsplit('.').next().unwrap_or("").to_owned();
+        let (status, json) = answer(&action, &serde_json::from_str(body).unwrap_or(Value::Null));
+        format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{json}",
+            json.len()
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+fn cognito_credentials(key: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 3600.0;
+    format!(
+        r#"{{"IdentityId":"x","Credentials":{{"AccessKeyId":"{key}","SecretKey":"s","SessionToken":"t","Expiration":{exp}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_deleted_identity_is_asked_for_again_once() {
+    let get_ids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ids = Arc::clone(&get_ids);
+    let first_served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served = Arc::clone(&first_served);
+    let cognito = cognito_stand_in(move |action, body| match action {
+        "GetId" => {
+            let n = ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            (200, format!(r#"{{"IdentityId":"us-east-1:id-{n}"}}"#))
+        }
+        "GetCredentialsForIdentity" => match body["IdentityId"].as_str() {
+            // id-1 works once, then is deleted.
+            Some("us-east-1:id-1") if !served.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                (200, cognito_credentials("ASIAID1"))
+            }
+            Some("us-east-1:id-1") => (
+                400,
+                r#"{"__type":"ResourceNotFoundException","message":"Identity 'us-east-1:id-1' not found."}"#.into(),
+            ),
+            Some(_) => (200, cognito_credentials("ASIAID2")),
+            None => (400, r#"{"__type":"InvalidParameterException"}"#.into()),
+        },
+        _ => (400, r#"{"__type":"UnknownOperationException"}"#.into()),
+    })
+    .await;
+    let clock = TestClock::new();
+    let source = CredentialSource::new(
+        settings(
+            "users",
+            SourceKind::IdentityPool(IdentityPool {
+                identity_pool_id: "us-east-1:0a1b2c3d-1234-5678-9abc-def012345678".into(),
+                region: "us-east-1".into(),
+                endpoint: cognito.url(),
+                guests: false,
+            }),
+        ),
+        Arc::new(Metrics::new()),
+    )
+    .with_clock(clock.clock());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let who = Who {
+        token: "header.payload.signature".into(),
+        issuer: "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC".into(),
+        subject: "alice".into(),
+        expires_at: now + 7200,
+        preferred_role: None,
+    };
+    let first = source.credentials(&who.principal()).await.unwrap();
+    assert_eq!(first.access_key_id(), "ASIAID1");
+    clock.advance(Duration::from_secs(3400));
+    let second = source.credentials(&who.principal()).await.unwrap();
+    assert_eq!(second.access_key_id(), "ASIAID2");
+    assert_eq!(get_ids.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn cognito_refusals_become_401_or_403_without_the_token() {
+    let token = "eyJraWQiOiJrIn0.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    let echoed = format!(
+        r#"{{"__type":"NotAuthorizedException","message":"Invalid login token. Token {token} expired."}}"#
+    );
+    let cognito = cognito_stand_in(move |action, body| match (action, body.get("Logins")) {
+        ("GetId", Some(_)) => (400, echoed.clone()),
+        ("GetId", None) => (
+            400,
+            r#"{"__type":"NotAuthorizedException","message":"Unauthenticated access is not supported for this identity pool."}"#.into(),
+        ),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let source = CredentialSource::new(
+        settings(
+            "users",
+            SourceKind::IdentityPool(IdentityPool {
+                identity_pool_id: "us-east-1:0a1b2c3d-1234-5678-9abc-def012345678".into(),
+                region: "us-east-1".into(),
+                endpoint: cognito.url(),
+                guests: true,
+            }),
+        ),
+        Arc::new(Metrics::new()),
+    );
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let who = Who {
+        token: token.into(),
+        issuer: "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC".into(),
+        subject: "alice".into(),
+        expires_at: now + 3600,
+        preferred_role: None,
+    };
+    let e = source.credentials(&who.principal()).await.unwrap_err();
+    assert_eq!(e.status(), 401, "{e}");
+    for text in [e.to_string(), format!("{e:?}")] {
+        assert!(!text.contains("eyJ"), "{text}");
+        assert!(text.contains("NotAuthorizedException"), "{text}");
+    }
+    let e = source.credentials(&Principal::Guest).await.unwrap_err();
+    assert_eq!(e.status(), 403, "a pool without guests refuses them: {e}");
+}

@@ -4,14 +4,17 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-/// A secret string: its `Debug` says `<redacted>`, and it has no `Display`.
+use zeroize::Zeroizing;
+
+/// A secret string: its `Debug` says `<redacted>`, it has no `Display`, and its memory is
+/// zeroed when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Zeroizing<String>);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(Zeroizing::new(value.into()))
     }
 
     /// The secret itself, for the signer and the outbound call that needs it. Never log it.
