@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
@@ -219,8 +220,14 @@ impl CredentialSource {
             Ok(f) => Ok(f.credentials),
             Err(e) => {
                 if fetched_here {
-                    // Not cached: the next request tries again.
-                    self.cache.invalidate(&key);
+                    // Not cached: the next request tries again. Only this failed entry goes,
+                    // not one a newer request has put in its place meanwhile.
+                    self.cache
+                        .entry(key)
+                        .and_compute_with(|current| match current {
+                            Some(e) if Arc::ptr_eq(e.value(), &slot) => Op::Remove,
+                            _ => Op::Nop,
+                        });
                     tracing::warn!(source = %self.settings.name, error = %e, "AWS credentials");
                 }
                 Err(e)
