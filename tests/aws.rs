@@ -50,8 +50,7 @@ struct Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -82,6 +81,12 @@ mod tempfile_dir {
 }
 
 impl Moto {
+    /// Stops the server (by its PID); its URL then refuses connections.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn start() -> Moto {
         let dir = tempfile_dir::TempDir::new("moto");
         let python = venv_python();
@@ -516,34 +521,35 @@ async fn an_entry_ends_with_its_token() {
     assert_eq!(moto.count("AssumeRoleWithWebIdentity").await, 2);
 }
 
-/// A port nothing listens on.
-async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn unreachable_and_garbage_answers_are_errors_without_the_token() {
-    let moto = Moto::start();
+    let mut moto = Moto::start();
     let alice = Who::of(&moto.token("alice"));
     let metrics = Arc::new(Metrics::new());
-    let port = closed_port().await;
+    let clock = TestClock::new();
     let down = CredentialSource::new(
-        settings(
-            "down",
-            web_identity(
-                &format!("http://127.0.0.1:{port}"),
-                Some(&moto.roles[0]),
-                &[],
-            ),
-        ),
+        settings("down", web_identity(&moto.url, Some(&moto.roles[0]), &[])),
         Arc::clone(&metrics),
-    );
+    )
+    .with_clock(clock.clock());
+    down.credentials(&alice.principal()).await.unwrap();
+    // STS goes away; the cached credentials serve until they are due for refresh.
+    moto.stop();
+    down.credentials(&alice.principal()).await.unwrap();
+    clock.advance(Duration::from_secs(3400));
     let e = down.credentials(&alice.principal()).await.unwrap_err();
     assert!(matches!(e, AwsError::Unavailable { .. }), "{e:?}");
     assert_eq!(e.status(), 503);
     assert!(e.retry_after().is_some());
     assert_eq!(down.cached_entries(), 0, "failures are not cached");
+    assert_eq!(
+        metric(
+            &metrics.render(0),
+            "jwtgate_aws_credential_calls_total",
+            &["source=\"down\"", "result=\"ok\""]
+        ),
+        1
+    );
 
     let garbage = Recorder::answering(|_| {
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\nnot json!"
@@ -1073,7 +1079,21 @@ async fn cognito_refusals_become_401_or_403_without_the_token() {
         expires_at: now + 3600,
         preferred_role: None,
     };
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
     let e = source.credentials(&who.principal()).await.unwrap_err();
+    drop(guard);
+    let logged = logs.text();
+    assert!(logged.contains("NotAuthorizedException"), "{logged}");
+    assert!(logged.contains("source=users"), "{logged}");
+    assert!(
+        !logged.contains("eyJ"),
+        "the token is never logged: {logged}"
+    );
     assert_eq!(e.status(), 401, "{e}");
     for text in [e.to_string(), format!("{e:?}")] {
         assert!(!text.contains("eyJ"), "{text}");
@@ -1081,4 +1101,33 @@ async fn cognito_refusals_become_401_or_403_without_the_token() {
     }
     let e = source.credentials(&Principal::Guest).await.unwrap_err();
     assert_eq!(e.status(), 403, "a pool without guests refuses them: {e}");
+}
+
+/// Log output captured in memory (the test's own subscriber, on this thread).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
 }
