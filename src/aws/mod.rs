@@ -14,6 +14,7 @@ mod identity_pool;
 mod settings;
 mod signer;
 mod source;
+mod sources;
 mod sts;
 pub mod time;
 mod xml;
@@ -30,4 +31,5 @@ pub use signer::{Payload, SignError, SigningScope, UNSIGNED_PAYLOAD, sign};
 pub use source::{
     Clock, CredentialSource, ENTRY_WEIGHT, IDENTITY_ID_IDLE, MAX_IDENTITY_IDS, Principal, UserToken,
 };
+pub use sources::CredentialSources;
 pub use sts::session_name;
