@@ -53,6 +53,21 @@ pub struct UserToken<'a> {
     pub preferred_role: Option<&'a str>,
 }
 
+impl<'a> UserToken<'a> {
+    /// The parts of a verified token a source needs: `None` without a string `sub` or with a
+    /// negative `exp` (identity pools and STS key users by `sub`).
+    pub fn from_claims(token: &'a str, claims: &'a crate::token::Claims) -> Option<Self> {
+        let text = |name: &str| claims.all.get(name).and_then(serde_json::Value::as_str);
+        Some(UserToken {
+            token,
+            issuer: &claims.iss,
+            subject: text("sub").filter(|s| !s.is_empty())?,
+            expires_at: u64::try_from(claims.exp).ok()?,
+            preferred_role: text("cognito:preferred_role"),
+        })
+    }
+}
+
 /// Who the credentials are for.
 #[derive(Debug, Clone, Copy)]
 pub enum Principal<'a> {
@@ -474,6 +489,26 @@ mod tests {
             expires_at: 4_000_000_000,
             preferred_role: role,
         })
+    }
+
+    #[test]
+    fn user_token_from_verified_claims() {
+        let claims = |v: serde_json::Value| {
+            crate::token::Claims::from_payload(v.as_object().unwrap().clone()).unwrap()
+        };
+        let c = claims(serde_json::json!({
+            "iss": "https://i", "sub": "alice", "exp": 2_000_000_000u64,
+            "cognito:preferred_role": "arn:r/writers", "token_use": "id",
+        }));
+        let u = UserToken::from_claims("tok", &c).unwrap();
+        assert_eq!(
+            (u.issuer, u.subject, u.expires_at, u.preferred_role),
+            ("https://i", "alice", 2_000_000_000, Some("arn:r/writers"))
+        );
+        let no_sub = claims(serde_json::json!({"iss": "https://i", "exp": 1}));
+        assert!(UserToken::from_claims("tok", &no_sub).is_none());
+        let bad_exp = claims(serde_json::json!({"iss": "https://i", "sub": "a", "exp": -1}));
+        assert!(UserToken::from_claims("tok", &bad_exp).is_none());
     }
 
     #[test]
