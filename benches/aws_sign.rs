@@ -107,6 +107,7 @@ fn cache_hit(c: &mut Criterion) {
         },
         Arc::new(Metrics::new()),
     )
+    .unwrap()
     .with_env(Arc::new(|name| match name {
         "AWS_ACCESS_KEY_ID" => Some("AKIDBENCH".into()),
         "AWS_SECRET_ACCESS_KEY" => Some("secret".into()),

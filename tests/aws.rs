@@ -295,7 +295,8 @@ async fn identity_pool_sends_the_id_token_in_logins() {
     let source = CredentialSource::new(
         settings("users", identity_pool(&moto, false)),
         Arc::new(Metrics::new()),
-    );
+    )
+    .unwrap();
     let alice = Who::of(&moto.token("alice"));
     let creds = source.credentials(&alice.principal()).await.unwrap();
     // moto's identity pool answers fixed keys.
@@ -330,7 +331,8 @@ async fn guests_get_the_unauthenticated_identity_only_when_allowed() {
     let closed = CredentialSource::new(
         settings("closed", identity_pool(&moto, false)),
         Arc::clone(&metrics),
-    );
+    )
+    .unwrap();
     let e = closed.credentials(&Principal::Guest).await.unwrap_err();
     assert_eq!(e.status(), 403, "{e}");
     assert!(
@@ -338,7 +340,8 @@ async fn guests_get_the_unauthenticated_identity_only_when_allowed() {
         "no call for a refused guest"
     );
 
-    let open = CredentialSource::new(settings("open", identity_pool(&moto, true)), metrics);
+    let open =
+        CredentialSource::new(settings("open", identity_pool(&moto, true)), metrics).unwrap();
     open.credentials(&Principal::Guest).await.unwrap();
     open.credentials(&Principal::Guest).await.unwrap();
     let calls = moto.recorded().await;
@@ -357,10 +360,13 @@ async fn a_hundred_concurrent_requests_of_one_user_make_one_call() {
     let moto = Moto::start();
     moto.reset_recording().await;
     let metrics = Arc::new(Metrics::new());
-    let source = Arc::new(CredentialSource::new(
-        settings("users", identity_pool(&moto, false)),
-        Arc::clone(&metrics),
-    ));
+    let source = Arc::new(
+        CredentialSource::new(
+            settings("users", identity_pool(&moto, false)),
+            Arc::clone(&metrics),
+        )
+        .unwrap(),
+    );
     let token = moto.token("alice");
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -395,7 +401,8 @@ async fn two_users_never_share_an_entry() {
     let source = CredentialSource::new(
         settings("s3", web_identity(&moto.url, Some(&role), &[])),
         Arc::new(Metrics::new()),
-    );
+    )
+    .unwrap();
     let alice = Who::of(&moto.token("alice"));
     let bob = Who::of(&moto.token("bob"));
     let a = source.credentials(&alice.principal()).await.unwrap();
@@ -431,7 +438,8 @@ async fn preferred_role_only_from_the_allowed_list() {
             web_identity(&moto.url, Some(&readers), std::slice::from_ref(&writers)),
         ),
         Arc::clone(&metrics),
-    );
+    )
+    .unwrap();
     let mut alice = Who::of(&moto.token("alice"));
     alice.preferred_role = Some(writers.clone());
     source.credentials(&alice.principal()).await.unwrap();
@@ -455,7 +463,8 @@ async fn preferred_role_only_from_the_allowed_list() {
     let strict = CredentialSource::new(
         settings("strict", web_identity(&moto.url, None, &[writers])),
         metrics,
-    );
+    )
+    .unwrap();
     let e = strict.credentials(&alice.principal()).await.unwrap_err();
     assert_eq!(e.status(), 403, "{e}");
     assert!(moto.recorded().await.is_empty());
@@ -470,6 +479,7 @@ async fn expiry_refreshes_and_the_identity_id_is_kept() {
         settings("users", identity_pool(&moto, false)),
         Arc::new(Metrics::new()),
     )
+    .unwrap()
     .with_clock(clock.clock());
     let alice = Who::of(&moto.token("alice"));
     let first = source.credentials(&alice.principal()).await.unwrap();
@@ -507,6 +517,7 @@ async fn an_entry_ends_with_its_token() {
         settings("s3", web_identity(&moto.url, Some(&moto.roles[0]), &[])),
         Arc::new(Metrics::new()),
     )
+    .unwrap()
     .with_clock(clock.clock());
     let mut alice = Who::of(&moto.token("alice"));
     // STS credentials last an hour; this token only 30 s more.
@@ -531,6 +542,7 @@ async fn unreachable_and_garbage_answers_are_errors_without_the_token() {
         settings("down", web_identity(&moto.url, Some(&moto.roles[0]), &[])),
         Arc::clone(&metrics),
     )
+    .unwrap()
     .with_clock(clock.clock());
     down.credentials(&alice.principal()).await.unwrap();
     // STS goes away; the cached credentials serve until they are due for refresh.
@@ -560,7 +572,7 @@ async fn unreachable_and_garbage_answers_are_errors_without_the_token() {
     if let SourceKind::IdentityPool(p) = &mut pool {
         p.endpoint = garbage.url();
     }
-    let bad = CredentialSource::new(settings("bad", pool), Arc::clone(&metrics));
+    let bad = CredentialSource::new(settings("bad", pool), Arc::clone(&metrics)).unwrap();
     let e = bad.credentials(&alice.principal()).await.unwrap_err();
     assert!(matches!(e, AwsError::Malformed { .. }), "{e:?}");
     assert_eq!(e.status(), 502);
@@ -570,7 +582,8 @@ async fn unreachable_and_garbage_answers_are_errors_without_the_token() {
             web_identity(&garbage.url(), Some(&moto.roles[0]), &[]),
         ),
         Arc::clone(&metrics),
-    );
+    )
+    .unwrap();
     let e2 = sts_garbage
         .credentials(&alice.principal())
         .await
@@ -587,7 +600,8 @@ async fn unreachable_and_garbage_answers_are_errors_without_the_token() {
     let big = CredentialSource::new(
         settings("big", web_identity(&huge.url(), Some(&moto.roles[0]), &[])),
         Arc::clone(&metrics),
-    );
+    )
+    .unwrap();
     let e3 = big.credentials(&alice.principal()).await.unwrap_err();
     assert!(matches!(e3, AwsError::Malformed { .. }), "{e3:?}");
 
@@ -618,6 +632,7 @@ fn gateway_source(env: &[(&str, String)], sts: Option<String>) -> (CredentialSou
         settings("self", SourceKind::Gateway(Gateway { sts_endpoint: sts })),
         Arc::new(Metrics::new()),
     )
+    .unwrap()
     .with_env(Arc::new(move |name| map.get(name).cloned()))
     .with_clock(clock.clock());
     (source, clock)
@@ -1021,6 +1036,7 @@ async fn a_deleted_identity_is_asked_for_again_once() {
         ),
         Arc::new(Metrics::new()),
     )
+    .unwrap()
     .with_clock(clock.clock());
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -1067,7 +1083,8 @@ async fn cognito_refusals_become_401_or_403_without_the_token() {
             }),
         ),
         Arc::new(Metrics::new()),
-    );
+    )
+    .unwrap();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()

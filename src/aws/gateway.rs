@@ -279,8 +279,8 @@ mod tests {
 
     fn clients() -> (reqwest::Client, reqwest::Client) {
         (
-            super::super::http::client(Duration::from_secs(2)),
-            super::super::http::client(IMDS_TIMEOUT),
+            super::super::http::client(Duration::from_secs(2)).unwrap(),
+            super::super::http::client(IMDS_TIMEOUT).unwrap(),
         )
     }
 

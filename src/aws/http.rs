@@ -11,16 +11,15 @@ use super::error::AwsError;
 /// Largest answer read from any credential endpoint, bytes. Real answers are a few KiB.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// A client for one source: `timeout` bounds each call from connect to the last byte.
-pub(crate) fn client(timeout: Duration) -> reqwest::Client {
+/// A client for one source: `timeout` bounds each call from connect to the last byte. Fails
+/// only when the TLS backend cannot start.
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
         .build()
-        // ok: only fails when the TLS backend cannot initialise, at start-up.
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Sends `request` and reads its answer, at most [`MAX_ANSWER_BYTES`]. Transport failures

@@ -158,8 +158,9 @@ impl std::fmt::Debug for CredentialSource {
 }
 
 impl CredentialSource {
-    /// A source with an empty cache, the system clock and the process environment.
-    pub fn new(settings: SourceSettings, metrics: Arc<Metrics>) -> Self {
+    /// A source with an empty cache, the system clock and the process environment. Fails only
+    /// when its HTTP client cannot start (no TLS backend).
+    pub fn new(settings: SourceSettings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let cache = Cache::builder()
             .max_capacity(settings.cache_max_bytes)
             .weigher(|k: &Key, _: &Arc<Slot>| {
@@ -172,16 +173,16 @@ impl CredentialSource {
             .max_capacity(MAX_IDENTITY_IDS)
             .time_to_idle(IDENTITY_ID_IDLE)
             .build();
-        CredentialSource {
-            client: super::http::client(settings.timeout),
-            imds_client: super::http::client(settings.timeout.min(gateway::IMDS_TIMEOUT)),
+        Ok(CredentialSource {
+            client: super::http::client(settings.timeout)?,
+            imds_client: super::http::client(settings.timeout.min(gateway::IMDS_TIMEOUT))?,
             settings,
             cache,
             identity_ids,
             metrics,
             clock: Arc::new(SystemTime::now),
             env: gateway::process_env(),
-        }
+        })
     }
 
     /// The same source reading time from `clock` (tests).
@@ -470,6 +471,7 @@ mod tests {
             },
             Arc::new(Metrics::new()),
         )
+        .unwrap()
     }
 
     fn web(role_arn: Option<&str>, roles: &[&str]) -> SourceKind {

@@ -16,25 +16,30 @@ pub struct CredentialSources {
 }
 
 impl CredentialSources {
-    /// Fresh sources for `settings`.
-    pub fn new(settings: &[SourceSettings], metrics: &Arc<Metrics>) -> Self {
+    /// Fresh sources for `settings`. Fails only when an HTTP client cannot start.
+    pub fn new(
+        settings: &[SourceSettings],
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
         Self::default().reload(settings, metrics)
     }
 
     /// The sources for `settings`, reusing this set's source of the same name when its
     /// settings are identical.
-    pub fn reload(&self, settings: &[SourceSettings], metrics: &Arc<Metrics>) -> Self {
-        let by_name = settings
-            .iter()
-            .map(|s| {
-                let source = match self.by_name.get(&s.name) {
-                    Some(old) if old.settings() == s => Arc::clone(old),
-                    _ => Arc::new(CredentialSource::new(s.clone(), Arc::clone(metrics))),
-                };
-                (Arc::clone(&s.name), source)
-            })
-            .collect();
-        CredentialSources { by_name }
+    pub fn reload(
+        &self,
+        settings: &[SourceSettings],
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut by_name = HashMap::with_capacity(settings.len());
+        for s in settings {
+            let source = match self.by_name.get(&s.name) {
+                Some(old) if old.settings() == s => Arc::clone(old),
+                _ => Arc::new(CredentialSource::new(s.clone(), Arc::clone(metrics))?),
+            };
+            by_name.insert(Arc::clone(&s.name), source);
+        }
+        Ok(CredentialSources { by_name })
     }
 
     /// The source named `name`.
@@ -80,15 +85,18 @@ mod tests {
                 gateway("gone", None),
             ],
             &metrics,
-        );
+        )
+        .unwrap();
         assert_eq!(first.len(), 3);
-        let second = first.reload(
-            &[
-                gateway("a", None),
-                gateway("b", Some("http://127.0.0.1:1/")),
-            ],
-            &metrics,
-        );
+        let second = first
+            .reload(
+                &[
+                    gateway("a", None),
+                    gateway("b", Some("http://127.0.0.1:1/")),
+                ],
+                &metrics,
+            )
+            .unwrap();
         assert_eq!(second.len(), 2);
         assert!(Arc::ptr_eq(
             first.get("a").unwrap(),
