@@ -181,7 +181,8 @@ pub fn sign(
         .into_parts();
     let (signed_headers, _params) = instructions.into_parts();
     for header in signed_headers {
-        let name = HeaderName::from_static(header.name());
+        let name = HeaderName::from_bytes(header.name().as_bytes())
+            .map_err(|_| SignError::Signer(format!("header name {:?}", header.name())))?;
         let mut value = HeaderValue::from_str(header.value())
             .map_err(|_| SignError::HeaderNotText(name.clone()))?;
         value.set_sensitive(header.sensitive() || name == AUTHORIZATION);

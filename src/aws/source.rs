@@ -261,8 +261,13 @@ impl CredentialSource {
             Principal::User(u) => Some(u),
             Principal::Guest => None,
         };
-        let token_expires =
-            user.map(|u| SystemTime::UNIX_EPOCH + Duration::from_secs(u.expires_at));
+        // An `exp` beyond what the clock can hold bounds nothing (entries still end within
+        // MAX_ENTRY_LIFETIME).
+        let token_expires = user.map(|u| {
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(u.expires_at))
+                .unwrap_or(now + MAX_ENTRY_LIFETIME)
+        });
         if token_expires.is_some_and(|t| t <= now) {
             return Err(AwsError::TokenRefused {
                 service: "jwtgate",
@@ -509,6 +514,13 @@ mod tests {
         );
         let no_sub = claims(serde_json::json!({"iss": "https://i", "exp": 1}));
         assert!(UserToken::from_claims("tok", &no_sub).is_none());
+        let far = claims(serde_json::json!({"iss": "https://i", "sub": "a", "exp": 1e18}));
+        let far = UserToken::from_claims("tok", &far).unwrap();
+        let s = source(web(Some("arn:r"), &[]));
+        assert!(
+            s.key(&Principal::User(far), SystemTime::now()).is_ok(),
+            "no overflow"
+        );
         let bad_exp = claims(serde_json::json!({"iss": "https://i", "sub": "a", "exp": -1}));
         assert!(UserToken::from_claims("tok", &bad_exp).is_none());
     }
