@@ -113,6 +113,7 @@ fn record_jwtgate(j: &Jwtgate, sampler: &Sampler, exporter: &Exporter) {
             status: 200,
             route: Arc::clone(&j.route),
             route_pattern,
+            upstream: None,
             decision: "allow",
             reason: "",
             scheme: "http",

@@ -60,8 +60,12 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
         path => {
             // The x-amzn-oidc-data public key, as PEM, like ALB's public-keys endpoint.
             let snapshot = shared.snapshot.load();
-            match (path.strip_prefix("/alb-keys/"), &snapshot.login) {
-                (Some(kid), Some(login)) if kid == login.alb_signer().kid() => reply(
+            // Any provider's key (each may have its own `alb_key_file`).
+            let signer = path
+                .strip_prefix("/alb-keys/")
+                .and_then(|kid| snapshot.logins.iter().find(|l| l.alb_signer().kid() == kid));
+            match signer {
+                Some(login) => reply(
                     StatusCode::OK,
                     "application/x-pem-file",
                     login.alb_signer().public_pem().to_owned(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::metrics::label_enum;
+use crate::routes::Captures;
 use crate::token::{Claims, IssuerPolicy, TokenError, TokenUse};
 
 /// What a route asks of a token.
@@ -34,6 +35,23 @@ pub struct ClaimMatcher {
     pub name: String,
     /// Accepted values (any of).
     pub values: Vec<String>,
+    /// Captures of the route's pattern whose value is also accepted (`"{tenant}"` in the
+    /// config), by index in the pattern's capture names.
+    pub captures: Vec<usize>,
+}
+
+impl ClaimMatcher {
+    /// Whether a claim value is accepted: equal to a listed value or to a captured one (a
+    /// capture that is not UTF-8 equals nothing).
+    fn accepts(&self, value: &Value, captures: &Captures<'_, '_>) -> bool {
+        value_matches(value, &|text| {
+            self.values.iter().any(|a| a == text)
+                || self
+                    .captures
+                    .iter()
+                    .any(|&i| captures.value(i).is_some_and(|v| v == text))
+        })
+    }
 }
 
 /// Why a verified token may not use the route.
@@ -68,8 +86,20 @@ impl Requirements {
             && self.claims.is_empty()
     }
 
-    /// Checks the token against every requirement.
+    /// Checks the token against every requirement, outside routing: a claim bound to a
+    /// capture never matches then.
     pub fn check(&self, policy: &IssuerPolicy, claims: &Claims) -> Result<(), Denial> {
+        self.check_captured(policy, claims, &Captures::NONE)
+    }
+
+    /// Checks the token against every requirement; claims bound to captures compare with the
+    /// values the route's pattern captured in the request's path.
+    pub fn check_captured(
+        &self,
+        policy: &IssuerPolicy,
+        claims: &Claims,
+        captures: &Captures<'_, '_>,
+    ) -> Result<(), Denial> {
         if let Some(issuers) = &self.issuers {
             if !issuers.contains(&policy.name) {
                 return Err(Denial::Token(TokenError::UnknownIssuer));
@@ -95,7 +125,7 @@ impl Requirements {
             let ok = claims
                 .all
                 .get(&matcher.name)
-                .is_some_and(|v| value_matches(v, &matcher.values));
+                .is_some_and(|v| matcher.accepts(v, captures));
             if !ok {
                 return Err(Denial::Forbidden(ForbiddenReason::ClaimMismatch));
             }
@@ -105,13 +135,10 @@ impl Requirements {
 }
 
 /// Strings compare as is, numbers and booleans by their JSON text, arrays when any element does.
-fn value_matches(value: &Value, accepted: &[String]) -> bool {
+fn value_matches(value: &Value, accepted: &dyn Fn(&str) -> bool) -> bool {
     match value {
-        Value::String(s) => accepted.iter().any(|a| a == s),
-        Value::Bool(_) | Value::Number(_) => {
-            let text = value.to_string();
-            accepted.contains(&text)
-        }
+        Value::String(s) => accepted(s),
+        Value::Bool(_) | Value::Number(_) => accepted(&value.to_string()),
         Value::Array(items) => items.iter().any(|v| value_matches(v, accepted)),
         Value::Null | Value::Object(_) => false,
     }
@@ -177,11 +204,13 @@ mod tests {
         let m = |name: &str, v: &str| ClaimMatcher {
             name: name.into(),
             values: vec![v.into()],
+            captures: vec![],
         };
         assert_eq!(
             req(|r| r.claims = vec![ClaimMatcher {
                 name: "tier".into(),
-                values: vec!["gold".into()]
+                values: vec!["gold".into()],
+                captures: vec![],
             }]),
             Ok(())
         );
@@ -216,5 +245,50 @@ mod tests {
             r.check(&policy("a"), &id),
             Err(Denial::Token(TokenError::UnknownIssuer))
         );
+    }
+
+    #[test]
+    fn claims_bound_to_captures_compare_with_the_path() {
+        use crate::routes::{PathOptions, Pattern, Router};
+        let mut router = Router::new();
+        router.push(
+            Pattern::parse("/tenants/{tenant}/**", PathOptions::default()).unwrap(),
+            None,
+            Requirements {
+                claims: vec![ClaimMatcher {
+                    name: "custom:tenant".into(),
+                    values: vec!["admin".into()],
+                    captures: vec![0],
+                }],
+                ..Default::default()
+            },
+        );
+        let p = policy("cognito");
+        let check = |token: Value, path: &str| {
+            let m = router.find(&http::Method::GET, path).unwrap();
+            m.route.check_captured(&p, &claims(token), &m.captures)
+        };
+        let deny = Err(Denial::Forbidden(ForbiddenReason::ClaimMismatch));
+        let acme = json!({"iss":"x","exp":1,"custom:tenant":"acme"});
+        assert_eq!(check(acme.clone(), "/tenants/acme/x"), Ok(()));
+        assert_eq!(check(acme.clone(), "/tenants/globex/x"), deny);
+        assert_eq!(check(acme.clone(), "/tenants/ACME/x"), deny, "exact");
+        assert_eq!(check(acme.clone(), "/tenants/%FF/x"), deny, "not UTF-8");
+        // Literal values still count, and arrays match on any element.
+        let admin = json!({"iss":"x","exp":1,"custom:tenant":"admin"});
+        assert_eq!(check(admin, "/tenants/globex/x"), Ok(()));
+        let both = json!({"iss":"x","exp":1,"custom:tenant":["globex","acme"]});
+        assert_eq!(check(both.clone(), "/tenants/acme/x"), Ok(()));
+        assert_eq!(check(both, "/tenants/initech/x"), deny);
+        let number = json!({"iss":"x","exp":1,"custom:tenant":42});
+        assert_eq!(
+            check(number, "/tenants/42/x"),
+            Ok(()),
+            "JSON text, as literals"
+        );
+        assert_eq!(check(json!({"iss":"x","exp":1}), "/tenants/acme/x"), deny);
+        // Outside routing there are no captures: only the literal values match.
+        let m = router.find(&http::Method::GET, "/tenants/acme/x").unwrap();
+        assert_eq!(m.route.check(&p, &claims(acme)), deny);
     }
 }

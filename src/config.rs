@@ -21,8 +21,11 @@ pub struct RawConfig {
     /// `[paths]`: how request paths are read and matched.
     #[serde(default)]
     pub paths: RawPaths,
-    /// `[upstream]`: where allowed requests go.
+    /// `[upstream]`: where allowed requests go (the upstream named `default`).
     pub upstream: Option<Spanned<RawUpstream>>,
+    /// `[[upstreams]]`: further named upstreams, chosen per route with `upstream = "name"`.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<RawUpstream>>,
     /// `[[issuers]]`: who may sign tokens.
     #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
@@ -35,8 +38,12 @@ pub struct RawConfig {
     /// `[token_cache]`: the verified-token cache.
     #[serde(default)]
     pub token_cache: RawTokenCache,
-    /// `[login]`: the browser sign-in used by `auth = "login"` routes.
+    /// `[login]`: the browser sign-in used by `auth = "login"` routes (the provider named
+    /// `default`).
     pub login: Option<Spanned<RawLogin>>,
+    /// `[[logins]]`: further sign-in providers, each with a `name` routes choose with `login`.
+    #[serde(default)]
+    pub logins: Vec<Spanned<RawLogin>>,
     /// `[forward_auth]`: answer auth subrequests of another proxy instead of forwarding.
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     /// `[cors]`: answer preflights and add CORS headers, like API Gateway's CORS settings.
@@ -182,12 +189,18 @@ pub struct RawServerTls {
     pub client_auth: Option<Spanned<String>>,
 }
 
-/// `[upstream]`.
+/// `[upstream]`, or one `[[upstreams]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Base URL, `http://host:port` (a path prefix is allowed).
-    pub url: Spanned<String>,
+    /// Required in `[[upstreams]]` (routes, metrics and logs name it); the single `[upstream]`
+    /// is `default` and takes no name.
+    pub name: Option<Spanned<String>>,
+    /// Base URL, `http://host:port` (a path prefix is allowed). This or `urls`.
+    pub url: Option<Spanned<String>>,
+    /// Several addresses of one service (same scheme and path), taking turns; one whose
+    /// connect fails is skipped for a while. This or `url`.
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
     /// TCP connect timeout. Default `5s`.
     pub connect_timeout: Option<Spanned<String>>,
     /// Time from sending the request until the response head arrives. Default `60s`.
@@ -245,7 +258,8 @@ pub struct RawIssuer {
 pub struct RawRoute {
     /// Label in metrics and logs. Default: the path pattern.
     pub name: Option<Spanned<String>>,
-    /// Path pattern: exact, `*` for one segment, `/**` as the last segment for a prefix.
+    /// Path pattern: exact, `*` for one segment, `{name}` for one captured segment, `/**` as the
+    /// last segment for a prefix.
     pub path: Spanned<String>,
     /// Methods this route applies to. Default: all.
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
@@ -269,6 +283,20 @@ pub struct RawRoute {
     /// Override headers (`X-HTTP-Method-Override`, `X-Original-URL`, …) this route passes to
     /// its upstream. Default: none (every one is removed).
     pub keep_override_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Name of the upstream this route forwards to. Default `default`.
+    pub upstream: Option<Spanned<String>>,
+    /// With `auth = "login"`: the sign-in provider (a `[[logins]]` name). Default `default`,
+    /// the `[login]` table.
+    pub login: Option<Spanned<String>>,
+    /// Upstream header name to the name of a capture of `path` (`{ "x-tenant-id" = "tenant" }`):
+    /// the captured value is sent in that header. Default: none.
+    pub capture_headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Leading literal segments of `path` to remove before forwarding (`"/orders"`). Default:
+    /// none.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Segments to put in front of the path before forwarding (`"/v1"`), after `strip_prefix`.
+    /// Default: none.
+    pub add_prefix: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).
@@ -307,10 +335,14 @@ pub struct RawTokenCache {
     pub max_bytes: Option<Spanned<u64>>,
 }
 
-/// `[login]`: ALB-style browser sign-in (authorization code flow with PKCE).
+/// `[login]` or one `[[logins]]` table: ALB-style browser sign-in (authorization code flow
+/// with PKCE).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogin {
+    /// `[[logins]]` only: the provider's name (routes' `login`, metric label, default cookie
+    /// and path names). `[login]` is the provider named `default`.
+    pub name: Option<Spanned<String>>,
     /// OpenID issuer; endpoints come from its discovery document unless given below.
     pub issuer: Option<Spanned<String>>,
     /// Cognito shorthand: user pool id (gives the issuer and key set).
@@ -341,7 +373,8 @@ pub struct RawLogin {
     pub scope: Option<Spanned<String>>,
     /// Extra authorization request parameters (at most 10).
     pub extra_params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    /// Session cookie name (shards get `-0`, `-1`, …). Default `AWSELBAuthSessionCookie`.
+    /// Session cookie name (shards get `-0`, `-1`, …). Default `AWSELBAuthSessionCookie`
+    /// (`[[logins]]`: `AWSELBAuthSessionCookie.NAME`).
     pub session_cookie_name: Option<Spanned<String>>,
     /// Longest a session lives, whatever the refreshes. Default `7d`.
     pub session_timeout: Option<Spanned<String>>,
@@ -350,8 +383,11 @@ pub struct RawLogin {
     /// API clients (`Accept: application/json`, `X-Requested-With`) without a session:
     /// `deny` (401, default) or `authenticate` (302 like browsers).
     pub api_clients: Option<Spanned<String>>,
-    /// Path that signs out. Default `/oauth2/sign_out`.
+    /// Path that signs out. Default `/oauth2/sign_out` (`[[logins]]`: `/oauth2/sign_out/NAME`).
     pub logout_path: Option<Spanned<String>>,
+    /// Path the IdP redirects back to with the code. Default `/oauth2/idpresponse`
+    /// (`[[logins]]`: `/oauth2/idpresponse/NAME`).
+    pub callback_path: Option<Spanned<String>>,
     /// Where the IdP sends the user after logout.
     pub logout_redirect: Option<Spanned<String>>,
     /// External base URL (`https://app.example.com`) for the callback URL. Default: from the

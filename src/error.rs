@@ -34,6 +34,10 @@ pub enum Reject {
     /// A missing, repeated or invalid `Host` (RFC 9112 §3.2).
     #[error("bad request: {0}")]
     BadHost(#[from] HostError),
+    /// A path segment a route captures for a header (`capture_headers`) is not UTF-8 or not a
+    /// header value jwtgate sends (a control character, leading or trailing space).
+    #[error("bad request: captured path segment is not a valid header value")]
+    BadCapture,
     /// No route matches (deny by default, like API Gateway).
     #[error("no matching route")]
     NoRoute,
@@ -77,9 +81,10 @@ impl Reject {
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) | Reject::BadHost(_) | Reject::BadRequestBody => {
-                StatusCode::BAD_REQUEST
-            }
+            Reject::BadPath(_)
+            | Reject::BadHost(_)
+            | Reject::BadRequestBody
+            | Reject::BadCapture => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::InvalidToken(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -98,6 +103,7 @@ impl Reject {
             Reject::BadPath(_) => Reason::BadPath,
             Reject::BadHost(_) => Reason::BadHost,
             Reject::BadRequestBody => Reason::BadRequestBody,
+            Reject::BadCapture => Reason::BadCapture,
             Reject::NoRoute => Reason::NoRoute,
             Reject::MissingToken => Reason::MissingToken,
             Reject::InvalidToken(e) => e.reason(),

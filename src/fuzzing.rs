@@ -170,6 +170,8 @@ pub fn open_session(cookie_values: &[HeaderValue], now: i64) -> Option<Session> 
     static SESSIONS: OnceLock<Sessions> = OnceLock::new();
     let sessions = SESSIONS.get_or_init(|| Sessions {
         cookie_name: SESSION_COOKIE.to_owned(),
+        purpose: SESSION_COOKIE.to_owned(),
+        namespace: String::new(),
         keys: CookieKeys::new(&[SESSION_KEY]),
         attrs: CookieAttrs { secure: true },
         store: Store::Cookie,

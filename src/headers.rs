@@ -67,6 +67,28 @@ fn is_hop_by_hop_name(name: &str) -> bool {
     )
 }
 
+/// Whether jwtgate sets, strips or reads a header of this (lower-case, dashed) name whatever
+/// the configuration: forwarding, override and hop-by-hop headers, ALB's identity headers,
+/// `Host`, `Authorization`, `Cookie`, … A configured header (a route's `capture_headers`) may
+/// not be one of them.
+pub fn manages(name: &str) -> bool {
+    is_forwarding(name)
+        || is_override(name)
+        || is_hop_by_hop_name(name)
+        || ALB_IDENTITY_HEADERS.contains(&name)
+        || matches!(
+            name,
+            "host"
+                | "authorization"
+                | "cookie"
+                | "content-length"
+                | "trailer"
+                | "x-request-id"
+                | "traceparent"
+                | "tracestate"
+        )
+}
+
 /// The request id header, kept when the client sent a sane one, generated otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -156,21 +178,7 @@ impl HeaderPlan {
     /// Whether jwtgate manages or interprets a header of this (lower-case, dashed) name: a
     /// client's look-alike of it never passes.
     fn interprets(&self, name: &str) -> bool {
-        self.identity.iter().any(|n| n.as_str() == name)
-            || is_forwarding(name)
-            || is_override(name)
-            || is_hop_by_hop_name(name)
-            || matches!(
-                name,
-                "host"
-                    | "authorization"
-                    | "cookie"
-                    | "content-length"
-                    | "trailer"
-                    | "x-request-id"
-                    | "traceparent"
-                    | "tracestate"
-            )
+        self.identity.iter().any(|n| n.as_str() == name) || manages(name)
     }
 
     /// Adds the configured claim headers (and the all-claims header) of a verified token.

@@ -9,7 +9,9 @@ use prometheus::{
 mod labels;
 
 pub(crate) use labels::label_enum;
-pub use labels::{CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult};
+pub use labels::{
+    CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult,
+};
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -23,6 +25,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
     auth_failures: IntCounterVec,
     rejections: IntCounterVec,
     in_flight: IntGauge,
@@ -81,10 +84,21 @@ impl Metrics {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "jwtgate_upstream_duration_seconds",
-                "Time the upstream took to answer with a response head, by route.",
+                "Time the upstream took to answer with a response head, by route and upstream.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
+            &["route", "upstream"],
+        )
+        .expect("metric"); // ok: static definition
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_upstream_requests_total",
+                format!(
+                    "Requests sent to each upstream, by result ({}).",
+                    joined(UpstreamResult::ALL, UpstreamResult::as_str)
+                ),
+            ),
+            &["upstream", "result"],
         )
         .expect("metric"); // ok: static definition
         let auth_failures = IntCounterVec::new(
@@ -155,7 +169,7 @@ impl Metrics {
                     joined(LoginEvent::ALL, LoginEvent::as_str)
                 ),
             ),
-            &["event"],
+            &["provider", "event"],
         )
         .expect("metric"); // ok: static definition
         let config_reloads = IntCounterVec::new(
@@ -206,6 +220,7 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
+            Box::new(upstream_requests.clone()),
             Box::new(auth_failures.clone()),
             Box::new(rejections.clone()),
             Box::new(in_flight.clone()),
@@ -226,10 +241,7 @@ impl Metrics {
             registry.register(c).expect("unique metric names"); // ok: static definition
         }
         // Known label values start at 0, so their families show from the first scrape and
-        // increase() sees the first event.
-        for event in LoginEvent::ALL {
-            login_events.with_label_values(&[event.as_str()]).inc_by(0);
-        }
+        // increase() sees the first event (login events: per provider, see `login_provider`).
         for result in ReloadResult::ALL {
             config_reloads
                 .with_label_values(&[result.as_str()])
@@ -240,6 +252,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_duration,
+            upstream_requests,
             auth_failures,
             rejections,
             in_flight,
@@ -264,9 +277,21 @@ impl Metrics {
             .inc();
     }
 
-    /// A browser sign-in event.
-    pub fn login_event(&self, event: LoginEvent) {
-        self.login_events.with_label_values(&[event.as_str()]).inc();
+    /// A browser sign-in event of the provider named `provider` (a name from the config).
+    pub fn login_event(&self, provider: &str, event: LoginEvent) {
+        self.login_events
+            .with_label_values(&[provider, event.as_str()])
+            .inc();
+    }
+
+    /// Starts a configured provider's login event series at 0, so they show from the first
+    /// scrape and increase() sees the first event.
+    pub fn login_provider(&self, provider: &str) {
+        for event in LoginEvent::ALL {
+            self.login_events
+                .with_label_values(&[provider, event.as_str()])
+                .inc_by(0);
+        }
     }
 
     /// One finished request.
@@ -291,11 +316,25 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Time to the upstream's response head.
-    pub fn upstream(&self, route: &str, seconds: f64) {
+    /// One request sent to `upstream` for `route`: how it ended, and the time to the response
+    /// head (or to the failure).
+    pub fn upstream(&self, route: &str, upstream: &str, result: UpstreamResult, seconds: f64) {
         self.upstream_duration
-            .with_label_values(&[route])
+            .with_label_values(&[route, upstream])
             .observe(seconds);
+        self.upstream_requests
+            .with_label_values(&[upstream, result.as_str()])
+            .inc();
+    }
+
+    /// A configured upstream: its result series start at 0, so they show from the first scrape
+    /// and increase() sees the first failure. Upstream names come from the config only.
+    pub fn upstream_known(&self, upstream: &str) {
+        for result in UpstreamResult::ALL {
+            self.upstream_requests
+                .with_label_values(&[upstream, result.as_str()])
+                .inc_by(0);
+        }
     }
 
     /// A refused authentication or authorisation.
@@ -399,17 +438,19 @@ mod tests {
     /// and every known event and reload result shows from the first scrape.
     #[test]
     fn help_texts_and_zero_series_are_unchanged() {
-        let text = Metrics::new().render(0);
+        let metrics = Metrics::new();
+        metrics.login_provider("default");
+        let text = metrics.render(0);
         let lines: Vec<&str> = text.lines().collect();
         for line in [
             "# HELP jwtgate_login_events_total Browser sign-in events: redirect, callback_ok, callback_failed, refresh_ok, refresh_failed, logout.",
             "# HELP jwtgate_config_reloads_total Configuration reloads by result (ok, refused).",
-            r#"jwtgate_login_events_total{event="redirect"} 0"#,
-            r#"jwtgate_login_events_total{event="callback_ok"} 0"#,
-            r#"jwtgate_login_events_total{event="callback_failed"} 0"#,
-            r#"jwtgate_login_events_total{event="refresh_ok"} 0"#,
-            r#"jwtgate_login_events_total{event="refresh_failed"} 0"#,
-            r#"jwtgate_login_events_total{event="logout"} 0"#,
+            r#"jwtgate_login_events_total{event="redirect",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="callback_failed",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_ok",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="refresh_failed",provider="default"} 0"#,
+            r#"jwtgate_login_events_total{event="logout",provider="default"} 0"#,
             r#"jwtgate_config_reloads_total{result="ok"} 0"#,
             r#"jwtgate_config_reloads_total{result="refused"} 0"#,
         ] {
@@ -420,21 +461,26 @@ mod tests {
     #[test]
     fn counters_take_the_enums_label() {
         let m = Metrics::new();
-        m.login_event(LoginEvent::CallbackFailed);
+        m.login_event("staff", LoginEvent::CallbackFailed);
         m.config_reload(ReloadResult::Refused);
         m.auth_failure("api", Reason::InsufficientScope);
         m.rejection("api", Reason::BadHost);
         m.jwks_fetched("cognito", FetchResult::Timeout, 0);
+        m.upstream_known("orders");
+        m.upstream("api", "orders", UpstreamResult::Unreachable, 0.01);
         m.jwks_fetched("cognito", FetchResult::Ok, 2);
         let text = m.render(0);
         for line in [
-            r#"jwtgate_login_events_total{event="callback_failed"} 1"#,
+            r#"jwtgate_login_events_total{event="callback_failed",provider="staff"} 1"#,
             r#"jwtgate_config_reloads_total{result="refused"} 1"#,
             r#"jwtgate_auth_failures_total{reason="insufficient_scope",route="api"} 1"#,
             r#"jwtgate_rejections_total{reason="bad_host",route="api"} 1"#,
             r#"jwtgate_jwks_fetches_total{issuer="cognito",result="timeout"} 1"#,
             r#"jwtgate_jwks_fetches_total{issuer="cognito",result="ok"} 1"#,
             r#"jwtgate_jwks_keys{issuer="cognito"} 2"#,
+            r#"jwtgate_upstream_requests_total{result="unreachable",upstream="orders"} 1"#,
+            r#"jwtgate_upstream_requests_total{result="timeout",upstream="orders"} 0"#,
+            r#"jwtgate_upstream_duration_seconds_count{route="api",upstream="orders"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }

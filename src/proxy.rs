@@ -18,14 +18,13 @@ use crate::authz::Denial;
 use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
-use crate::login::cookies;
-use crate::login::{Gate, Identity, STATE_COOKIE};
-use crate::metrics::Decision;
-use crate::routes::{self, PathError};
+use crate::login::{Gate, Identity, Login};
+use crate::metrics::{Decision, UpstreamResult};
+use crate::routes::{self, Captures, Match, PathError};
 use crate::server::ClientBody;
 use crate::settings::{AuthMode, Route};
 use crate::token::{self, unix_now};
-use crate::upstream::{UploadEnd, UpstreamBody, upload_body};
+use crate::upstream::{SendError, UploadEnd, Upstream, UpstreamBody, upload_body};
 use crate::{Shared, Snapshot};
 
 /// A response body: the upstream's stream, or jwtgate's own fixed answer.
@@ -79,6 +78,9 @@ struct Ctx<'a> {
     /// Why the request was refused (empty when it was not).
     reason: &'static str,
     upstream_seconds: Option<f64>,
+    /// The upstream the request was sent to (its configured name) and how that ended; `None`
+    /// when no upstream was contacted.
+    upstream: Option<(&'a Arc<str>, UpstreamResult)>,
     /// jwtgate answered a CORS preflight itself.
     preflight: bool,
     /// This request's place in its trace.
@@ -107,6 +109,7 @@ pub async fn handle(
         route: Arc::clone(&UNMATCHED_ROUTE),
         reason: "",
         upstream_seconds: None,
+        upstream: None,
         preflight: false,
         trace: crate::trace::TraceContext::from_headers(
             req.headers(),
@@ -163,8 +166,8 @@ fn record(
     let metrics = &ctx.shared.metrics;
     let elapsed = started.elapsed().as_secs_f64();
     metrics.request(&ctx.route, method, decision, response.status(), elapsed);
-    if let Some(up) = ctx.upstream_seconds {
-        metrics.upstream(&ctx.route, up);
+    if let (Some(seconds), Some((upstream, result))) = (ctx.upstream_seconds, ctx.upstream) {
+        metrics.upstream(&ctx.route, upstream, result, seconds);
     }
     tracing::info!(
         target: "jwtgate::access",
@@ -177,6 +180,7 @@ fn record(
         status = response.status().as_u16(),
         latency_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_seconds.map(|s| s * 1000.0),
+        upstream = ctx.upstream.map(|(name, _)| &**name),
     );
     // Only a sampled request with export configured has facts: nothing to do otherwise.
     #[cfg(feature = "otlp")]
@@ -196,6 +200,7 @@ fn record(
             status: response.status().as_u16(),
             route: ctx.route,
             route_pattern,
+            upstream: ctx.upstream.map(|(name, _)| Arc::clone(name)),
             decision: decision.as_str(),
             reason: ctx.reason,
             scheme: ctx.conn.proto,
@@ -212,7 +217,8 @@ fn record(
 enum Caller {
     Anonymous,
     Token(Arc<token::VerifiedToken>, Arc<token::IssuerPolicy>),
-    Session(Box<Identity>),
+    /// A browser session, with the provider that signed it in (the route's).
+    Session(Box<Identity>, Arc<Login>),
 }
 
 /// The outcome of authentication: a caller (with cookies to send), or an answer of its own (a
@@ -259,7 +265,7 @@ async fn pipeline(
         Own::Answer(answer) => return Ok(*answer),
         Own::Route(routing) => routing,
     };
-    let route = route(ctx, &routing.method, &target.path)?;
+    let Match { route, captures } = route(ctx, &routing.method, &target.path)?;
     let (caller, set_cookies) = if routing.preflight_forward {
         (Caller::Anonymous, Vec::new())
     } else {
@@ -275,9 +281,17 @@ async fn pipeline(
             Decided::Caller(caller, cookies) => (caller, cookies),
         }
     };
-    authorise(ctx.snapshot, route, &caller)?;
-    let upgrade = rewrite_request(ctx, route, &caller, &mut parts, target)?;
-    let response = forward(ctx, Request::from_parts(parts, body), upgrade).await?;
+    authorise(route, &caller, &captures)?;
+    // An index compile checked: never out of range (a 502 rather than a panic if it were).
+    let upstream = ctx
+        .snapshot
+        .upstreams
+        .get(route.upstream)
+        .ok_or(Reject::Upstream(UpstreamError::Unreachable))?;
+    let upgrade = rewrite_request(
+        ctx, route, &captures, upstream, &caller, &mut parts, &target,
+    )?;
+    let response = forward(ctx, upstream, Request::from_parts(parts, body), upgrade).await?;
     Ok(rewrite_response(response, set_cookies))
 }
 
@@ -317,7 +331,7 @@ async fn own_paths<B: Fn() -> Option<String>>(
     let snapshot = ctx.snapshot;
     let config = &snapshot.config;
     let path = target.path.as_str();
-    if let Some(login) = snapshot.login.as_ref().filter(|l| l.owns(path)) {
+    if let Some(login) = snapshot.logins.owner(path) {
         ctx.route = Arc::from(LOGIN_ROUTE);
         let base = base().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
         let response = login
@@ -352,40 +366,45 @@ async fn own_paths<B: Fn() -> Option<String>>(
     Ok(Own::Route(routing))
 }
 
-/// Route phase: the first route whose path and method match, or 404.
-fn route<'s>(ctx: &mut Ctx<'s>, method: &Method, path: &str) -> Result<&'s Route, Reject> {
-    let route = ctx
+/// Route phase: the first route whose path and method match, with what its pattern captured
+/// in the path, or 404.
+fn route<'s, 'p>(
+    ctx: &mut Ctx<'s>,
+    method: &Method,
+    path: &'p str,
+) -> Result<Match<'s, 'p, Route>, Reject> {
+    let matched = ctx
         .snapshot
         .config
         .routes
-        .lookup(method, path)
+        .find(method, path)
         .ok_or(Reject::NoRoute)?;
-    ctx.route = Arc::clone(&route.name);
-    Ok(route)
+    ctx.route = Arc::clone(&matched.route.name);
+    Ok(matched)
 }
 
 /// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for,
-/// and aim the request at the upstream. Whether the client asked for a WebSocket upgrade.
+/// and aim the request at the route's upstream. Whether the client asked for a WebSocket upgrade.
 fn rewrite_request(
     ctx: &Ctx<'_>,
     route: &Route,
+    captures: &Captures<'_, '_>,
+    upstream: &Upstream,
     caller: &Caller,
     parts: &mut http::request::Parts,
-    target: Target<'_>,
+    target: &Target<'_>,
 ) -> Result<bool, Reject> {
     let snapshot = ctx.snapshot;
     let plan = &snapshot.config.headers;
-    let upstream_uri = snapshot
-        .upstream
-        .uri(&target.path, target.query)
+    let upstream_uri = upstream
+        .uri(&route.upstream_path(&target.path), target.query)
         .map_err(|_| Reject::BadPath(PathError::BadEncoding))?;
     let upgrade = headers::upgrade_requested(&parts.headers);
     let headers = &mut parts.headers;
     plan.strip_inbound(headers, ctx.conn.peer.ip(), &route.keep_override_headers);
-    if let Some(login) = &snapshot.login {
-        cookies::strip_own(headers, login.cookie_name(), &[STATE_COOKIE]);
-    }
+    snapshot.logins.strip_cookies(headers);
     add_identity(snapshot, headers, caller);
+    add_captures(headers, route, captures)?;
     plan.add_forwarded(
         headers,
         &ctx.conn.peer_value,
@@ -394,11 +413,11 @@ fn rewrite_request(
     );
     headers.insert(TRACEPARENT, ctx.trace.traceparent());
     headers.insert(REQUEST_ID, ctx.request_id.clone());
-    if let Some(host) = target.host {
+    if let Some(host) = target.host.clone() {
         headers.insert(header::HOST, host);
     }
     parts.uri = upstream_uri;
-    parts.version = snapshot.upstream.version();
+    parts.version = upstream.version();
     Ok(upgrade)
 }
 
@@ -468,7 +487,12 @@ async fn authenticate<B: Fn() -> Option<String>>(
             }
         },
         AuthMode::Login => {
-            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
+            // The route's provider: its sessions only (every login route has one that exists).
+            let login = route
+                .login
+                .as_deref()
+                .and_then(|name| snapshot.logins.get(name))
+                .ok_or(Reject::LoginRequired)?;
             let base = (request.base)().ok_or(Reject::BadPath(PathError::NotAbsolute))?;
             let return_to = with_query(request.path, request.query);
             return match login
@@ -480,7 +504,7 @@ async fn authenticate<B: Fn() -> Option<String>>(
                 }
                 Gate::Forward(identity, cookies) => {
                     let caller = identity.map_or(Caller::Anonymous, |identity| {
-                        Caller::Session(Box::new(identity))
+                        Caller::Session(Box::new(identity), Arc::clone(login))
                     });
                     Ok(Decided::Caller(caller, cookies))
                 }
@@ -492,18 +516,15 @@ async fn authenticate<B: Fn() -> Option<String>>(
 
 /// Authorise phase: the route's requirements (token kind and issuer: 401; scopes, groups,
 /// claims: 403) on the caller's claims. Anonymous callers have nothing to check.
-fn authorise(snapshot: &Snapshot, route: &Route, caller: &Caller) -> Result<(), Reject> {
+fn authorise(route: &Route, caller: &Caller, captures: &Captures<'_, '_>) -> Result<(), Reject> {
     let (policy, claims) = match caller {
         Caller::Anonymous => return Ok(()),
         Caller::Token(token, policy) => (&**policy, &token.claims),
-        Caller::Session(identity) => {
-            let login = snapshot.login.as_ref().ok_or(Reject::LoginRequired)?;
-            (login.policy(), &identity.claims)
-        }
+        Caller::Session(identity, login) => (login.policy(), &identity.claims),
     };
     route
         .requirements
-        .check(policy, claims)
+        .check_captured(policy, claims, captures)
         .map_err(|denial| match denial {
             Denial::Token(e) => Reject::InvalidToken(e),
             Denial::Forbidden(reason) => Reject::Forbidden {
@@ -521,13 +542,40 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
         Caller::Token(token, _) => {
             plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
         }
-        Caller::Session(identity) => {
-            if let Some(login) = &snapshot.login {
-                login.inject(headers, identity);
-            }
+        Caller::Session(identity, login) => {
+            login.inject(headers, identity);
             plan.inject_claims(headers, &identity.session.claims, None);
         }
     }
+}
+
+/// Sends the route's `capture_headers` (the client's copies were stripped with the identity
+/// headers). A captured value that is not UTF-8, or not a header value jwtgate will send, is
+/// the client's error (400).
+fn add_captures(
+    headers: &mut HeaderMap,
+    route: &Route,
+    captures: &Captures<'_, '_>,
+) -> Result<(), Reject> {
+    for (name, index) in &route.capture_headers {
+        let value = captures
+            .value(*index)
+            .and_then(|v| capture_header_value(&v))
+            .ok_or(Reject::BadCapture)?;
+        headers.insert(name.clone(), value);
+    }
+    Ok(())
+}
+
+/// A captured value as a header value: no control characters (tab included) and no leading or
+/// trailing space, which a receiver would trim or split on. Non-ASCII text is sent as its
+/// UTF-8 bytes.
+fn capture_header_value(value: &str) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    let clean = !bytes.iter().any(|&b| b < 0x20 || b == 0x7F)
+        && !value.starts_with(' ')
+        && !value.ends_with(' ');
+    clean.then(|| HeaderValue::from_bytes(bytes).ok()).flatten()
 }
 
 /// Forward-auth (nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`): decides the
@@ -562,7 +610,7 @@ async fn forward_auth<B: Fn() -> Option<String>>(
             with_query(path, req.uri.query())
         });
     let (path, query) = original_target(&uri, snapshot.config.paths)?;
-    let route = route(ctx, &method, &path)?;
+    let Match { route, captures } = route(ctx, &method, &path)?;
     let request = Asking {
         headers: &req.headers,
         method: &method,
@@ -573,10 +621,11 @@ async fn forward_auth<B: Fn() -> Option<String>>(
     match authenticate(ctx, route, &request).await? {
         Decided::Respond(response) => Ok(*response),
         Decided::Caller(caller, cookies) => {
-            authorise(snapshot, route, &caller)?;
+            authorise(route, &caller, &captures)?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);
+            add_captures(headers, route, &captures)?;
             for cookie in cookies {
                 headers.append(header::SET_COOKIE, cookie);
             }
@@ -600,14 +649,14 @@ pub fn original_target(
     Ok((routes::normalize(raw_path, options)?, query))
 }
 
-/// Forward phase: sends the request to the upstream and waits for its response head (within
-/// `response_timeout` of the client's body being sent); bridges a WebSocket upgrade.
-async fn forward(
-    ctx: &mut Ctx<'_>,
+/// Forward phase: sends the request to the route's upstream and waits for its response head
+/// (within `response_timeout` of the client's body being sent); bridges a WebSocket upgrade.
+async fn forward<'s>(
+    ctx: &mut Ctx<'s>,
+    upstream: &'s Arc<Upstream>,
     mut req: Request<ClientBody>,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Reject> {
-    let upstream = &ctx.snapshot.upstream;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
     // The response timeout starts once the client's body has been sent: a slow upload is the
@@ -641,14 +690,24 @@ async fn forward(
         body_failed |= uploaded.try_recv() == Ok(UploadEnd::BodyFailed);
     }
     ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+    let name = &upstream.settings.name;
     let mut response = match result {
         None | Some(Err(_)) if body_failed => {
+            ctx.upstream = Some((name, UpstreamResult::BadRequestBody));
             tracing::info!("client request body failed on its way upstream");
             return Err(Reject::BadRequestBody);
         }
-        None => return Err(UpstreamError::Timeout.into()),
+        None => {
+            ctx.upstream = Some((name, UpstreamResult::Timeout));
+            return Err(UpstreamError::Timeout.into());
+        }
         Some(Err(e)) => {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+            let result = match e {
+                SendError::Connect(_) => UpstreamResult::Unreachable,
+                SendError::Request(_) | SendError::Exchange(_) => UpstreamResult::Failed,
+            };
+            ctx.upstream = Some((name, result));
+            tracing::warn!(upstream = &**name, error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
             return Err(UpstreamError::Unreachable.into());
         }
         Some(Ok(response)) => response,
@@ -657,7 +716,11 @@ async fn forward(
         // A 101 the client did not ask for cannot be relayed (its connection would switch to a
         // protocol it never chose): a 502, as the bodiless exchange answers.
         let Some(client_upgrade) = client_upgrade else {
-            tracing::warn!("upstream answered 101 to a request that asked no upgrade");
+            ctx.upstream = Some((name, UpstreamResult::Failed));
+            tracing::warn!(
+                upstream = &**name,
+                "upstream answered 101 to a request that asked no upgrade"
+            );
             return Err(UpstreamError::Unreachable.into());
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -671,5 +734,6 @@ async fn forward(
             }
         });
     }
+    ctx.upstream = Some((name, UpstreamResult::Response));
     Ok(response)
 }

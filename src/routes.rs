@@ -3,6 +3,7 @@
 //! The path is normalised once, matched, and the same normalised path is forwarded, so jwtgate
 //! and the upstream can never disagree about which resource a request names.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
@@ -194,6 +195,10 @@ pub struct Pattern {
     trailing_slash: bool,
     /// How paths are matched against it (from `[paths]`).
     options: PathOptions,
+    /// Names of the `{name}` segments, in pattern order.
+    captures: Vec<Box<str>>,
+    /// Index in `segments` of each capture, in the order of `captures`.
+    capture_segments: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +206,30 @@ enum Segment {
     Literal(String),
     /// `*`: exactly one non-empty segment.
     Any,
+    /// `{name}`: exactly one non-empty segment, whose value the route can use.
+    Capture,
+}
+
+/// Whether `name` is a capture name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_capture_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The capture name of a whole `{name}` text (a pattern segment, a claim value), if it is one.
+/// `Err` holds the reason a text in braces is not a usable reference.
+pub fn capture_reference(text: &str) -> Option<Result<&str, String>> {
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    Some(if is_capture_name(inner) {
+        Ok(inner)
+    } else {
+        Err(format!(
+            "{text:?}: a capture name is a letter or '_', then letters, digits or '_'"
+        ))
+    })
 }
 
 impl Pattern {
@@ -232,6 +261,8 @@ impl Pattern {
             }
         }
         let mut segments = Vec::with_capacity(parts.len());
+        let mut captures: Vec<Box<str>> = Vec::new();
+        let mut capture_segments = Vec::new();
         for part in parts {
             segments.push(match part {
                 "*" => Segment::Any,
@@ -240,6 +271,23 @@ impl Pattern {
                     return Err(format!(
                         "segment {p:?}: '*' must be a whole segment ('*' or a final '**')"
                     ));
+                }
+                p if p.contains(['{', '}']) => {
+                    let name = match capture_reference(p) {
+                        Some(Ok(name)) => name,
+                        Some(Err(reason)) => return Err(reason),
+                        None => {
+                            return Err(format!(
+                                "segment {p:?}: a capture must be a whole segment '{{name}}'"
+                            ));
+                        }
+                    };
+                    if captures.iter().any(|c| &**c == name) {
+                        return Err(format!("captures {{{name}}} twice"));
+                    }
+                    captures.push(name.into());
+                    capture_segments.push(segments.len());
+                    Segment::Capture
                 }
                 p => Segment::Literal(p.to_owned()),
             });
@@ -250,6 +298,28 @@ impl Pattern {
             prefix,
             trailing_slash,
             options,
+            captures,
+            capture_segments,
+        })
+    }
+
+    /// The names of the pattern's `{name}` segments, in order (a capture's index is its place
+    /// here).
+    pub fn capture_names(&self) -> &[Box<str>] {
+        &self.captures
+    }
+
+    /// The index of the capture called `name`.
+    pub fn capture_index(&self, name: &str) -> Option<usize> {
+        self.captures.iter().position(|c| &**c == name)
+    }
+
+    /// How many segments the pattern starts with that are literal (before any `*`, `{name}`
+    /// or `**`), and the text they spell (`/orders/v2`): what a route may strip.
+    pub fn literal_prefix(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map_while(|s| match s {
+            Segment::Literal(l) => Some(l.as_str()),
+            Segment::Any | Segment::Capture => None,
         })
     }
 
@@ -268,7 +338,7 @@ impl Pattern {
                 return false;
             };
             match segment {
-                Segment::Any => {}
+                Segment::Any | Segment::Capture => {}
                 Segment::Literal(lit) => {
                     let name = match self.options.semicolons {
                         // Refused while normalising: no segment has parameters.
@@ -323,12 +393,24 @@ impl<R> Router<R> {
 
     /// The first route whose pattern and methods match.
     pub fn lookup(&self, method: &Method, path: &str) -> Option<&R> {
+        self.find(method, path).map(|m| m.route)
+    }
+
+    /// The first route whose pattern and methods match, with its captures in `path` (read
+    /// only when asked for: a route that captures nothing costs nothing more).
+    pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Option<Match<'r, 'p, R>> {
         self.routes
             .iter()
             .find(|(pattern, methods, _)| {
                 methods.as_ref().is_none_or(|m| m.contains(method)) && pattern.matches(path)
             })
-            .map(|(_, _, r)| r)
+            .map(|(pattern, _, route)| Match {
+                route,
+                captures: Captures {
+                    pattern: Some(pattern),
+                    path,
+                },
+            })
     }
 
     /// Routes in order, with their patterns and methods.
@@ -344,6 +426,148 @@ impl<R> Router<R> {
     /// Whether there are no routes.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+}
+
+/// A route that matched a path, and what its pattern captured there.
+#[derive(Debug)]
+pub struct Match<'r, 'p, R> {
+    /// The route.
+    pub route: &'r R,
+    /// The values of its `{name}` segments in the path.
+    pub captures: Captures<'r, 'p>,
+}
+
+/// The `{name}` segments of a matched pattern, read from the (normalised) path on demand: no
+/// copy is made unless a value needs percent-decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Captures<'r, 'p> {
+    pattern: Option<&'r Pattern>,
+    path: &'p str,
+}
+
+impl<'r, 'p> Captures<'r, 'p> {
+    /// No captures (for a request no pattern matched, such as a caller outside routing).
+    pub const NONE: Captures<'static, 'static> = Captures {
+        pattern: None,
+        path: "",
+    };
+
+    /// The capture names, in pattern order.
+    pub fn names(&self) -> &'r [Box<str>] {
+        self.pattern.map_or(&[], |p| p.capture_names())
+    }
+
+    /// The path segment capture `index` matched, as normalised (escapes kept), without its
+    /// parameters (`;…`) when `[paths] semicolons = "allow"`.
+    pub fn raw(&self, index: usize) -> Option<&'p str> {
+        let pattern = self.pattern?;
+        let at = *pattern.capture_segments.get(index)?;
+        let segment = self.path.split('/').filter(|s| !s.is_empty()).nth(at)?;
+        Some(match pattern.options.semicolons {
+            Semicolons::Reject => segment,
+            Semicolons::Allow => segment_name(segment),
+        })
+    }
+
+    /// The value of capture `index`: its segment percent-decoded. `None` when the decoded
+    /// bytes are not UTF-8 (such a value equals nothing) or there is no such capture.
+    pub fn value(&self, index: usize) -> Option<Cow<'p, str>> {
+        percent_decode(self.raw(index)?)
+    }
+
+    /// The value of the capture called `name` (see [`Captures::value`]).
+    pub fn get(&self, name: &str) -> Option<Cow<'p, str>> {
+        self.value(self.pattern?.capture_index(name)?)
+    }
+
+    /// Every capture as (name, value), in pattern order; a value that is not UTF-8 is `None`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'r str, Option<Cow<'p, str>>)> + '_ {
+        self.names()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (&**name, self.value(i)))
+    }
+}
+
+/// Decodes every `%XX` of a normalised segment; `None` if the result is not UTF-8. Borrows
+/// when there is nothing to decode (the usual case).
+fn percent_decode(segment: &str) -> Option<Cow<'_, str>> {
+    if !segment.contains('%') {
+        return Some(Cow::Borrowed(segment));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) => hex_value(hi).zip(hex_value(lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// What a route does to the normalised path before it goes upstream: drop its first
+/// `strip_segments` segments, then put `add` in front. The default changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathRewrite {
+    /// How many leading segments to drop (those of `strip_prefix`; the pattern has already
+    /// matched them, so this is right whatever their case or `;` parameters in the request).
+    pub strip_segments: usize,
+    /// `strip_prefix` as written (for `jwtgate check`), empty when none.
+    pub strip: Box<str>,
+    /// `add_prefix`: `/`-started, without a trailing `/`; empty when none.
+    pub add: Box<str>,
+}
+
+impl PathRewrite {
+    /// Whether the path is forwarded as it is.
+    pub fn is_identity(&self) -> bool {
+        self.strip_segments == 0 && self.add.is_empty()
+    }
+
+    /// The rewritten path (normalised `path` in, never empty out). Stripping every segment
+    /// leaves `/`; a trailing `/` of the request is kept (`/orders/a/` → `/a/`), and with
+    /// `add` the rest goes after it (`/orders` → `/v1`, `/orders/` → `/v1/`).
+    pub fn apply<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        if self.is_identity() {
+            return Cow::Borrowed(path);
+        }
+        let mut rest = path;
+        for _ in 0..self.strip_segments {
+            // `rest` starts with '/' (or is empty once everything is gone).
+            let Some(after) = rest.strip_prefix('/') else {
+                break;
+            };
+            rest = after.find('/').map_or("", |end| &after[end..]);
+        }
+        match (self.add.is_empty(), rest.is_empty()) {
+            (true, true) => Cow::Borrowed("/"),
+            (true, false) => Cow::Borrowed(rest),
+            (false, _) => Cow::Owned(format!("{}{rest}", self.add)),
+        }
+    }
+}
+
+impl fmt::Display for PathRewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.strip.is_empty(), self.add.is_empty()) {
+            (true, true) => f.write_str("unchanged"),
+            (false, true) => write!(f, "strip {}", self.strip),
+            (true, false) => write!(f, "add {}", self.add),
+            (false, false) => write!(f, "strip {}, add {}", self.strip, self.add),
+        }
     }
 }
 
@@ -608,5 +832,210 @@ mod tests {
         router.push(Pattern::parse("/admin/**", STRICT).unwrap(), None, 1);
         router.push(Pattern::parse("/**", STRICT).unwrap(), None, 2);
         assert_eq!(router.lookup(&Method::GET, "/AdMiN/x"), Some(&2));
+    }
+
+    fn captures_of(
+        pattern: &str,
+        options: PathOptions,
+        raw: &str,
+    ) -> Option<Vec<(String, Option<String>)>> {
+        let mut router = Router::new();
+        router.push(Pattern::parse(pattern, options).unwrap(), None, ());
+        let path = normalize(raw, options).unwrap();
+        let m = router.find(&Method::GET, &path)?;
+        Some(
+            m.captures
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.map(Cow::into_owned)))
+                .collect(),
+        )
+    }
+
+    fn tenant(pattern: &str, options: PathOptions, raw: &str) -> Option<String> {
+        captures_of(pattern, options, raw)?
+            .into_iter()
+            .find(|(n, _)| n == "tenant")?
+            .1
+    }
+
+    #[test]
+    fn captures_match_one_segment_and_give_its_value() {
+        let p = "/tenants/{tenant}/**";
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/acme/x").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(tenant(p, STRICT, "/tenants/acme").as_deref(), Some("acme"));
+        assert_eq!(captures_of(p, STRICT, "/tenants/"), None, "never empty");
+        assert_eq!(captures_of(p, STRICT, "/tenants"), None);
+        // Unreserved escapes are decoded by normalisation, the rest by the capture.
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/%61cme/x").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/a%20b/x").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(tenant(p, STRICT, "/tenants/a%3f/x").as_deref(), Some("a?"));
+        assert_eq!(tenant(p, STRICT, "/tenants/%C3%A9/x").as_deref(), Some("é"));
+        assert_eq!(tenant(p, STRICT, "/tenants/é/x").as_deref(), Some("é"));
+        assert_eq!(tenant(p, STRICT, "/tenants/%25/x").as_deref(), Some("%"));
+        assert_eq!(tenant(p, STRICT, "/tenants/%0A/x").as_deref(), Some("\n"));
+        // Not UTF-8 once decoded: no value (it equals nothing).
+        assert_eq!(
+            captures_of(p, STRICT, "/tenants/%FF/x"),
+            Some(vec![("tenant".into(), None)])
+        );
+        // Dot-segments are resolved first.
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/globex/../acme/x").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/acme/../globex/x").as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/acme/%2e%2e/globex/x").as_deref(),
+            Some("globex")
+        );
+        // Several captures, with literals and '*' between them.
+        let two = "/t/{tenant}/*/u/{user}";
+        assert_eq!(
+            captures_of(two, STRICT, "/t/acme/x/u/bob"),
+            Some(vec![
+                ("tenant".into(), Some("acme".into())),
+                ("user".into(), Some("bob".into()))
+            ])
+        );
+        assert_eq!(captures_of(two, STRICT, "/t/acme/x/u/bob/"), None);
+        // A pattern without captures has none, and the router still matches it.
+        assert_eq!(captures_of("/a/**", STRICT, "/a/b"), Some(vec![]));
+    }
+
+    #[test]
+    fn capture_values_with_parameters_and_case() {
+        let p = "/tenants/{tenant}/**";
+        assert_eq!(
+            tenant(p, PARAMS, "/tenants/acme;v=1/x").as_deref(),
+            Some("acme"),
+            "the segment's name, without its parameters"
+        );
+        assert_eq!(
+            tenant(p, PARAMS, "/tenants/globex/..;/acme;x/y").as_deref(),
+            Some("acme")
+        );
+        // Case-insensitive matching folds literals, never captured values.
+        assert_eq!(
+            tenant(p, NO_CASE, "/TENANTS/ACME/x").as_deref(),
+            Some("ACME")
+        );
+        assert_eq!(
+            tenant(p, STRICT, "/tenants/ACME/x").as_deref(),
+            Some("ACME")
+        );
+    }
+
+    #[test]
+    fn capture_lookup_by_name_and_index() {
+        let pattern = Pattern::parse("/t/{tenant}/u/{user}", STRICT).unwrap();
+        assert_eq!(
+            pattern.capture_names(),
+            [Box::<str>::from("tenant"), Box::from("user")]
+        );
+        assert_eq!(pattern.capture_index("user"), Some(1));
+        assert_eq!(pattern.capture_index("nope"), None);
+        let mut router = Router::new();
+        router.push(pattern, None, 7);
+        let m = router.find(&Method::GET, "/t/a%20b/u/c").unwrap();
+        assert_eq!(*m.route, 7);
+        assert_eq!(m.captures.get("tenant").as_deref(), Some("a b"));
+        assert_eq!(m.captures.raw(0), Some("a%20b"));
+        assert_eq!(m.captures.value(1).as_deref(), Some("c"));
+        assert_eq!(m.captures.value(2), None);
+        assert_eq!(m.captures.get("nope"), None);
+        assert!(Captures::NONE.names().is_empty());
+        assert_eq!(Captures::NONE.value(0), None);
+    }
+
+    #[test]
+    fn bad_captures_are_refused() {
+        for (pattern, why) in [
+            ("/t/{a}/{a}", "twice"),
+            ("/t/{a}x", "whole segment"),
+            ("/t/x{a}", "whole segment"),
+            ("/t/{a", "whole segment"),
+            ("/t/a}", "whole segment"),
+            ("/t/{}", "capture name"),
+            ("/t/{1a}", "capture name"),
+            ("/t/{a-b}", "capture name"),
+            ("/t/{a}{b}", "capture name"),
+            ("/t/{é}", "capture name"),
+        ] {
+            let err = Pattern::parse(pattern, STRICT).unwrap_err();
+            assert!(err.contains(why), "{pattern}: {err}");
+        }
+        for good in ["/t/{a}", "/{_x9}/**", "/t/{A_b}/{c}/x/"] {
+            assert!(Pattern::parse(good, STRICT).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_wildcards() {
+        let lits = |p: &str| -> Vec<String> {
+            Pattern::parse(p, STRICT)
+                .unwrap()
+                .literal_prefix()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(lits("/orders/**"), ["orders"]);
+        assert_eq!(lits("/a/b/*/c"), ["a", "b"]);
+        assert_eq!(lits("/a/{x}/c"), ["a"]);
+        assert_eq!(lits("/**"), Vec::<String>::new());
+        assert_eq!(lits("/health"), ["health"]);
+    }
+
+    #[test]
+    fn rewrites_strip_segments_then_add_a_prefix() {
+        let rw = |n: usize, strip: &str, add: &str| PathRewrite {
+            strip_segments: n,
+            strip: strip.into(),
+            add: add.into(),
+        };
+        let strip = rw(1, "/orders", "");
+        let add = rw(0, "", "/v1");
+        let both = rw(1, "/orders", "/v1");
+        let two = rw(2, "/api/orders", "");
+        for (rewrite, path, expected) in [
+            (&strip, "/orders", "/"),
+            (&strip, "/orders/", "/"),
+            (&strip, "/orders/a", "/a"),
+            (&strip, "/orders/a/", "/a/"),
+            (&strip, "/orders/a/b", "/a/b"),
+            (&strip, "/ORDERS/a", "/a"),
+            (&strip, "/orders;v=1/a", "/a"),
+            (&strip, "/orders/a%20b", "/a%20b"),
+            (&add, "/", "/v1/"),
+            (&add, "/x", "/v1/x"),
+            (&add, "/x/", "/v1/x/"),
+            (&both, "/orders", "/v1"),
+            (&both, "/orders/", "/v1/"),
+            (&both, "/orders/42", "/v1/42"),
+            (&two, "/api/orders/1", "/1"),
+            (&two, "/api/orders", "/"),
+            (&PathRewrite::default(), "/a/b/", "/a/b/"),
+        ] {
+            assert_eq!(rewrite.apply(path), expected, "{rewrite} {path}");
+        }
+        assert_eq!(both.to_string(), "strip /orders, add /v1");
+        assert_eq!(strip.to_string(), "strip /orders");
+        assert_eq!(add.to_string(), "add /v1");
+        assert!(PathRewrite::default().is_identity());
+        assert!(matches!(
+            PathRewrite::default().apply("/a"),
+            Cow::Borrowed("/a")
+        ));
     }
 }

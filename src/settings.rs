@@ -11,7 +11,7 @@ use crate::cors::Cors;
 use crate::headers::HeaderPlan;
 use crate::jwks::KeySettings;
 use crate::login::LoginSettings;
-use crate::routes::{PathOptions, Router};
+use crate::routes::{PathOptions, PathRewrite, Router};
 use crate::tls::{ServerTls, UpstreamTls};
 use crate::token::IssuerPolicy;
 use crate::trace::{ExportSettings, Sampler};
@@ -54,6 +54,23 @@ pub struct Route {
     pub preflight_forward: bool,
     /// Override headers this route passes upstream (usually none).
     pub keep_override_headers: Vec<HeaderName>,
+    /// With `auth = "login"`: the name of the sign-in provider whose sessions it accepts.
+    pub login: Option<Arc<str>>,
+    /// Headers carrying captured values upstream: header and capture index in the pattern.
+    pub capture_headers: Vec<(HeaderName, usize)>,
+    /// What happens to the path before it goes upstream (`strip_prefix`, `add_prefix`).
+    pub rewrite: PathRewrite,
+    /// Where this route forwards: an index into [`Config::upstreams`] (and `Snapshot::upstreams`),
+    /// so choosing the upstream costs no lookup by name per request.
+    pub upstream: usize,
+}
+
+impl Route {
+    /// The path the upstream receives for the normalised, matched `path`, below the upstream
+    /// URL's own path prefix (which the upstream adds).
+    pub fn upstream_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        self.rewrite.apply(path)
+    }
 }
 
 /// Listener limits.
@@ -73,11 +90,18 @@ pub struct Limits {
     pub shutdown_delay: Duration,
 }
 
-/// Where allowed requests go.
-#[derive(Debug, Clone)]
+/// Where allowed requests go. Equal settings let a reload keep the upstream's warm pool.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
-    /// `scheme://authority`.
+    /// `default` for `[upstream]`, else the `[[upstreams]]` name: what routes, metrics and logs
+    /// call it.
+    pub name: Arc<str>,
+    /// `scheme://authority` of the first address: the authority of HTTP/2 request targets, and
+    /// the `Host` of a request that came without one.
     pub origin: Uri,
+    /// Every address, `scheme://authority` each (`origin` first): requests take turns among
+    /// them. One for `url`, several for `urls`.
+    pub origins: Vec<Uri>,
     /// Path prefix from the URL, without a trailing `/` (often empty).
     pub path_prefix: String,
     /// TCP connect timeout.
@@ -105,8 +129,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Listener limits.
     pub limits: Limits,
-    /// The upstream.
-    pub upstream: UpstreamSettings,
+    /// The upstreams: `[upstream]` (named `default`) first, then `[[upstreams]]` in file
+    /// order. Routes hold indices into it.
+    pub upstreams: Vec<UpstreamSettings>,
     /// Issuers with the settings of their key stores.
     pub issuers: Vec<(Arc<IssuerPolicy>, KeySettings)>,
     /// How request paths are normalised and matched (`[paths]`).
@@ -117,8 +142,9 @@ pub struct Config {
     pub headers: HeaderPlan,
     /// Verified-token cache size, bytes.
     pub token_cache_bytes: u64,
-    /// Browser sign-in, when `[login]` is configured.
-    pub login: Option<LoginSettings>,
+    /// Browser sign-in providers: `[login]` (named `default`) first, then `[[logins]]` in
+    /// file order. Names, cookie names and paths are unique.
+    pub logins: Vec<LoginSettings>,
     /// Path prefix of the forward-auth endpoint, when `[forward_auth]` is configured.
     pub forward_auth: Option<String>,
     /// TLS on the proxy listener.

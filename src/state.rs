@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::StartError;
 use crate::jwks::{KeyManager, KeySettings};
-use crate::login::{Login, LoginRuntime};
+use crate::login::{Login, LoginRuntime, Logins};
 use crate::metrics::Metrics;
 use crate::settings::Config;
 use crate::token::{Issuers, TokenCache};
@@ -20,10 +20,12 @@ pub struct Snapshot {
     pub config: Config,
     /// Issuer policies with their live key stores.
     pub issuers: Issuers,
-    /// The upstream client (its pool belongs to this config).
-    pub upstream: Upstream,
-    /// Browser sign-in, when configured.
-    pub login: Option<Arc<Login>>,
+    /// The upstream clients, in the order of `config.upstreams` (routes hold indices). An
+    /// upstream whose settings a reload left unchanged is shared with the previous snapshot, so
+    /// its pool stays warm; requests in flight keep the snapshot (and clients) they started with.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Browser sign-in providers (none without `[login]` or `[[logins]]`).
+    pub logins: Logins,
 }
 
 /// State shared by every connection.
@@ -77,7 +79,7 @@ impl Shared {
         let exporter = arc_swap::ArcSwapOption::new(
             start_exporter(&config.tracing).map_err(StartError::Tracing)?,
         );
-        let snapshot = bind(config, &keys, &login_runtime, &metrics)?;
+        let snapshot = bind(config, None, &keys, &login_runtime, &metrics)?;
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             keys,
@@ -118,7 +120,13 @@ impl Shared {
             .then(|| start_exporter(&config.tracing))
             .transpose()
             .map_err(StartError::Tracing)?;
-        let snapshot = bind(config, &self.keys, &self.login_runtime, &self.metrics)?;
+        let snapshot = bind(
+            config,
+            Some(&old),
+            &self.keys,
+            &self.login_runtime,
+            &self.metrics,
+        )?;
         self.snapshot.store(Arc::new(snapshot));
         #[cfg(feature = "otlp")]
         if let Some(exporter) = exporter {
@@ -128,18 +136,21 @@ impl Shared {
     }
 }
 
-/// Attaches live key stores (started or kept by the manager), the login runtime and a fresh
-/// upstream pool to a checked config.
+/// Attaches live key stores (started or kept by the manager), the login runtime and upstream
+/// clients to a checked config: `old`'s client for an upstream of the same name and settings
+/// (its TLS files unchanged), a new one otherwise.
 fn bind(
     config: Config,
+    old: Option<&Snapshot>,
     keys: &KeyManager,
     login_runtime: &Arc<LoginRuntime>,
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, StartError> {
     let mut settings: Vec<KeySettings> = config.issuers.iter().map(|(_, s)| s.clone()).collect();
-    settings.extend(config.login.as_ref().map(|l| l.keys.clone()));
+    // Each sign-in provider's ID token keys, after the issuers', in config order.
+    settings.extend(config.logins.iter().map(|l| l.keys.clone()));
     let mut stores = keys.sync(&settings);
-    let login_store = config.login.as_ref().and_then(|_| stores.pop());
+    let login_stores = stores.split_off(config.issuers.len().min(stores.len()));
     let issuers = Issuers::new(
         config
             .issuers
@@ -147,20 +158,31 @@ fn bind(
             .map(|(policy, _)| Arc::clone(policy))
             .zip(stores),
     );
-    let login = match (&config.login, login_store) {
-        (Some(settings), Some(store)) => Some(Arc::new(Login::new(
-            settings.clone(),
-            store,
-            login_runtime,
-            metrics,
-        )?)),
-        _ => None,
-    };
-    let upstream = Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?;
+    let logins = config
+        .logins
+        .iter()
+        .zip(login_stores)
+        .map(|(settings, store)| {
+            Login::new(settings.clone(), store, login_runtime, metrics).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    for settings in &config.upstreams {
+        let kept = old
+            .into_iter()
+            .flat_map(|old| &old.upstreams)
+            .find(|u| u.settings == *settings && u.same_tls_files());
+        let upstream = match kept {
+            Some(kept) => Arc::clone(kept),
+            None => Arc::new(Upstream::new(settings.clone()).map_err(StartError::Upstream)?),
+        };
+        metrics.upstream_known(&settings.name);
+        upstreams.push(upstream);
+    }
     Ok(Snapshot {
         config,
         issuers,
-        upstream,
-        login,
+        upstreams,
+        logins: Logins::new(logins),
     })
 }

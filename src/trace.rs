@@ -629,6 +629,9 @@ pub struct SpanRecord {
     pub route: Arc<str>,
     /// The route's path pattern (`http.route`), when a configured route matched.
     pub route_pattern: Option<Box<str>>,
+    /// The configured name of the upstream the request was sent to (`jwtgate.upstream`), when
+    /// one was contacted.
+    pub upstream: Option<Arc<str>>,
     /// `allow`, `deny` or `error` (`jwtgate.decision`).
     pub decision: &'static str,
     /// Refusal reason, if any (`jwtgate.reason`, and `error.type`).
@@ -978,6 +981,9 @@ mod otlp {
             attributes.push(text("error.type", s.status.to_string()));
         }
         attributes.push(text("jwtgate.route", &*s.route));
+        if let Some(upstream) = &s.upstream {
+            attributes.push(text("jwtgate.upstream", &**upstream));
+        }
         attributes.push(text("jwtgate.decision", s.decision));
         if !s.reason.is_empty() {
             attributes.push(text("jwtgate.reason", s.reason));
@@ -1468,6 +1474,7 @@ mod tests {
             status,
             route: Arc::from("orders"),
             route_pattern: Some("/orders/**".into()),
+            upstream: reason.is_empty().then(|| Arc::from("orders-svc")),
             decision: if reason.is_empty() { "allow" } else { "deny" },
             reason,
             scheme: "https",
@@ -1513,6 +1520,7 @@ mod tests {
         assert_eq!(a["user_agent.original"], "curl/8");
         assert_eq!(a["http.route"], "/orders/**");
         assert_eq!(a["jwtgate.route"], "orders");
+        assert_eq!(a["jwtgate.upstream"], "orders-svc");
         assert_eq!(a["jwtgate.decision"], "allow");
         assert_eq!(a["jwtgate.request_id"], "req-1");
         assert!(!a.contains_key("error.type") && !a.contains_key("jwtgate.reason"));
@@ -1522,6 +1530,7 @@ mod tests {
         let a = attrs(&refused);
         assert_eq!(a["error.type"], "missing_token");
         assert_eq!(a["jwtgate.reason"], "missing_token");
+        assert!(!a.contains_key("jwtgate.upstream"), "no upstream contacted");
         assert_eq!(
             refused.status.as_ref().unwrap().code,
             0,

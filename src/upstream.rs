@@ -1,7 +1,8 @@
-//! The client to one upstream origin: pooled HTTP/1.1 connections or a shared HTTP/2 one.
+//! The client to one upstream: pooled HTTP/1.1 connections or a shared HTTP/2 one.
 //!
-//! An [`Upstream`] is one origin, over TCP or TLS, with its own [`pool`]: a list of idle
-//! connections rather than a map keyed by origin. Requests without a body (nearly all of them) are
+//! An [`Upstream`] is one origin (or, with `urls`, several addresses of one service taking
+//! turns, each skipped for a while after a failed connect), over TCP or TLS, with its own
+//! [`pool`] per address: a list of idle connections rather than a map keyed by origin. Requests without a body (nearly all of them) are
 //! exchanged by the requesting task itself ([`exchange`]); requests with a body and upgrades go
 //! through hyper's client. Either way an HTTP/1.1 connection goes back to the pool when its
 //! response body has been read to the end ([`UpstreamBody`]): no task per request waits for it to
@@ -16,7 +17,9 @@ mod retry;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -50,12 +53,67 @@ pub enum SendError {
     Exchange(#[from] exchange::ExchangeError),
 }
 
-/// The client to one upstream origin, with its own pool (one per configuration).
+/// How long an address whose connect failed is skipped: this after the first failure in a
+/// row, doubling with each further one up to [`EJECT_MAX`].
+pub const EJECT_BASE: Duration = Duration::from_secs(1);
+/// The longest an address is skipped, however often its connects failed.
+pub const EJECT_MAX: Duration = Duration::from_secs(30);
+/// Most addresses one request tries to connect to (the chosen one, then others not skipped):
+/// nothing has been sent before a connection exists, so trying another address is safe, and
+/// the bound keeps a request from waiting out many connect timeouts.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// One address of an upstream: its own pool, and whether it is being skipped.
+struct Backend {
+    origin: Uri,
+    pool: Arc<Pool>,
+    /// Connect failures in a row (0: healthy).
+    failures: AtomicU32,
+    /// Skipped until this many milliseconds after [`Upstream::born`].
+    ejected_until_ms: AtomicU64,
+}
+
+impl Backend {
+    fn ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// A connect failed: skip it for [`EJECT_BASE`], doubled per failure in a row, at most
+    /// [`EJECT_MAX`].
+    fn eject(&self, now_ms: u64) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed);
+        let period = EJECT_BASE
+            .saturating_mul(1u32 << failures.min(16))
+            .min(EJECT_MAX);
+        let until = now_ms.saturating_add(u64::try_from(period.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// A connect succeeded: healthy again (written only when it was not, to keep the line
+    /// shared between threads clean).
+    fn connected(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The client to one upstream: one origin, or several taking turns (`urls`), each with its own
+/// pool (one per configuration).
 pub struct Upstream {
     /// The settings it was made from.
     pub settings: UpstreamSettings,
     connector: HttpsConnector<HttpConnector>,
-    pool: Arc<Pool>,
+    /// One per address, in the configured order; never empty.
+    backends: Vec<Backend>,
+    /// The turn of the next request among `backends`.
+    next: AtomicUsize,
+    /// The origin of the ejection clock.
+    born: Instant,
+    /// A digest of the TLS files' contents when the client was made: a reload keeps this
+    /// client only while they are unchanged (a rotated client certificate keeps its path).
+    tls_files: Option<Vec<u8>>,
 }
 
 impl Upstream {
@@ -81,12 +139,58 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let pool = Pool::new(settings.pool_max_idle, settings.pool_idle_timeout);
+        let origins = if settings.origins.is_empty() {
+            std::slice::from_ref(&settings.origin)
+        } else {
+            settings.origins.as_slice()
+        };
+        let backends = origins
+            .iter()
+            .map(|origin| Backend {
+                origin: origin.clone(),
+                pool: Pool::new(settings.pool_max_idle, settings.pool_idle_timeout),
+                failures: AtomicU32::new(0),
+                ejected_until_ms: AtomicU64::new(0),
+            })
+            .collect();
+        let tls_files = settings.tls.as_ref().and_then(tls_files_digest);
         Ok(Upstream {
             settings,
             connector,
-            pool,
+            backends,
+            next: AtomicUsize::new(0),
+            born: Instant::now(),
+            tls_files,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The address whose turn it is, skipping those ejected; when every one is, the one whose
+    /// turn it is anyway (a single address is always tried: it may be back).
+    fn pick(&self) -> Result<&Backend, SendError> {
+        if let [only] = self.backends.as_slice() {
+            return Ok(only);
+        }
+        let count = self.backends.len();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % count.max(1);
+        let now = self.now_ms();
+        let mut ring = self.backends.iter().cycle().skip(turn).take(count);
+        let first = ring
+            .clone()
+            .next()
+            .ok_or_else(|| SendError::Connect("the upstream has no address".into()))?;
+        Ok(ring.find(|b| !b.ejected(now)).unwrap_or(first))
+    }
+
+    /// Whether the TLS files this client was made from still hold what they held then.
+    pub fn same_tls_files(&self) -> bool {
+        match &self.settings.tls {
+            None => true,
+            Some(tls) => self.tls_files.is_some() && tls_files_digest(tls) == self.tls_files,
+        }
     }
 
     /// The HTTP version requests to this upstream use.
@@ -145,14 +249,22 @@ impl Upstream {
         let head = crate::http1::encode_request_head(&parts, self.authority());
         let head_request = parts.method == Method::HEAD;
         let idempotent = parts.method.is_idempotent();
-        let mut pooled = self.pool.take(Kind::Exchange).and_then(Idle::into_exchange);
+        let mut backend = self.pick()?;
+        let mut pooled = backend
+            .pool
+            .take(Kind::Exchange)
+            .and_then(Idle::into_exchange);
         loop {
             let reused = pooled.is_some();
             let conn = match pooled.take() {
                 Some(conn) => conn,
-                None => exchange::Conn::new(self.connect().await?),
+                None => {
+                    let (io, connected) = self.connect(backend).await?;
+                    backend = connected;
+                    exchange::Conn::new(io)
+                }
             };
-            let failed = match exchange::exchange(conn, &head, head_request, &self.pool).await {
+            let failed = match exchange::exchange(conn, &head, head_request, &backend.pool).await {
                 Ok(response) => return Ok(response.map(UpstreamBody::Direct)),
                 Err(failed) => failed,
             };
@@ -172,18 +284,23 @@ impl Upstream {
         mut req: Request<UploadBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let idempotent = req.method().is_idempotent();
-        let mut pooled = self.pool.take(Kind::Hyper).and_then(Idle::into_hyper);
+        let mut backend = self.pick()?;
+        let mut pooled = backend.pool.take(Kind::Hyper).and_then(Idle::into_hyper);
         loop {
             let reused = pooled.is_some();
             let mut sender = match pooled.take() {
                 Some(sender) => sender,
-                None => self.connect_h1().await?,
+                None => {
+                    let (sender, connected) = self.connect_h1(backend).await?;
+                    backend = connected;
+                    sender
+                }
             };
             // A pooled connection may still be finishing its previous exchange. Err means
             // closed, which try_send_request reports with the request.
             let _ = sender.ready().await;
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.returning(sender, response)),
+                Ok(response) => return Ok(returning(&backend.pool, sender, response)),
                 Err(e) => {
                     req = HyperFailed::new(e, Failure::Unwritten).retry(idempotent, reused)?
                 }
@@ -196,33 +313,19 @@ impl Upstream {
         self.settings.origin.authority().map_or("", |a| a.as_str())
     }
 
-    /// Arranges for `sender` to rejoin the pool once `response`'s body has been read.
-    fn returning(
-        &self,
-        sender: http1::SendRequest<UploadBody>,
-        mut response: Response<Incoming>,
-    ) -> Response<UpstreamBody> {
-        // hyper framed the body by Transfer-Encoding but leaves a Content-Length beside it in
-        // the headers: removed here as the exchange does (RFC 9112 §6.3), before hop-by-hop
-        // stripping takes Transfer-Encoding away, and the connection is not trusted again.
-        let conflicted = crate::http1::drop_length_beside_encoding(response.headers_mut());
-        // A 101 hands the connection over to the upgraded protocol: it never comes back.
-        let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS && !conflicted)
-            .then(|| (sender, Arc::clone(&self.pool)));
-        response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
-    }
-
     /// Sends on the shared HTTP/2 connection, or a new one that becomes the shared one.
     async fn send_h2(&self, mut req: Request<UploadBody>) -> Result<Response<Incoming>, SendError> {
         let idempotent = req.method().is_idempotent();
-        let mut shared = self.pool.shared_h2();
+        let mut backend = self.pick()?;
+        let mut shared = backend.pool.shared_h2();
         loop {
             let reused = shared.is_some();
             let mut sender = match shared.take() {
                 Some(sender) => sender,
                 None => {
-                    let sender = self.connect_h2().await?;
-                    self.pool.share_h2(sender.clone());
+                    let (sender, connected) = self.connect_h2(backend).await?;
+                    backend = connected;
+                    backend.pool.share_h2(sender.clone());
                     sender
                 }
             };
@@ -235,31 +338,75 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Io, SendError> {
+    /// Connects to `first`, or, when that fails, to the next addresses not being skipped (at
+    /// most [`MAX_CONNECT_ATTEMPTS`] in all); which one answered. A failed address is ejected.
+    async fn connect<'a>(&'a self, first: &'a Backend) -> Result<(Io, &'a Backend), SendError> {
+        let now = self.now_ms();
+        let at = self
+            .backends
+            .iter()
+            .position(|b| std::ptr::eq(b, first))
+            .unwrap_or(0);
+        let others = self
+            .backends
+            .iter()
+            .cycle()
+            .skip(at + 1)
+            .take(self.backends.len().saturating_sub(1))
+            .filter(|b| !b.ejected(now));
+        let mut failure = None;
+        for backend in std::iter::once(first)
+            .chain(others)
+            .take(MAX_CONNECT_ATTEMPTS)
+        {
+            match self.connect_to(backend).await {
+                Ok(io) => {
+                    backend.connected();
+                    return Ok((io, backend));
+                }
+                Err(e) => {
+                    backend.eject(self.now_ms());
+                    if self.backends.len() > 1 {
+                        tracing::warn!(upstream = &*self.settings.name, address = %backend.origin, error = %e, "upstream address skipped for a while");
+                    }
+                    failure = Some(e);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| SendError::Connect("no address to connect to".into())))
+    }
+
+    async fn connect_to(&self, backend: &Backend) -> Result<Io, SendError> {
         use tower_service::Service as _;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(SendError::Connect)?;
         connector
-            .call(self.settings.origin.clone())
+            .call(backend.origin.clone())
             .await
             .map_err(SendError::Connect)
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<UploadBody>, SendError> {
-        let io = self.connect().await?;
+    async fn connect_h1<'a>(
+        &'a self,
+        first: &'a Backend,
+    ) -> Result<(http1::SendRequest<UploadBody>, &'a Backend), SendError> {
+        let (io, backend) = self.connect(first).await?;
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {e}");
             }
         });
-        Ok(sender)
+        Ok((sender, backend))
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<UploadBody>, SendError> {
-        let io = self.connect().await?;
+    async fn connect_h2<'a>(
+        &'a self,
+        first: &'a Backend,
+    ) -> Result<(http2::SendRequest<UploadBody>, &'a Backend), SendError> {
+        let (io, backend) = self.connect(first).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -269,8 +416,41 @@ impl Upstream {
                 tracing::debug!("upstream connection ended: {e}");
             }
         });
-        Ok(sender)
+        Ok((sender, backend))
     }
+}
+
+/// Arranges for `sender` to rejoin `pool` once `response`'s body has been read.
+fn returning(
+    pool: &Arc<Pool>,
+    sender: http1::SendRequest<UploadBody>,
+    mut response: Response<Incoming>,
+) -> Response<UpstreamBody> {
+    // hyper framed the body by Transfer-Encoding but leaves a Content-Length beside it in
+    // the headers: removed here as the exchange does (RFC 9112 §6.3), before hop-by-hop
+    // stripping takes Transfer-Encoding away, and the connection is not trusted again.
+    let conflicted = crate::http1::drop_length_beside_encoding(response.headers_mut());
+    // A 101 hands the connection over to the upgraded protocol: it never comes back.
+    let keep = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS && !conflicted)
+        .then(|| (sender, Arc::clone(pool)));
+    response.map(|inner| UpstreamBody::Hyper(Watched::new(inner, ReturnToPool(keep))))
+}
+
+/// SHA-256 over the contents of the CA bundle and the client certificate and key; `None` when
+/// one cannot be read (then no client is ever kept across a reload).
+fn tls_files_digest(tls: &crate::tls::UpstreamTls) -> Option<Vec<u8>> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let files = tls
+        .ca_file
+        .iter()
+        .chain(tls.client_cert.iter().flat_map(|(c, k)| [c, k]));
+    for file in files {
+        let bytes = std::fs::read(file).ok()?;
+        // Length first, so that moving bytes from one file to the next changes the digest.
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(&bytes);
+    }
+    Some(ctx.finish().as_ref().to_vec())
 }
 
 /// A request hyper's client could not complete: what failed, why, and the request itself if the
@@ -463,4 +643,78 @@ impl EndHook for UploadDone {
 /// dropped.
 pub fn upload_body(inner: ClientBody, sent: Option<oneshot::Sender<UploadEnd>>) -> UploadBody {
     Watched::new(inner, UploadDone(sent))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn upstream(addresses: &[&str]) -> Upstream {
+        let origins: Vec<Uri> = addresses.iter().map(|a| a.parse().unwrap()).collect();
+        Upstream::new(UpstreamSettings {
+            name: Arc::from("svc"),
+            origin: origins[0].clone(),
+            origins,
+            path_prefix: String::new(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
+            pool_max_idle: 1,
+            http2: false,
+            tls: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_address_is_skipped_for_a_growing_bounded_time() {
+        let up = upstream(&["http://127.0.0.1:1/"]);
+        let b = &up.backends[0];
+        let mut periods = Vec::new();
+        for _ in 0..8 {
+            b.eject(1000);
+            periods.push(b.ejected_until_ms.load(Ordering::Relaxed) - 1000);
+        }
+        assert_eq!(
+            periods,
+            [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert!(b.ejected(1000 + 29_999) && !b.ejected(1000 + 30_000));
+        b.connected();
+        assert!(!b.ejected(1000));
+        b.eject(1000);
+        assert_eq!(
+            b.ejected_until_ms.load(Ordering::Relaxed),
+            2000,
+            "back to the base"
+        );
+    }
+
+    #[tokio::test]
+    async fn addresses_take_turns_and_ejected_ones_are_skipped_unless_all_are() {
+        let up = upstream(&["http://a:1/", "http://b:1/", "http://c:1/"]);
+        let picked = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| up.pick().unwrap().origin.to_string())
+                .collect()
+        };
+        assert_eq!(
+            picked(4),
+            ["http://a:1/", "http://b:1/", "http://c:1/", "http://a:1/"]
+        );
+        up.backends[1].eject(up.now_ms());
+        let now = picked(6);
+        assert!(!now.contains(&"http://b:1/".to_owned()), "{now:?}");
+        assert_eq!(now.len(), 6);
+        for b in &up.backends {
+            b.eject(up.now_ms());
+        }
+        assert_eq!(
+            picked(3).len(),
+            3,
+            "every address ejected: still one to try"
+        );
+    }
 }

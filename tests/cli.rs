@@ -513,6 +513,82 @@ fn check_reports_a_bad_paths_option_and_a_semicolon_pattern_with_file_line_col()
     );
 }
 
+const BAD_CAPTURES: &str = r#"[upstream]
+url = "http://127.0.0.1:3000/api"
+
+[[issuers]]
+name = "cognito"
+user_pool_id = "us-east-1_AbC123"
+audiences = ["client"]
+
+[[routes]]
+path = "/tenants/{tenant}/**"
+claims = { "custom:tenant" = "{tenant_id}" }
+capture_headers = { "x-forwarded-tenant" = "tenant" }
+
+[[routes]]
+path = "/orders/*/**"
+auth = "none"
+strip_prefix = "/orders/x"
+add_prefix = "/v1/"
+"#;
+
+#[test]
+fn check_points_at_bad_captures_and_rewrites_then_shows_them() {
+    let dir = TempDir::new();
+    let path = dir.write("captures.toml", BAD_CAPTURES);
+    let file = path.display().to_string();
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for (needle, message) in [
+        (
+            "\"{tenant_id}\"",
+            "routes[0].claims.custom:tenant: {tenant_id} is not captured by the route's path \"/tenants/{tenant}/**\"",
+        ),
+        (
+            "{ \"x-forwarded-tenant\"",
+            "routes[0].capture_headers.x-forwarded-tenant: \"x-forwarded-tenant\" is managed by jwtgate",
+        ),
+        (
+            "\"/orders/x\"",
+            "routes[1].strip_prefix: cannot apply to the route's pattern \"/orders/*/**\"",
+        ),
+        (
+            "\"/v1/\"",
+            "routes[1].add_prefix: \"/v1/\" must start with '/'",
+        ),
+    ] {
+        let (line, col) = position(BAD_CAPTURES, needle);
+        let needle = format!("{file}:{line}:{col}: {message}");
+        assert!(stderr.contains(&needle), "{needle:?} not in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+
+    let good = BAD_CAPTURES
+        .replace("{tenant_id}", "{tenant}")
+        .replace("x-forwarded-tenant", "x-tenant-id")
+        .replace("/orders/x", "/orders")
+        .replace("/v1/", "/v1");
+    let path = dir.write("captures-ok.toml", &good);
+    let out = output(jwtgate().arg("check").arg("--config").arg(&path));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("upstream \"default\"  url=http://127.0.0.1:3000/api"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("claim custom:tenant={tenant}"), "{stdout}");
+    assert!(
+        stdout.contains("captures tenant  header x-tenant-id={tenant}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/orders/*/** → strip /orders, add /v1"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_on_a_missing_file_names_it() {
     let dir = TempDir::new();

@@ -302,7 +302,7 @@ async fn the_whole_flow_reaches_the_upstream_with_alb_headers() {
     assert_eq!(b.get(&env.proxy.url("/app/other")).await.status(), 200);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains(r#"jwtgate_login_events_total{event="callback_ok"} 1"#),
+        m.contains(r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 1"#),
         "{m}"
     );
 }
@@ -379,7 +379,7 @@ async fn tampered_missing_or_replayed_state_is_refused() {
     assert_eq!(res.status(), 401);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains(r#"jwtgate_login_events_total{event="callback_failed"} 4"#),
+        m.contains(r#"jwtgate_login_events_total{event="callback_failed",provider="default"} 4"#),
         "{m}"
     );
     assert_eq!(env.upstream.hits(), 0);
@@ -507,7 +507,7 @@ async fn twenty_concurrent_requests_refresh_the_session_once() {
     assert_eq!(env.issuer.hosted_ui().token_calls(), after);
     let m = env.proxy.metrics().await;
     assert!(
-        m.contains("jwtgate_login_events_total{event=\"refresh_ok\"}"),
+        m.contains("jwtgate_login_events_total{event=\"refresh_ok\",provider=\"default\"}"),
         "{m}"
     );
 }
@@ -596,4 +596,255 @@ async fn redirects_after_sign_in_stay_on_this_origin() {
         !answer.to_ascii_lowercase().contains("location: //"),
         "{answer}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several providers: `[login]` (customers, on /app/**) and `[[logins]]` "staff" (on /admin/**),
+// each a development issuer of its own.
+
+const STAFF_COOKIE: &str = "AWSELBAuthSessionCookie.staff";
+
+struct TwoEnv {
+    customers: DevIssuer,
+    staff: DevIssuer,
+    upstream: EchoUpstream,
+    proxy: TestProxy,
+}
+
+impl TwoEnv {
+    async fn start() -> Self {
+        let customers = DevIssuer::start("us-east-1_CUSTOMERS").await.unwrap();
+        let staff = DevIssuer::start("us-east-1_STAFF").await.unwrap();
+        let upstream = EchoUpstream::start().await.unwrap();
+        let config = format!(
+            r#"
+[upstream]
+url = "{upstream}"
+
+[login]
+issuer = "{customers}"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret_file = "{secret}"
+scope = "openid email profile"
+secure_cookies = false
+logout_redirect = "http://127.0.0.1:1/customers-signed-out"
+
+[[logins]]
+name = "staff"
+issuer = "{staff}"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret_file = "{secret}"
+scope = "openid email profile"
+secure_cookies = false
+logout_redirect = "http://127.0.0.1:1/staff-signed-out"
+
+[[routes]]
+name = "admin"
+path = "/admin/**"
+auth = "login"
+login = "staff"
+groups_any = ["admins"]
+
+[[routes]]
+name = "app"
+path = "/app/**"
+auth = "login"
+
+[[routes]]
+name = "public"
+path = "/**"
+auth = "none"
+
+[forward_auth]
+path = "/auth"
+"#,
+            upstream = upstream.url(),
+            customers = customers.issuer(),
+            staff = staff.issuer(),
+            secret = secret_file(),
+        );
+        let proxy = TestProxy::start_ready(&config).await;
+        TwoEnv {
+            customers,
+            staff,
+            upstream,
+            proxy,
+        }
+    }
+
+    /// Signs `b` in at `issuer` starting from `path` (whose provider redirects there, with its
+    /// own callback path); the browser ends back on `path`.
+    async fn sign_in(
+        &self,
+        b: &mut Browser,
+        issuer: &DevIssuer,
+        callback_path: &str,
+        path: &str,
+    ) -> reqwest::Response {
+        let res = b.get(&self.proxy.url(path)).await;
+        assert_eq!(res.status(), 302, "{path}: sign in first");
+        let authorize = location(&res);
+        assert!(
+            authorize.starts_with(&format!("{}/oauth2/authorize?", issuer.issuer())),
+            "{path} goes to its own provider: {authorize}"
+        );
+        assert_eq!(
+            query_param(&authorize, "redirect_uri"),
+            self.proxy.url(callback_path)
+        );
+        let q = |k| query_param(&authorize, k);
+        assert_eq!(b.get(&authorize).await.status(), 200);
+        let res = b
+            .post_form(
+                &format!("{}/oauth2/login", issuer.issuer()),
+                &[
+                    ("username", "alice"),
+                    ("password", DEMO_PASSWORD),
+                    ("redirect_uri", &q("redirect_uri")),
+                    ("state", &q("state")),
+                    ("nonce", &q("nonce")),
+                    ("code_challenge", &q("code_challenge")),
+                    ("scope", &q("scope")),
+                ],
+            )
+            .await;
+        let callback = location(&res);
+        assert!(
+            callback.starts_with(&format!("{}?", self.proxy.url(callback_path))),
+            "{callback}"
+        );
+        let res = b.get(&callback).await;
+        assert_eq!(res.status(), 302, "callback: {}", res.text().await.unwrap());
+        assert_eq!(location(&res), path);
+        b.get(&self.proxy.url(path)).await
+    }
+}
+
+#[tokio::test]
+async fn a_session_of_one_provider_is_refused_on_another_providers_routes() {
+    let env = TwoEnv::start().await;
+    let mut b = Browser::new();
+    let res = env
+        .sign_in(&mut b, &env.customers, "/oauth2/idpresponse", "/app/x")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(env.upstream.hits(), 1);
+
+    // The customer session opens nothing on the staff routes: a sign-in at the staff IdP.
+    let res = b.get(&env.proxy.url("/admin/x")).await;
+    assert_eq!(res.status(), 302);
+    assert!(
+        location(&res).starts_with(&format!("{}/oauth2/authorize?", env.staff.issuer())),
+        "{}",
+        location(&res)
+    );
+    // Nor does the customer cookie's value under the staff cookie's name (bound to its provider).
+    let mut copied = Browser::new();
+    copied.jar.insert(
+        format!("{STAFF_COOKIE}-0"),
+        b.jar[&format!("{COOKIE}-0")].clone(),
+    );
+    let res = copied.get(&env.proxy.url("/admin/x")).await;
+    assert_eq!(res.status(), 302, "a fresh sign-in, never a 500");
+    assert!(location(&res).starts_with(env.staff.issuer()));
+    assert_eq!(env.upstream.hits(), 1, "the staff upstream never saw it");
+    // Forward-auth decides with the original route's provider.
+    let res = b.get(&env.proxy.url("/auth/app/x")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-amzn-oidc-identity"], alice().sub);
+    let res = b.get(&env.proxy.url("/auth/admin/x")).await;
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(env.staff.issuer()));
+
+    // A login in flight at one provider does not complete at the other's callback.
+    let mut c = Browser::new();
+    let authorize = location(&c.get(&env.proxy.url("/app/y")).await);
+    let state = query_param(&authorize, "state");
+    let sealed = c.jar["jwtgate-login-state"].clone();
+    c.jar.insert("jwtgate-login-state.staff".into(), sealed);
+    let res = c
+        .get(
+            &env.proxy
+                .url(&format!("/oauth2/idpresponse/staff?code=x&state={state}")),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+
+    let m = env.proxy.metrics().await;
+    for line in [
+        r#"jwtgate_login_events_total{event="callback_ok",provider="default"} 1"#,
+        r#"jwtgate_login_events_total{event="callback_ok",provider="staff"} 0"#,
+        r#"jwtgate_login_events_total{event="callback_failed",provider="staff"} 1"#,
+        r#"jwtgate_login_events_total{event="redirect",provider="staff"} 3"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn logout_of_one_provider_leaves_the_other_signed_in() {
+    let env = TwoEnv::start().await;
+    let mut b = Browser::new();
+    let res = env
+        .sign_in(&mut b, &env.customers, "/oauth2/idpresponse", "/app/x")
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = env
+        .sign_in(&mut b, &env.staff, "/oauth2/idpresponse/staff", "/admin/x")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(b.jar.contains_key(&format!("{COOKIE}-0")));
+    assert!(b.jar.contains_key(&format!("{STAFF_COOKIE}-0")));
+
+    // Both sessions and a cookie of the application's own: only the latter goes upstream.
+    b.jar.insert("theme".into(), "dark".into());
+    for path in ["/app/z", "/admin/z", "/public"] {
+        assert_eq!(b.get(&env.proxy.url(path)).await.status(), 200, "{path}");
+        let got = env.upstream.last().unwrap();
+        assert_eq!(got.headers["cookie"], "theme=dark", "{path}");
+    }
+    let got = env.upstream.last().unwrap();
+    assert!(
+        got.headers.get("x-amzn-oidc-identity").is_none(),
+        "public: anonymous"
+    );
+
+    // Signing out of the customer provider ends only that session, through its own IdP.
+    let res = b.get(&env.proxy.url("/oauth2/sign_out")).await;
+    assert_eq!(res.status(), 302);
+    let target = location(&res);
+    assert!(
+        target.starts_with(&format!("{}/logout?", env.customers.issuer())),
+        "{target}"
+    );
+    let cleared: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split('=').next().unwrap().to_owned())
+        .collect();
+    assert!(cleared.contains(&format!("{COOKIE}-0")), "{cleared:?}");
+    assert!(
+        !cleared.iter().any(|c| c.starts_with(STAFF_COOKIE)),
+        "{cleared:?}"
+    );
+    assert_eq!(b.get(&env.proxy.url("/app/x")).await.status(), 302);
+    assert_eq!(b.get(&env.proxy.url("/admin/x")).await.status(), 200);
+
+    // The staff provider signs out at its own path and IdP.
+    let res = b.get(&env.proxy.url("/oauth2/sign_out/staff")).await;
+    assert_eq!(res.status(), 302);
+    let target = location(&res);
+    assert!(
+        target.starts_with(&format!("{}/logout?", env.staff.issuer())),
+        "{target}"
+    );
+    assert_eq!(
+        query_param(&target, "post_logout_redirect_uri"),
+        "http://127.0.0.1:1/staff-signed-out"
+    );
+    assert!(!b.jar.keys().any(|k| k.starts_with(STAFF_COOKIE)));
+    let res = b.get(&env.proxy.url("/admin/x")).await;
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(env.staff.issuer()));
 }

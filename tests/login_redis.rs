@@ -1,6 +1,6 @@
 //! Sessions in Redis (a real `redis-server` started by the test): the cookie carries only an
 //! id, large sessions work, logout revokes everywhere, and a Redis outage is a clear 503 with
-//! recovery when it is back.
+//! recovery when it is back; providers sharing one Redis keep their sessions apart.
 
 #![allow(clippy::unwrap_used)] // tests panic on purpose
 
@@ -71,6 +71,12 @@ struct Env {
 
 impl Env {
     async fn start(redis: &Redis) -> Env {
+        Self::start_with(redis, "").await
+    }
+
+    /// With `extra` (more tables, routes before the config's own) after `[login]`; `@ISSUER@`,
+    /// `@SECRET@` and `@REDIS@` in it stand for the issuer URL, the secret file and the Redis URL.
+    async fn start_with(redis: &Redis, extra: &str) -> Env {
         let issuer = DevIssuer::start("us-east-1_REDIS").await.unwrap();
         let upstream = EchoUpstream::start().await.unwrap();
         let secret =
@@ -87,6 +93,7 @@ client_secret_file = "{}"
 secure_cookies = false
 session_store = "redis"
 redis_url = "redis://127.0.0.1:{}"
+{}
 [[routes]]
 path = "/app/**"
 auth = "login"
@@ -97,7 +104,11 @@ auth = "none"
             upstream.url(),
             issuer.issuer(),
             secret.display(),
-            redis.port
+            redis.port,
+            extra
+                .replace("@ISSUER@", issuer.issuer())
+                .replace("@SECRET@", &secret.display().to_string())
+                .replace("@REDIS@", &format!("redis://127.0.0.1:{}", redis.port)),
         );
         let proxy = TestProxy::start_ready(&toml).await;
         let http = reqwest::Client::builder()
@@ -115,12 +126,12 @@ auth = "none"
 
     /// Signs in as `user`; returns the session cookie header value, or the status that stopped it.
     async fn sign_in(&self, user: &str) -> Result<String, u16> {
-        let res = self
-            .http
-            .get(self.proxy.url("/app/x"))
-            .send()
-            .await
-            .unwrap();
+        self.sign_in_at(user, "/app/x").await
+    }
+
+    /// [`Env::sign_in`] starting at `path` (whose route's provider signs the user in).
+    async fn sign_in_at(&self, user: &str, path: &str) -> Result<String, u16> {
+        let res = self.http.get(self.proxy.url(path)).send().await.unwrap();
         if res.status() != 302 {
             return Err(res.status().as_u16());
         }
@@ -256,4 +267,67 @@ async fn a_redis_outage_is_a_clear_503_then_recovers() {
     assert_eq!(env.get("/app/x", &cookie).await.status(), 200);
     assert_eq!(env.upstream.hits(), hits + 1);
     drop(redis);
+}
+
+#[tokio::test]
+async fn providers_sharing_one_redis_keep_their_sessions_apart() {
+    let redis = Redis::start();
+    let staff = format!(
+        r#"
+[[logins]]
+name = "staff"
+issuer = "@ISSUER@"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret_file = "@SECRET@"
+secure_cookies = false
+session_store = "redis"
+redis_url = "@REDIS@"
+
+[[routes]]
+path = "/staff/**"
+auth = "login"
+login = "staff"
+"#
+    );
+    let env = Env::start_with(&redis, &staff).await;
+    let customer = env.sign_in("alice").await.unwrap();
+    let id = customer.split_once('=').unwrap().1.to_owned();
+    assert_eq!(env.get("/app/x", &customer).await.status(), 200);
+    let copied = format!("{COOKIE}.staff-0={id}");
+    let res = env.get("/staff/x", &copied).await;
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(
+        status, 302,
+        "the customer's id opens nothing for staff: {body}"
+    );
+
+    let staff_cookie = env.sign_in_at("bob", "/staff/x").await.unwrap();
+    assert!(
+        staff_cookie.starts_with(&format!("{COOKIE}.staff-0=")),
+        "{staff_cookie}"
+    );
+    assert_eq!(env.get("/staff/x", &staff_cookie).await.status(), 200);
+
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("jwtgate:session:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("jwtgate:session:staff:")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.matches(':').count() == 2),
+        "the default provider's keys as before: {keys:?}"
+    );
+    // Signing out of one provider revokes only its session.
+    assert_eq!(env.get("/oauth2/sign_out", &customer).await.status(), 302);
+    assert_eq!(env.get("/app/x", &customer).await.status(), 302);
+    assert_eq!(env.get("/staff/x", &staff_cookie).await.status(), 200);
 }

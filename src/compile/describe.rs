@@ -11,14 +11,29 @@ impl Config {
     /// The compiled route table and settings, as `jwtgate check` prints them.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "listen {}  admin {}  upstream {}{}",
-            self.listen,
-            self.admin_listen,
-            self.upstream.origin.to_string().trim_end_matches('/'),
-            self.upstream.path_prefix
-        );
+        let _ = writeln!(out, "listen {}  admin {}", self.listen, self.admin_listen);
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let used = self.routes.iter().any(|(_, _, r)| r.upstream == index);
+            let urls: Vec<String> = upstream
+                .origins
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        o.to_string().trim_end_matches('/'),
+                        upstream.path_prefix
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "upstream {:?}  url={}  http2={}{}",
+                &*upstream.name,
+                urls.join(","),
+                upstream.http2,
+                if used { "" } else { "  (no route uses it)" },
+            );
+        }
         for (policy, keys) in &self.issuers {
             let algs: Vec<String> = policy.algorithms.iter().map(|a| format!("{a:?}")).collect();
             let audience = if policy.skip_audience_check {
@@ -37,10 +52,11 @@ impl Config {
                 algs.join(","),
             );
         }
-        if let Some(login) = &self.login {
+        for login in &self.logins {
             let _ = writeln!(
                 out,
-                "login  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  logout={}",
+                "login {:?}  iss={}  client_id={}  cookie={}  store={}  on_unauthenticated={:?}  callback={}  logout={}",
+                login.name,
                 login.issuer,
                 login.client_id,
                 login.cookie_name,
@@ -50,6 +66,7 @@ impl Config {
                     "cookie"
                 },
                 login.on_unauthenticated,
+                login.callback_path,
                 login.logout_path,
             );
         }
@@ -61,8 +78,8 @@ impl Config {
         );
         let _ = writeln!(
             out,
-            "{:<4} {:<24} {:<22} {:<12} {:<8} requirements",
-            "#", "path", "name", "methods", "auth"
+            "{:<4} {:<24} {:<22} {:<12} {:<8} {:<12} requirements",
+            "#", "path", "name", "methods", "auth", "upstream"
         );
         for (i, (pattern, methods, route)) in self.routes.iter().enumerate() {
             let methods = methods.map_or("*".to_owned(), |m| {
@@ -70,6 +87,9 @@ impl Config {
             });
             let r = &route.requirements;
             let mut req = Vec::new();
+            if let Some(login) = &route.login {
+                req.push(format!("login={login}"));
+            }
             if !r.scopes_any.is_empty() {
                 req.push(format!("scopes_any={}", r.scopes_any.join(",")));
             }
@@ -88,8 +108,16 @@ impl Config {
                     i.iter().map(|n| &**n).collect::<Vec<_>>().join(",")
                 ));
             }
+            let captures = pattern.capture_names();
             for c in &r.claims {
-                req.push(format!("claim {}={}", c.name, c.values.join("|")));
+                let bound = c.captures.iter().filter_map(|&i| captures.get(i));
+                let values: Vec<String> = c
+                    .values
+                    .iter()
+                    .cloned()
+                    .chain(bound.map(|n| format!("{{{n}}}")))
+                    .collect();
+                req.push(format!("claim {}={}", c.name, values.join("|")));
             }
             if !route.keep_override_headers.is_empty() {
                 let kept: Vec<&str> = route
@@ -99,20 +127,39 @@ impl Config {
                     .collect();
                 req.push(format!("keeps {}", kept.join(",")));
             }
+            let upstream = self.upstreams.get(route.upstream).map_or("?", |u| &*u.name);
             let _ = writeln!(
                 out,
-                "{:<4} {:<24} {:<22} {:<12} {:<8} {}",
+                "{:<4} {:<24} {:<22} {:<12} {:<8} {:<12} {}",
                 i + 1,
                 pattern.as_str(),
                 &*route.name,
                 methods,
                 route.auth.as_str(),
+                upstream,
                 if req.is_empty() {
                     "-".to_owned()
                 } else {
                     req.join(" ")
                 }
             );
+            // Captures and the path the upstream gets, on a line of their own when there are any.
+            let mut path = Vec::new();
+            if !captures.is_empty() {
+                let names: Vec<&str> = captures.iter().map(|n| &**n).collect();
+                path.push(format!("captures {}", names.join(",")));
+            }
+            for (header, i) in &route.capture_headers {
+                if let Some(n) = captures.get(*i) {
+                    path.push(format!("header {header}={{{n}}}"));
+                }
+            }
+            if !route.rewrite.is_identity() {
+                path.push(format!("{} → {}", pattern.as_str(), route.rewrite));
+            }
+            if !path.is_empty() {
+                let _ = writeln!(out, "{:<4} {}", "", path.join("  "));
+            }
         }
         let _ = writeln!(out, "unmatched requests: 404");
         let _ = writeln!(

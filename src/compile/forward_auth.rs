@@ -4,7 +4,7 @@ use toml::Spanned;
 
 use super::diags::Diags;
 use crate::config::RawForwardAuth;
-use crate::login::{CALLBACK_PATH, LoginSettings};
+use crate::login::LoginSettings;
 use crate::routes::PathOptions;
 
 /// `[forward_auth]`, when the file has one: its path, which must not take the sign-in paths.
@@ -12,7 +12,7 @@ pub(super) fn compile(
     d: &mut Diags<'_>,
     raw: Option<&Spanned<RawForwardAuth>>,
     paths: PathOptions,
-    login: Option<&LoginSettings>,
+    logins: &[LoginSettings],
 ) -> Option<String> {
     let fa = raw?;
     let path = fa
@@ -31,12 +31,12 @@ pub(super) fn compile(
             format!("{path:?} must be a normalised path like /auth"),
         );
     }
-    if let Some(l) = login {
-        if path == CALLBACK_PATH || path == l.logout_path {
+    for l in logins {
+        if path == l.callback_path || path == l.logout_path {
             d.err(
                 fa.span(),
                 "forward_auth.path",
-                "collides with the sign-in paths",
+                format!("collides with the sign-in paths of login {:?}", l.name),
             );
         }
     }

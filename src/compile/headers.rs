@@ -10,7 +10,7 @@ use crate::config::RawHeaders;
 use crate::headers::{ALB_IDENTITY_HEADERS, HeaderPlan};
 
 /// Header names jwtgate manages itself; claims cannot be injected under them.
-const RESERVED_HEADERS: [&str; 12] = [
+pub(super) const RESERVED_HEADERS: [&str; 12] = [
     "host",
     "authorization",
     "content-length",

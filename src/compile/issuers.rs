@@ -460,7 +460,7 @@ mod tests {
         let cognito = "user_pool_id = \"us-east-1_AbC123\"\ndomain = \"a.auth.us-east-1.amazoncognito.com\"\n";
         let c = compile("t.toml", &format!("{GOOD}\n{login}{cognito}")).unwrap();
         let (issuer, keys) = &c.issuers[0];
-        let l = c.login.as_ref().unwrap();
+        let l = &c.logins[0];
         assert_eq!(l.policy.issuer, issuer.issuer);
         assert_eq!(l.keys.source, keys.source);
         assert_eq!(l.policy.algorithms, vec![Algorithm::RS256]);
@@ -470,7 +470,7 @@ mod tests {
         // [login] ignores a region beside issuer, and an empty algorithms list means RS256.
         let oidc = "issuer = \"https://idp.example\"\nregion = \"us-east-1\"\nalgorithms = []\n";
         let c = compile("t.toml", &format!("{GOOD}\n{login}{oidc}")).unwrap();
-        let l = c.login.unwrap();
+        let l = &c.logins[0];
         assert_eq!(l.policy.algorithms, vec![Algorithm::RS256]);
         assert_eq!(
             l.keys.source,

@@ -33,7 +33,7 @@ pub use server::{
 pub use token_cache::DEFAULT_TOKEN_CACHE_BYTES;
 pub use upstream::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE,
-    DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_UPSTREAM,
 };
 
 use crate::settings::Config;
@@ -67,34 +67,34 @@ pub fn compile_with_env(
     // Before anything that normalises or parses a path.
     let paths = paths::compile(&mut d, &raw.paths);
     let tls = server::tls(&mut d, &raw.server);
-    let upstream = upstream::compile(&mut d, raw.upstream.as_ref());
+    let upstreams = upstream::compile(&mut d, raw.upstream.as_ref(), &raw.upstreams);
     let issuers = issuers::compile(&mut d, &raw.issuers);
-    let routes = routes::compile(&mut d, &raw.routes, &issuers, paths);
-    let headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
-    let login = login::compile(&mut d, raw.login.as_ref(), paths);
+    let routes = routes::compile(&mut d, &raw.routes, &issuers, paths, &upstreams);
+    let mut headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
+    routes::manage_capture_headers(&mut d, &raw.routes, &mut headers);
+    let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());
-    let forward_auth =
-        forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, login.as_ref());
+    let forward_auth = forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
     // Across tables (a route's references to [[issuers]] are checked with the route).
-    login::required(&mut d, &routes, raw.login.as_ref());
+    login::routes(&mut d, &raw.routes, raw.login.as_ref(), &raw.logins);
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
     let aws_credentials = aws_credentials::compile(&mut d, &raw.aws_credentials);
 
-    match upstream {
-        Some(upstream) if d.count() == 0 => Ok(Config {
+    match upstreams.settings() {
+        Some(upstreams) if d.count() == 0 => Ok(Config {
             source: file.to_owned(),
             listen: server.listen,
             admin_listen: server.admin_listen,
             limits: server.limits,
-            upstream,
+            upstreams,
             issuers: issuers.list,
             paths,
             routes,
             headers,
             token_cache_bytes,
-            login,
+            logins,
             forward_auth,
             tls,
             cors,

@@ -82,7 +82,7 @@ async fn bind(addr: &'static str, what: &'static str) -> Result<TcpListener, Sta
 /// `config/demo.toml`, in one process, with copy-paste curl commands. Runs until SIGTERM/Ctrl-C.
 pub async fn demo() -> Result<(), StartError> {
     let mut config = compile("config/demo.toml", DEMO_CONFIG)?;
-    if let Some(login) = &mut config.login {
+    for login in &mut config.logins {
         login.client_secret = Some(crate::login::Redacted(
             hosted_ui::DEMO_CLIENT_SECRET.to_owned(),
         ));

@@ -230,6 +230,11 @@ impl CookieAttrs {
 /// Removes jwtgate's own cookies (session shards and `extra` names) from the `Cookie` headers,
 /// keeping every other cookie for the upstream.
 pub fn strip_own(headers: &mut HeaderMap, session_base: &str, extra: &[&str]) {
+    strip_all(headers, &[session_base], extra);
+}
+
+/// [`strip_own`] for several session cookies (one per sign-in provider) at once.
+pub fn strip_all(headers: &mut HeaderMap, session_bases: &[&str], extra: &[&str]) {
     let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
     if values.is_empty() {
         return;
@@ -242,7 +247,11 @@ pub fn strip_own(headers: &mut HeaderMap, session_base: &str, extra: &[&str]) {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-            !name.is_empty() && shard_index(session_base, name).is_none() && !extra.contains(&name)
+            !name.is_empty()
+                && session_bases
+                    .iter()
+                    .all(|base| shard_index(base, name).is_none())
+                && !extra.contains(&name)
         })
         .map(str::to_owned)
         .collect();

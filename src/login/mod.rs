@@ -32,9 +32,13 @@ use crate::metrics::{LoginEvent, Metrics};
 use crate::start::StartError;
 use crate::token::{self, IssuerPolicy, Issuers, TokenCache, unix_now};
 
-/// The callback path, fixed as in ALB.
+/// The name of the `[login]` provider, the one routes use without `login = "NAME"`.
+pub const DEFAULT_PROVIDER: &str = "default";
+/// The callback path of the `default` provider, as in ALB (`[[logins]]`:
+/// `/oauth2/idpresponse/NAME`).
 pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
-/// Name of the cookie holding the logins in flight.
+/// Name of the cookie holding the `default` provider's logins in flight (`[[logins]]`:
+/// `jwtgate-login-state.NAME`).
 pub const STATE_COOKIE: &str = "jwtgate-login-state";
 /// Logins in flight per browser; the oldest is dropped beyond this (no cookie pile-up).
 pub const MAX_PENDING: usize = 5;
@@ -66,9 +70,15 @@ pub enum OnUnauthenticated {
     Allow,
 }
 
-/// `[login]`, checked.
+/// `[login]` or one `[[logins]]` table, checked.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
+    /// Provider name: `default` for `[login]`; routes' `login`, the metrics label.
+    pub name: Arc<str>,
+    /// Where the IdP sends the browser back with the code.
+    pub callback_path: String,
+    /// Name of the cookie holding this provider's logins in flight.
+    pub state_cookie: String,
     /// Exact issuer of the ID tokens.
     pub issuer: Arc<str>,
     /// Endpoints, explicit or discovered.
@@ -113,6 +123,18 @@ pub struct LoginSettings {
     pub alb_signer: String,
     /// The signing key; `None` generates one per process.
     pub alb_key: Option<Arc<AlbSigner>>,
+}
+
+/// What a cookie sealed for provider `name` is bound to (AES-GCM associated data): the cookie
+/// name alone for `default` (so sessions sealed before there were several providers still
+/// open), `login:NAME:COOKIE` for the others. Cookie names cannot hold `:`, so the two forms
+/// never meet, and a value copied under another provider's cookie name does not open.
+pub fn seal_purpose(name: &str, cookie: &str) -> String {
+    if name == DEFAULT_PROVIDER {
+        cookie.to_owned()
+    } else {
+        format!("login:{name}:{cookie}")
+    }
 }
 
 /// Login state that outlives config reloads.
@@ -174,6 +196,8 @@ pub struct Login {
     no_cache: TokenCache,
     sessions: Sessions,
     state_keys: CookieKeys,
+    /// What the state cookie is sealed for (see [`seal_purpose`]).
+    state_purpose: String,
     alb: Arc<AlbSigner>,
     runtime: Arc<LoginRuntime>,
     metrics: Arc<Metrics>,
@@ -236,9 +260,17 @@ impl Login {
             settings.client_secret.as_ref().map(|s| s.0.clone()),
             settings.client_auth,
         );
+        metrics.login_provider(&settings.name);
+        let namespace = if &*settings.name == DEFAULT_PROVIDER {
+            String::new()
+        } else {
+            settings.name.to_string()
+        };
         Ok(Login {
             sessions: Sessions {
                 cookie_name: settings.cookie_name.clone(),
+                purpose: seal_purpose(&settings.name, &settings.cookie_name),
+                namespace,
                 keys: CookieKeys::new(&secrets),
                 attrs: CookieAttrs {
                     secure: settings.secure_cookies,
@@ -246,6 +278,7 @@ impl Login {
                 store,
             },
             state_keys: CookieKeys::new(&secrets),
+            state_purpose: seal_purpose(&settings.name, &settings.state_cookie),
             provider,
             id_tokens,
             no_cache: TokenCache::new(0),
@@ -261,9 +294,19 @@ impl Login {
         &self.alb
     }
 
-    /// Whether jwtgate itself answers `path` (the callback and the sign-out path).
+    /// Whether jwtgate itself answers `path` for this provider (its callback and sign-out path).
     pub fn owns(&self, path: &str) -> bool {
-        path == CALLBACK_PATH || path == self.settings.logout_path
+        path == self.settings.callback_path || path == self.settings.logout_path
+    }
+
+    /// The provider's name (`default` for `[login]`).
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Name of the cookie holding this provider's logins in flight.
+    pub fn state_cookie_name(&self) -> &str {
+        &self.settings.state_cookie
     }
 
     /// The ID token policy (the issuer name routes see).
@@ -340,7 +383,8 @@ impl Login {
         let generation =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, session.access_token.as_bytes());
         let key = format!(
-            "{}:{}",
+            "{}:{}:{}",
+            self.settings.name,
             session.id,
             URL_SAFE_NO_PAD.encode(&generation.as_ref()[..12])
         );
@@ -349,7 +393,8 @@ impl Login {
                 let result = this.provider.refresh(&refresh_token).await;
                 match result {
                     Ok(tokens) => {
-                        this.metrics.login_event(LoginEvent::RefreshOk);
+                        this.metrics
+                            .login_event(&this.settings.name, LoginEvent::RefreshOk);
                         let now = unix_now();
                         let mut fresh = session;
                         if let Some(id_token) = &tokens.id_token {
@@ -369,7 +414,8 @@ impl Login {
                         Some(Arc::new(fresh))
                     }
                     Err(e) => {
-                        this.metrics.login_event(LoginEvent::RefreshFailed);
+                        this.metrics
+                            .login_event(&this.settings.name, LoginEvent::RefreshFailed);
                         tracing::info!("session refresh failed, the user signs in again: {e}");
                         None
                     }
@@ -418,7 +464,8 @@ impl Login {
         if list.len() > MAX_PENDING {
             list.drain(..list.len() - MAX_PENDING);
         }
-        self.metrics.login_event(LoginEvent::Redirect);
+        self.metrics
+            .login_event(&self.settings.name, LoginEvent::Redirect);
         let mut response = redirect(&url);
         if let Some(cookie) = self.state_cookie(&list) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -428,14 +475,15 @@ impl Login {
 
     fn redirect_uri(&self, base: &str) -> String {
         format!(
-            "{}{CALLBACK_PATH}",
-            self.settings.redirect_base.as_deref().unwrap_or(base)
+            "{}{}",
+            self.settings.redirect_base.as_deref().unwrap_or(base),
+            self.settings.callback_path
         )
     }
 
     fn pending(&self, headers: &HeaderMap, now: i64) -> Vec<Pending> {
-        cookies::cookie(headers, STATE_COOKIE)
-            .and_then(|v| self.state_keys.open(STATE_COOKIE, v))
+        cookies::cookie(headers, &self.settings.state_cookie)
+            .and_then(|v| self.state_keys.open(&self.state_purpose, v))
             .and_then(|plain| serde_json::from_slice::<Vec<Pending>>(&plain).ok())
             .unwrap_or_default()
             .into_iter()
@@ -444,12 +492,13 @@ impl Login {
     }
 
     fn state_cookie(&self, list: &[Pending]) -> Option<HeaderValue> {
+        let name = &self.settings.state_cookie;
         if list.is_empty() {
-            return self.attrs().expire(STATE_COOKIE);
+            return self.attrs().expire(name);
         }
         let json = serde_json::to_vec(list).ok()?;
-        let sealed = self.state_keys.seal(STATE_COOKIE, &json)?;
-        self.attrs().set(STATE_COOKIE, &sealed, PENDING_TTL_SECS)
+        let sealed = self.state_keys.seal(&self.state_purpose, &json)?;
+        self.attrs().set(name, &sealed, PENDING_TTL_SECS)
     }
 
     /// Answers the callback and the sign-out path.
@@ -460,16 +509,20 @@ impl Login {
         query: Option<&str>,
         base: &str,
     ) -> Result<Response<Full<Bytes>>, Reject> {
-        if path == CALLBACK_PATH {
+        if path == self.settings.callback_path {
             let result = self.callback(headers, query.unwrap_or(""), base).await;
-            self.metrics.login_event(if result.is_ok() {
-                LoginEvent::CallbackOk
-            } else {
-                LoginEvent::CallbackFailed
-            });
+            self.metrics.login_event(
+                &self.settings.name,
+                if result.is_ok() {
+                    LoginEvent::CallbackOk
+                } else {
+                    LoginEvent::CallbackFailed
+                },
+            );
             result
         } else {
-            self.metrics.login_event(LoginEvent::Logout);
+            self.metrics
+                .login_event(&self.settings.name, LoginEvent::Logout);
             self.logout(headers).await
         }
     }
@@ -633,7 +686,8 @@ impl Login {
             .map_err(store_unavailable)?;
         let target = self.logout_target().await;
         let mut response = redirect(&target);
-        for cookie in cookies.into_iter().chain(self.attrs().expire(STATE_COOKIE)) {
+        let state = self.attrs().expire(&self.settings.state_cookie);
+        for cookie in cookies.into_iter().chain(state) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
@@ -695,6 +749,45 @@ impl Login {
         if let Some(v) = signed.and_then(|s| HeaderValue::from_str(&s).ok()) {
             headers.insert(HeaderName::from_static("x-amzn-oidc-data"), v);
         }
+    }
+}
+
+/// The live sign-in providers of one config: `default` (`[login]`) first, then `[[logins]]`.
+#[derive(Default)]
+pub struct Logins {
+    list: Vec<Arc<Login>>,
+}
+
+impl Logins {
+    /// The providers, in config order.
+    pub fn new(list: Vec<Arc<Login>>) -> Self {
+        Logins { list }
+    }
+
+    /// The provider named `name` (a route's `login`, checked when the config was compiled).
+    pub fn get(&self, name: &str) -> Option<&Arc<Login>> {
+        self.list.iter().find(|l| l.name() == name)
+    }
+
+    /// The provider whose callback or sign-out path `path` is.
+    pub fn owner(&self, path: &str) -> Option<&Arc<Login>> {
+        self.list.iter().find(|l| l.owns(path))
+    }
+
+    /// Every provider.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Login>> {
+        self.list.iter()
+    }
+
+    /// Removes every provider's session and state cookies: none reaches the upstream, whichever
+    /// provider the route uses.
+    pub fn strip_cookies(&self, headers: &mut HeaderMap) {
+        if self.list.is_empty() {
+            return;
+        }
+        let sessions: Vec<&str> = self.list.iter().map(|l| l.cookie_name()).collect();
+        let states: Vec<&str> = self.list.iter().map(|l| l.state_cookie_name()).collect();
+        cookies::strip_all(headers, &sessions, &states);
     }
 }
 

@@ -85,27 +85,37 @@ impl RedisStore {
             .cloned()
     }
 
-    fn key(id: &str) -> String {
+    /// `jwtgate:session:DIGEST` for the `default` provider (as before there were several),
+    /// `jwtgate:session:NAME:DIGEST` for the others: one provider never reads another's keys.
+    fn key(namespace: &str, id: &str) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-        format!(
-            "jwtgate:session:{}",
-            URL_SAFE_NO_PAD.encode(digest.as_ref())
-        )
+        let digest = URL_SAFE_NO_PAD.encode(digest.as_ref());
+        if namespace.is_empty() {
+            format!("jwtgate:session:{digest}")
+        } else {
+            format!("jwtgate:session:{namespace}:{digest}")
+        }
     }
 
-    async fn get(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn get(&self, namespace: &str, id: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.connection().await?;
         redis::cmd("GET")
-            .arg(Self::key(id))
+            .arg(Self::key(namespace, id))
             .query_async(&mut conn)
             .await
             .map_err(|e| StoreError(e.to_string()))
     }
 
-    async fn put(&self, id: &str, value: &str, ttl_secs: i64) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &str,
+        ttl_secs: i64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         redis::cmd("SET")
-            .arg(Self::key(id))
+            .arg(Self::key(namespace, id))
             .arg(value)
             .arg("EX")
             .arg(ttl_secs.max(1))
@@ -114,20 +124,25 @@ impl RedisStore {
             .map_err(|e| StoreError(e.to_string()))
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         redis::cmd("DEL")
-            .arg(Self::key(id))
+            .arg(Self::key(namespace, id))
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| StoreError(e.to_string()))
     }
 }
 
-/// Reads and writes sessions for one cookie name.
+/// Reads and writes sessions for one cookie name (one sign-in provider).
 pub struct Sessions {
     /// Base cookie name (shards are `NAME-0`, `NAME-1`, …).
     pub cookie_name: String,
+    /// What a sealed session is bound to (AES-GCM associated data): the cookie name, and the
+    /// provider's name for all but `default`, so no provider opens another's session.
+    pub purpose: String,
+    /// Redis key namespace: empty for `default`, else the provider's name.
+    pub namespace: String,
     /// Cookie sealing keys.
     pub keys: CookieKeys,
     /// Cookie attributes.
@@ -148,7 +163,7 @@ impl Sessions {
                 if value.len() > 128 {
                     return Ok(None);
                 }
-                match redis.get(&value).await? {
+                match redis.get(&self.namespace, &value).await? {
                     Some(sealed) => sealed,
                     None => return Ok(None),
                 }
@@ -156,7 +171,7 @@ impl Sessions {
         };
         let session = self
             .keys
-            .open(&self.cookie_name, &sealed)
+            .open(&self.purpose, &sealed)
             .and_then(|plain| serde_json::from_slice::<Session>(&plain).ok());
         Ok(session.filter(|s| s.expires_at > now))
     }
@@ -171,14 +186,16 @@ impl Sessions {
         let json = serde_json::to_vec(session).map_err(|e| StoreError(e.to_string()))?;
         let sealed = self
             .keys
-            .seal(&self.cookie_name, &json)
+            .seal(&self.purpose, &json)
             .ok_or_else(|| StoreError("cannot seal the session".into()))?;
         let ttl = session.expires_at - now;
         let sent = cookies::shards_sent(headers, &self.cookie_name);
         let value = match &self.store {
             Store::Cookie => sealed,
             Store::Redis(redis) => {
-                redis.put(&session.id, &sealed, ttl).await?;
+                redis
+                    .put(&self.namespace, &session.id, &sealed, ttl)
+                    .await?;
                 session.id.clone()
             }
         };
@@ -196,11 +213,30 @@ impl Sessions {
         session: Option<&Session>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         if let (Store::Redis(redis), Some(session)) = (&self.store, session) {
-            redis.delete(&session.id).await?;
+            redis.delete(&self.namespace, &session.id).await?;
         }
         Ok(self.attrs.expire_sharded(
             &self.cookie_name,
             &cookies::shards_sent(headers, &self.cookie_name),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_keys_are_namespaced_per_provider() {
+        let default = RedisStore::key("", "id1");
+        assert!(default.starts_with("jwtgate:session:"), "{default}");
+        assert_eq!(
+            default.matches(':').count(),
+            2,
+            "as before there were several"
+        );
+        let staff = RedisStore::key("staff", "id1");
+        assert!(staff.starts_with("jwtgate:session:staff:"), "{staff}");
+        assert_ne!(RedisStore::key("other", "id1"), staff);
     }
 }

@@ -107,6 +107,8 @@ label_enum! {
         IdpUnavailable => "idp_unavailable",
         /// The session store cannot be reached.
         SessionStoreUnavailable => "session_store_unavailable",
+        /// A path segment captured for a header is not a valid header value.
+        BadCapture => "bad_capture",
     }
 }
 
@@ -140,7 +142,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// A browser sign-in event, for `jwtgate_login_events_total{event}`.
+    /// A browser sign-in event, for `jwtgate_login_events_total{provider,event}`.
     pub enum LoginEvent {
         /// A 302 to the identity provider.
         Redirect => "redirect",
@@ -164,6 +166,23 @@ label_enum! {
         Ok => "ok",
         /// Refused; the previous configuration keeps serving.
         Refused => "refused",
+    }
+}
+
+label_enum! {
+    /// How a request to an upstream ended, for `jwtgate_upstream_requests_total{result}`.
+    pub enum UpstreamResult {
+        /// A response head arrived and was relayed (whatever its status).
+        Response => "response",
+        /// No response head within `response_timeout` (504).
+        Timeout => "timeout",
+        /// No connection could be made: refused, connect timeout, DNS, TLS handshake (502).
+        Unreachable => "unreachable",
+        /// Connected, but the exchange broke off or the answer could not be relayed: reset,
+        /// malformed head, a 101 to a request that asked no upgrade (502).
+        Failed => "failed",
+        /// The client's own request body broke off on its way (400; not the upstream's fault).
+        BadRequestBody => "bad_request_body",
     }
 }
 
@@ -231,7 +250,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            24,
+            25,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -257,6 +276,7 @@ mod tests {
                 Reason::LoginFailed => 21,
                 Reason::IdpUnavailable => 22,
                 Reason::SessionStoreUnavailable => 23,
+                Reason::BadCapture => 24,
             },
             Reason::as_str,
         );
@@ -304,6 +324,18 @@ mod tests {
                 ReloadResult::Refused => 1,
             },
             ReloadResult::as_str,
+        );
+        closed(
+            UpstreamResult::ALL,
+            5,
+            |v| match v {
+                UpstreamResult::Response => 0,
+                UpstreamResult::Timeout => 1,
+                UpstreamResult::Unreachable => 2,
+                UpstreamResult::Failed => 3,
+                UpstreamResult::BadRequestBody => 4,
+            },
+            UpstreamResult::as_str,
         );
         closed(
             FetchResult::ALL,
@@ -370,6 +402,16 @@ mod tests {
             ]
         );
         assert_eq!(
+            labels(UpstreamResult::ALL, UpstreamResult::as_str),
+            [
+                "response",
+                "timeout",
+                "unreachable",
+                "failed",
+                "bad_request_body"
+            ]
+        );
+        assert_eq!(
             labels(ForbiddenReason::ALL, ForbiddenReason::as_str),
             ["insufficient_scope", "missing_group", "claim_mismatch"]
         );
@@ -399,7 +441,8 @@ mod tests {
                 "login_required",
                 "login_failed",
                 "idp_unavailable",
-                "session_store_unavailable"
+                "session_store_unavailable",
+                "bad_capture"
             ]
         );
         for &f in ForbiddenReason::ALL {
@@ -438,7 +481,10 @@ mod tests {
     fn readme_documents_every_label_value() {
         let text = operations();
         assert_eq!(
-            listed(&text, "`jwtgate_login_events_total{event}` ("),
+            listed(
+                &text,
+                "`jwtgate_login_events_total{provider,event}` (event "
+            ),
             labels(LoginEvent::ALL, LoginEvent::as_str)
         );
         assert_eq!(
@@ -451,6 +497,13 @@ mod tests {
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),
             labels(ReloadResult::ALL, ReloadResult::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_upstream_requests_total{upstream,result}` ("
+            ),
+            labels(UpstreamResult::ALL, UpstreamResult::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_jwks_fetches_total{issuer,result}` ("),

@@ -21,10 +21,20 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// `toml` behind a `[server]` table with the given listeners.
+fn with_server(addr: SocketAddr, admin: SocketAddr, toml: &str) -> String {
+    format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n\n{toml}")
+}
+
 impl BinaryProxy {
     /// Runs `jwtgate run` on `toml` (which must have no `[server]` table: one is added with free
     /// ports) and waits until `/readyz` answers 200.
     pub async fn start(toml: &str) -> BinaryProxy {
+        Self::start_logging(toml, "warn").await
+    }
+
+    /// [`BinaryProxy::start`] with `RUST_LOG=rust_log` (`info` writes access lines to the log).
+    pub async fn start_logging(toml: &str, rust_log: &str) -> BinaryProxy {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "jwtgate-bin-test-{}-{}",
@@ -34,18 +44,14 @@ impl BinaryProxy {
         std::fs::create_dir_all(&dir).unwrap();
         let (addr, admin) = (free_port(), free_port());
         let config = dir.join("jwtgate.toml");
-        std::fs::write(
-            &config,
-            format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n\n{toml}"),
-        )
-        .unwrap();
+        std::fs::write(&config, with_server(addr, admin, toml)).unwrap();
         let log = std::fs::File::create(dir.join("jwtgate.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
             .arg("run")
             .arg("--config")
             .arg(&config)
             .env_remove("JWTGATE_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -66,6 +72,14 @@ impl BinaryProxy {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("jwtgate never became ready: {}", proxy.log());
+    }
+
+    /// Replaces the config file with `toml` (and the same `[server]` table) in one rename, so
+    /// the file watch never reads half of it. The running process reloads it within 2 s.
+    pub fn rewrite_config(&self, toml: &str) {
+        let next = self.dir.join("jwtgate.toml.next");
+        std::fs::write(&next, with_server(self.addr, self.admin, toml)).unwrap();
+        std::fs::rename(&next, self.dir.join("jwtgate.toml")).unwrap();
     }
 
     pub fn admin_url(&self, path: &str) -> String {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The recording upstream; stops when dropped.
+/// The recording upstream; stops, with its connections, when dropped.
 pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
@@ -31,14 +31,33 @@ impl Recorder {
 
     /// Answers each request with `answer(request bytes)`.
     pub async fn answering(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::bind("127.0.0.1:0".parse().unwrap(), answer).await
+    }
+
+    /// Answers every request with `200 ok`, on `addr` (an upstream coming back on its port).
+    pub async fn start_on(addr: SocketAddr) -> Recorder {
+        Self::bind(addr, |_| {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+        })
+        .await
+    }
+
+    async fn bind(
+        addr: SocketAddr,
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Recorder {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let answer: Answer = Arc::new(answer);
+        // The connections belong to the accept task: stopping it closes them too, so a dropped
+        // recorder is gone as a crashed service is (no keep-alive connection lingers).
         let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&log), Arc::clone(&answer)));
+                while connections.try_join_next().is_some() {}
+                connections.spawn(serve(stream, Arc::clone(&log), Arc::clone(&answer)));
             }
         });
         Recorder { addr, seen, task }

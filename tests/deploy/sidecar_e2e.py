@@ -165,29 +165,34 @@ def main():
             sys.exit(f"[server].{listen_key} {old} is not the containerPort {name} {ports[name]}")
         config["server"][listen_key] = f"127.0.0.1:{local[name]}"
         print(f"   swap: [server].{listen_key} {old} -> {config['server'][listen_key]}")
-    up = urlsplit(config["upstream"]["url"])
-    if up.hostname not in ("127.0.0.1", "localhost"):
-        sys.exit(f"[upstream].url {up.geturl()} is not on localhost: not a sidecar")
+    # Every upstream ([upstream] and each [[upstreams]]) must be a container of this pod.
+    upstreams = ([("upstream", config["upstream"])] if "upstream" in config else []) + [
+        (f"upstreams {u.get('name')}", u) for u in config.get("upstreams", [])]
     app_listen = [a for c in others for a in c.get("args", []) if re.search(r"127\.0\.0\.1:\d+", a)]
-    if not any(f"127.0.0.1:{up.port}" in a for a in app_listen):
-        sys.exit(f"no app container listens on 127.0.0.1:{up.port} ({app_listen})")
     app = App(delay=0.2)
-    config["upstream"]["url"] = urlunsplit(up._replace(netloc=f"127.0.0.1:{app.port}"))
-    print(f"   swap: app on 127.0.0.1:{up.port} -> 127.0.0.1:{app.port} (a local HTTP server)")
+    for label, table in upstreams:
+        up = urlsplit(table["url"])
+        if up.hostname not in ("127.0.0.1", "localhost"):
+            sys.exit(f"[{label}].url {up.geturl()} is not on localhost: not a sidecar")
+        if not any(f"127.0.0.1:{up.port}" in a for a in app_listen):
+            sys.exit(f"no app container listens on 127.0.0.1:{up.port} ({app_listen})")
+        table["url"] = urlunsplit(up._replace(netloc=f"127.0.0.1:{app.port}"))
+        print(f"   swap: [{label}] app on 127.0.0.1:{up.port} -> 127.0.0.1:{app.port} (a local HTTP server)")
     for iss in config.get("issuers", []):
         for k in ("user_pool_id", "region", "issuer", "jwks_uri", "discovery_url"):
             iss.pop(k, None)
         iss["issuer"] = issuer.issuer
         iss["audiences"] = [issuer.client_id]
         print(f"   swap: issuer {iss.get('name')} -> {issuer.issuer}")
-    if "login" in config:
-        login = config["login"]
+    logins = ([("login", config["login"])] if "login" in config else []) + [
+        (f"logins {l.get('name')}", l) for l in config.get("logins", [])]
+    for label, login in logins:
         for k in ("user_pool_id", "region", "domain", "issuer", "authorization_endpoint",
                   "token_endpoint", "user_info_endpoint", "end_session_endpoint", "jwks_uri"):
             login.pop(k, None)
         login["issuer"] = issuer.issuer
         login["client_id"] = issuer.client_id
-        print(f"   swap: [login] provider -> {issuer.issuer}")
+        print(f"   swap: [{label}] provider -> {issuer.issuer}")
 
     config = remap_all(config)
     with open(config_path, "wb") as f:

@@ -1,10 +1,14 @@
 // A real OpenID Provider (oidc-provider) on plain-http loopback, for the browser-login interop test.
 //
 // Usage: node provider.mjs --proxy-base http://127.0.0.1:PROXYPORT [--port N] [--client-secret S]
+//                          [--callback-path P] [--cookie-prefix X]
 //   --port           listening port on 127.0.0.1 (default 0: any free port)
-//   --proxy-base     the proxy's base URL; registers <base>/oauth2/idpresponse as the redirect URI
+//   --proxy-base     the proxy's base URL; registers <base><callback-path> as the redirect URI
 //                    and <base>/ as the post-logout redirect URI (env PROXY_BASE)
 //   --client-secret  secret of the confidential client "jwtgate-test" (env CLIENT_SECRET)
+//   --callback-path  the proxy's callback path for this provider (default /oauth2/idpresponse)
+//   --cookie-prefix  prefix of the provider's own cookie names (default none): a second provider
+//                    on 127.0.0.1 needs one, since cookies ignore ports
 // Prints one JSON line {"issuer":"http://127.0.0.1:PORT"} on stdout once it listens (oidc-provider's
 // own notices go to stdout/stderr too: look for the line that starts with {"issuer").
 // Stops on SIGTERM/SIGINT.
@@ -19,6 +23,8 @@ const { values: args } = parseArgs({
     'proxy-base': { type: 'string', default: process.env.PROXY_BASE },
     'client-secret': { type: 'string', default: process.env.CLIENT_SECRET },
     'client-id': { type: 'string', default: process.env.CLIENT_ID ?? 'jwtgate-test' },
+    'callback-path': { type: 'string', default: '/oauth2/idpresponse' },
+    'cookie-prefix': { type: 'string', default: '' },
   },
 });
 if (!args['proxy-base']) throw new Error('--proxy-base (or PROXY_BASE) is required');
@@ -55,7 +61,7 @@ const provider = new Provider(issuer, {
       client_id: args['client-id'],
       client_secret: args['client-secret'],
       application_type: 'web',
-      redirect_uris: [`${proxyBase}/oauth2/idpresponse`],
+      redirect_uris: [`${proxyBase}${args['callback-path']}`],
       post_logout_redirect_uris: [`${proxyBase}/`],
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -63,7 +69,14 @@ const provider = new Provider(issuer, {
     },
   ],
   jwks: { keys: [signingJwk] },
-  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  cookies: {
+    keys: [crypto.randomBytes(32).toString('base64url')],
+    names: {
+      session: `${args['cookie-prefix']}_session`,
+      interaction: `${args['cookie-prefix']}_interaction`,
+      resume: `${args['cookie-prefix']}_interaction_resume`,
+    },
+  },
   // Any login and password are accepted (devInteractions' login page); account id = login.
   async findAccount(_ctx, id) {
     return {

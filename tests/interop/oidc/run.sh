@@ -57,6 +57,7 @@ read -r PROXY_PORT ADMIN_PORT < <(node -e '
 PROXY="http://127.0.0.1:$PROXY_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 SECRET="$(node -e 'console.log(require("node:crypto").randomBytes(24).toString("hex"))')"
+STAFF_SECRET="$(node -e 'console.log(require("node:crypto").randomBytes(24).toString("hex"))')"
 
 # start_node NAME KEY SCRIPT ARGS...: starts a node server, waits for its {"KEY":"URL"} line, sets URL.
 start_node() {
@@ -80,9 +81,14 @@ start_node() {
 
 start_node provider issuer "$HERE/provider.mjs" --proxy-base "$PROXY" --client-secret "$SECRET" --client-id "$CLIENT_ID"
 ISSUER="$URL"
+# A second provider for the [[logins]] "staff" provider: its own callback path, and its own cookie
+# names (cookies ignore ports, and both providers live on 127.0.0.1).
+start_node provider-staff issuer "$HERE/provider.mjs" --proxy-base "$PROXY" --client-secret "$STAFF_SECRET" \
+    --client-id "$CLIENT_ID" --callback-path /oauth2/idpresponse/staff --cookie-prefix staff
+STAFF_ISSUER="$URL"
 start_node upstream upstream "$HERE/upstream.mjs"
 UPSTREAM="$URL"
-echo "provider $ISSUER, upstream $UPSTREAM, proxy $PROXY, admin $ADMIN"
+echo "provider $ISSUER, staff provider $STAFF_ISSUER, upstream $UPSTREAM, proxy $PROXY, admin $ADMIN"
 
 cat > "$TMP/jwtgate.toml" <<EOF
 [server]
@@ -102,6 +108,21 @@ secure_cookies = false
 alb_signer = "$ALB_ARN"
 logout_redirect = "$PROXY/"
 
+[[logins]]
+name = "staff"
+issuer = "$STAFF_ISSUER"
+client_id = "$CLIENT_ID"
+client_secret_env = "JWTGATE_STAFF_CLIENT_SECRET"
+scope = "openid email profile"
+secure_cookies = false
+logout_redirect = "$PROXY/"
+
+[[routes]]
+name = "admin"
+path = "/admin/**"
+auth = "login"
+login = "staff"
+
 [[routes]]
 name = "app"
 path = "/app/**"
@@ -113,6 +134,7 @@ path = "/**"
 auth = "none"
 EOF
 
+export JWTGATE_STAFF_CLIENT_SECRET="$STAFF_SECRET"
 if ! JWTGATE_CLIENT_SECRET="$SECRET" "$BIN" check --config "$TMP/jwtgate.toml" > "$TMP/check.out" 2>&1; then
     echo "run.sh: jwtgate check refused the config:" >&2
     cat "$TMP/check.out" >&2
@@ -149,9 +171,14 @@ status=0
 TMPDIR="$TMP" node "$HERE/browser-login.mjs" \
     --proxy "$PROXY" --admin "$ADMIN" --issuer "$ISSUER" --upstream "$UPSTREAM" \
     --client-id "$CLIENT_ID" --alb-arn "$ALB_ARN" || status=$?
+# Two providers (run after the first script, whose cases do not involve /admin/**).
+TMPDIR="$TMP" node "$HERE/browser-logins.mjs" \
+    --proxy "$PROXY" --issuer "$ISSUER" --staff-issuer "$STAFF_ISSUER" --upstream "$UPSTREAM" || status=$?
 if [ "$status" -ne 0 ]; then
     jwtgate_tail
     echo "---- provider stderr (last 20 lines) ----"
     tail -n 20 "$TMP/provider.err"
+    echo "---- staff provider stderr (last 20 lines) ----"
+    tail -n 20 "$TMP/provider-staff.err"
 fi
 exit "$status"

@@ -91,43 +91,69 @@ are integers (every numeric jwtgate key is one), lists are arrays, maps are inli
 {{ .Values.config.toml }}
 {{- else -}}
 {{- $c := .Values.config -}}
+{{- $upstream := $c.upstream | default dict -}}
+{{- if not (or $upstream.url $c.upstreams) -}}
+{{- fail "jwtgate: set config.upstream.url, or config.upstreams (one of them named default, or a route upstream on every route)" -}}
+{{- end -}}
 # Rendered by the jwtgate Helm chart from values.yaml (config.*).
 [server]
 listen = "0.0.0.0:{{ .Values.ports.http }}"
 admin_listen = "0.0.0.0:{{ .Values.ports.admin }}"
 {{- include "jwtgate.tomlTable" (omit ($c.server | default dict) "listen" "admin_listen") }}
+{{- if $upstream.url }}
 
 [upstream]
-{{- $_ := required "config.upstream.url is required" ($c.upstream | default dict).url }}
-{{- include "jwtgate.tomlTable" $c.upstream }}
+{{- include "jwtgate.tomlTable" $upstream }}
+{{- end }}
+{{- range $c.upstreams }}
+
+[[upstreams]]
+{{- include "jwtgate.tomlTable" . }}
+{{- end }}
+{{- if $c.paths }}
+
+[paths]
+{{- include "jwtgate.tomlTable" $c.paths }}
+{{- end }}
 {{- range $c.issuers }}
 
 [[issuers]]
 {{- include "jwtgate.tomlTable" . }}
 {{- end }}
 {{- if $c.login }}
-{{- $login := deepCopy $c.login }}
-{{- if and .Values.redis.enabled (eq (toString (get $login "session_store")) "redis") (not (hasKey $login "redis_url")) }}
-{{- $_ := set $login "redis_url" (printf "redis://%s:6379/0" (include "jwtgate.redisName" .)) }}
-{{- end }}
 
 [login]
-{{- include "jwtgate.tomlTable" $login }}
+{{- include "jwtgate.tomlTable" (include "jwtgate.loginDefaults" (list $ $c.login) | fromJson) }}
+{{- end }}
+{{- range $c.logins }}
+
+[[logins]]
+{{- include "jwtgate.tomlTable" (include "jwtgate.loginDefaults" (list $ .) | fromJson) }}
 {{- end }}
 {{- range $c.routes }}
 
 [[routes]]
 {{- include "jwtgate.tomlTable" . }}
 {{- end }}
-{{- if $c.headers }}
+{{- range $table := list "headers" "cors" "forward_auth" "tracing" "token_cache" }}
+{{- with get $c $table }}
 
-[headers]
-{{- include "jwtgate.tomlTable" $c.headers }}
+[{{ $table }}]
+{{- include "jwtgate.tomlTable" . }}
 {{- end }}
-{{- if $c.token_cache }}
+{{- end }}
+{{- end }}
+{{- end -}}
 
-[token_cache]
-{{- include "jwtgate.tomlTable" $c.token_cache }}
-{{- end }}
-{{- end }}
+{{/*
+A [login] or [[logins]] table with the chart's defaults (as JSON): with session_store = "redis"
+and redis.enabled, redis_url is the chart's Redis. Called with (list $root $table).
+*/}}
+{{- define "jwtgate.loginDefaults" -}}
+{{- $root := index . 0 -}}
+{{- $login := deepCopy (index . 1) -}}
+{{- if and $root.Values.redis.enabled (eq (toString (get $login "session_store")) "redis") (not (hasKey $login "redis_url")) -}}
+{{- $_ := set $login "redis_url" (printf "redis://%s:6379/0" (include "jwtgate.redisName" $root)) -}}
+{{- end -}}
+{{- toJson $login -}}
 {{- end -}}
