@@ -199,6 +199,10 @@ pub struct Pattern {
     captures: Vec<Box<str>>,
     /// Index in `segments` of each capture, in the order of `captures`.
     capture_segments: Vec<usize>,
+    /// `/` and the leading literal segments (`/orders/v2`; empty when the first segment is not
+    /// literal): a byte comparison that turns most non-matching paths away before the path is
+    /// split into segments, so a gateway's long route table costs little per route.
+    literal_head: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +296,14 @@ impl Pattern {
                 p => Segment::Literal(p.to_owned()),
             });
         }
+        let mut literal_head = String::new();
+        for segment in &segments {
+            let Segment::Literal(literal) = segment else {
+                break;
+            };
+            literal_head.push('/');
+            literal_head.push_str(literal);
+        }
         Ok(Pattern {
             source: source.to_owned(),
             segments,
@@ -300,6 +312,7 @@ impl Pattern {
             options,
             captures,
             capture_segments,
+            literal_head,
         })
     }
 
@@ -327,6 +340,31 @@ impl Pattern {
     /// allowed, a segment's parameters are not compared; with `case_insensitive`, ASCII letters
     /// of literal segments compare without case (no copy is made either way).
     pub fn matches(&self, path: &str) -> bool {
+        self.head_may_match(path) && self.segments_match(path)
+    }
+
+    /// A necessary condition for [`Pattern::matches`], in one byte comparison: a normalised
+    /// path (no `//`, no dot-segments) starts with the pattern's leading literal segments, up to
+    /// a segment boundary. With `;` parameters allowed a segment may carry them (`/orders;x`),
+    /// so the check is left to [`Pattern::segments_match`] then.
+    fn head_may_match(&self, path: &str) -> bool {
+        let head = self.literal_head.as_bytes();
+        if head.is_empty() || self.options.semicolons == Semicolons::Allow {
+            return true;
+        }
+        let Some(start) = path.as_bytes().get(..head.len()) else {
+            return false;
+        };
+        let same = if self.options.case_insensitive {
+            start.eq_ignore_ascii_case(head)
+        } else {
+            start == head
+        };
+        same && matches!(path.as_bytes().get(head.len()), None | Some(b'/'))
+    }
+
+    /// Segment by segment: the whole decision of [`Pattern::matches`].
+    fn segments_match(&self, path: &str) -> bool {
         let mut rest = path.strip_prefix('/').unwrap_or(path);
         let path_trailing = rest.ends_with('/') && !rest.is_empty();
         if path_trailing {
@@ -655,6 +693,51 @@ mod tests {
         let all = Pattern::parse("/**", STRICT).unwrap();
         assert!(all.matches("/"));
         assert!(all.matches("/anything/at/all"));
+    }
+
+    #[test]
+    fn the_literal_head_check_never_turns_away_a_match() {
+        let patterns = [
+            "/a/**",
+            "/a/b",
+            "/a/b/",
+            "/a/*/c",
+            "/a/{x}/**",
+            "/ab/**",
+            "/*/b",
+            "/{t}/b/**",
+            "/**",
+            "/a",
+            "/A/b/**",
+            "/a%20b/**",
+        ];
+        let segments = ["a", "A", "b", "ab", "c", "a%20b", "a;x", "b;y"];
+        let mut paths = vec!["/".to_owned()];
+        for a in segments {
+            paths.push(format!("/{a}"));
+            paths.push(format!("/{a}/"));
+            for b in segments {
+                paths.push(format!("/{a}/{b}"));
+                for c in ["c", "d/"] {
+                    paths.push(format!("/{a}/{b}/{c}"));
+                }
+            }
+        }
+        for options in [STRICT, PARAMS, NO_CASE] {
+            for source in patterns {
+                let pattern = Pattern::parse(source, options).unwrap();
+                for path in &paths {
+                    let Ok(path) = normalize(path, options) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        pattern.matches(&path),
+                        pattern.segments_match(&path),
+                        "{source} {path} {options:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
