@@ -473,11 +473,10 @@ impl<R> Router<R> {
     /// The first route whose pattern and methods match, with its captures in `path` (read
     /// only when asked for: a route that captures nothing costs nothing more).
     pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Option<Match<'r, 'p, R>> {
+        let head = first_segment(path, self.options);
         let keyed: &[usize] = self
             .heads
-            .binary_search_by(|(h, _)| {
-                compare_heads(h, first_segment(path, self.options), self.options)
-            })
+            .binary_search_by(|(h, _)| compare_heads(h, head, self.options))
             .map_or(&[], |at| &self.heads[at].1);
         // Both lists are in file order: merge them.
         let (mut keyed, mut open) = (keyed.iter().peekable(), self.open.iter().peekable());
@@ -662,7 +661,7 @@ impl fmt::Display for PathRewrite {
 /// parameters when they are allowed), as the router's index compares it.
 fn first_segment(path: &str, options: PathOptions) -> &str {
     let rest = path.strip_prefix('/').unwrap_or(path);
-    let segment = rest.split('/').next().unwrap_or_default();
+    let segment = rest.find('/').map_or(rest, |end| &rest[..end]);
     match options.semicolons {
         Semicolons::Reject => segment,
         Semicolons::Allow => segment_name(segment),
