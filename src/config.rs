@@ -53,6 +53,9 @@ pub struct RawConfig {
     /// `[[authorizers]]`: external authorizers routes name with `authorizer = "NAME"`.
     #[serde(default)]
     pub authorizers: Vec<Spanned<RawAuthorizer>>,
+    /// `[[aws_credentials]]`: named sources of AWS credentials (per user or jwtgate's own).
+    #[serde(default)]
+    pub aws_credentials: Vec<Spanned<RawAwsCredentials>>,
 }
 
 /// `[[authorizers]]`: an external authorizer (API Gateway Lambda-authorizer contract over
@@ -100,6 +103,39 @@ pub struct RawAuthorizer {
     /// `ext_authz`: service response headers copied to the client on a denial. Default: all
     /// but hop-by-hop and framing headers.
     pub client_headers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// One `[[aws_credentials]]` table. Which keys apply depends on `source`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsCredentials {
+    /// The name upstreams and routes refer to; a metric label. Required.
+    pub name: Option<Spanned<String>>,
+    /// `identity_pool`, `web_identity` or `gateway`. Required.
+    pub source: Option<Spanned<String>>,
+    /// `identity_pool`: the pool id, `region:uuid`. Required there.
+    pub identity_pool_id: Option<Spanned<String>>,
+    /// Region of the identity pool (default: from its id), or of STS (`web_identity`,
+    /// `gateway`; default: the global endpoint, or `AWS_REGION` for `gateway`).
+    pub region: Option<Spanned<String>>,
+    /// Endpoint URL of Cognito Identity or STS (emulators, VPC endpoints). Default: AWS's.
+    pub endpoint: Option<Spanned<String>>,
+    /// `identity_pool`: requests without a token get the pool's unauthenticated identity.
+    /// Default false.
+    pub guests: Option<Spanned<bool>>,
+    /// `web_identity`: the role assumed (when the token's `cognito:preferred_role` is not
+    /// one of `roles`).
+    pub role_arn: Option<Spanned<String>>,
+    /// `web_identity`: roles a token may pick with `cognito:preferred_role`.
+    pub roles: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `web_identity`: session length asked of STS, `15m` to `12h`. Default: STS's (1 h).
+    pub duration: Option<Spanned<String>>,
+    /// Timeout of each call to AWS. Default `3s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Credentials are replaced this long before they expire. Default `5m`.
+    pub refresh_margin: Option<Spanned<String>>,
+    /// Size bound of this source's credential cache, bytes. Default 16777216 (16 MiB).
+    pub cache_max_bytes: Option<Spanned<u64>>,
 }
 
 /// `[tracing]`. Each key wins over its OpenTelemetry environment variable.

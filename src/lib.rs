@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod authorizer;
 pub mod authz;
+pub mod aws;
 pub mod compile;
 pub mod config;
 pub mod cors;

@@ -10,7 +10,8 @@ mod labels;
 
 pub(crate) use labels::label_enum;
 pub use labels::{
-    AuthorizerResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult,
+    AuthorizerResult, CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult,
+    UpstreamResult,
 };
 
 /// Latency buckets, seconds: 100 µs to 30 s.
@@ -42,6 +43,8 @@ pub struct Metrics {
     authorizer_duration: HistogramVec,
     authorizer_cache: IntCounterVec,
     authorizer_cache_entries: IntGaugeVec,
+    aws_credential_calls: IntCounterVec,
+    aws_credential_cache: IntCounterVec,
 }
 
 fn method_class(method: &http::Method) -> &'static str {
@@ -221,6 +224,27 @@ impl Metrics {
             &["authorizer"],
         )
         .expect("metric"); // ok: static definition
+        let aws_credential_calls = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_calls_total",
+                format!(
+                    "Fetches of AWS credentials (each one exchange with Cognito, STS or the \
+                     credential chain) by [[aws_credentials]] source and result ({}).",
+                    joined(CredentialResult::ALL, CredentialResult::as_str)
+                ),
+            ),
+            &["source", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let aws_credential_cache = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_cache_total",
+                "AWS credential cache lookups by source and outcome (hit: served from the \
+                 cache or a fetch in flight; miss: this request fetched).",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -254,6 +278,8 @@ impl Metrics {
             Box::new(authorizer_duration.clone()),
             Box::new(authorizer_cache.clone()),
             Box::new(authorizer_cache_entries.clone()),
+            Box::new(aws_credential_calls.clone()),
+            Box::new(aws_credential_cache.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -288,6 +314,8 @@ impl Metrics {
             authorizer_duration,
             authorizer_cache,
             authorizer_cache_entries,
+            aws_credential_calls,
+            aws_credential_cache,
         }
     }
 
@@ -437,6 +465,20 @@ impl Metrics {
     pub fn jwks_refetch_suppressed(&self, issuer: &str) {
         self.jwks_refetch_suppressed
             .with_label_values(&[issuer])
+            .inc();
+    }
+
+    /// One fetch of AWS credentials by an `[[aws_credentials]]` source.
+    pub fn aws_credential_call(&self, source: &str, result: CredentialResult) {
+        self.aws_credential_calls
+            .with_label_values(&[source, result.as_str()])
+            .inc();
+    }
+
+    /// One lookup in a source's credential cache.
+    pub fn aws_credential_cache(&self, source: &str, hit: bool) {
+        self.aws_credential_cache
+            .with_label_values(&[source, if hit { "hit" } else { "miss" }])
             .inc();
     }
 

@@ -158,6 +158,8 @@ pub struct Config {
     pub tracing: TracingSettings,
     /// External authorizers (`[[authorizers]]`), in file order; routes hold indices.
     pub authorizers: Vec<crate::authorizer::AuthorizerSettings>,
+    /// `[[aws_credentials]]`: named credential sources, in file order.
+    pub aws_credentials: Vec<crate::aws::SourceSettings>,
 }
 
 /// `[tracing]` and the OpenTelemetry environment variables, merged (the file wins).

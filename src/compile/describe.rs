@@ -236,6 +236,9 @@ impl Config {
                 "dropped"
             }
         );
+        for source in &self.aws_credentials {
+            let _ = writeln!(out, "{}", source.describe());
+        }
         out
     }
 }

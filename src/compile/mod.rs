@@ -3,6 +3,7 @@
 //! `file:line:col: key: reason`.
 
 mod authorizers;
+mod aws_credentials;
 mod cors;
 mod describe;
 mod diags;
@@ -94,6 +95,7 @@ pub fn compile_with_env(
     login::routes(&mut d, &raw.routes, raw.login.as_ref(), &raw.logins);
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
+    let aws_credentials = aws_credentials::compile(&mut d, &raw.aws_credentials);
 
     match upstreams.settings() {
         Some(upstreams) if d.count() == 0 => Ok(Config {
@@ -113,6 +115,7 @@ pub fn compile_with_env(
             cors,
             tracing,
             authorizers,
+            aws_credentials,
         }),
         _ => Err(d.finish()),
     }

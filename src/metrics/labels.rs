@@ -149,6 +149,25 @@ impl From<ForbiddenReason> for Reason {
 }
 
 label_enum! {
+    /// How one fetch of AWS credentials ended, for
+    /// `jwtgate_aws_credential_calls_total{source,result}`.
+    pub enum CredentialResult {
+        /// Credentials were had.
+        Ok => "ok",
+        /// Cognito or STS refused the user's token.
+        TokenRefused => "token_refused",
+        /// The user may not have these credentials (role, guests, `AccessDenied`).
+        Forbidden => "forbidden",
+        /// Throttled, unreachable, timed out or a 5xx.
+        Unavailable => "unavailable",
+        /// An answer that is not what the API documents.
+        Malformed => "malformed",
+        /// Nothing to get credentials from (the gateway's chain is empty, a pool not found).
+        NotConfigured => "not_configured",
+    }
+}
+
+label_enum! {
     /// A browser sign-in event, for `jwtgate_login_events_total{provider,event}`.
     pub enum LoginEvent {
         /// A 302 to the identity provider.
@@ -328,6 +347,19 @@ mod tests {
             LoginEvent::as_str,
         );
         closed(
+            CredentialResult::ALL,
+            6,
+            |v| match v {
+                CredentialResult::Ok => 0,
+                CredentialResult::TokenRefused => 1,
+                CredentialResult::Forbidden => 2,
+                CredentialResult::Unavailable => 3,
+                CredentialResult::Malformed => 4,
+                CredentialResult::NotConfigured => 5,
+            },
+            CredentialResult::as_str,
+        );
+        closed(
             ReloadResult::ALL,
             2,
             |v| match v {
@@ -389,6 +421,17 @@ mod tests {
         assert_eq!(
             labels(ReloadResult::ALL, ReloadResult::as_str),
             ["ok", "refused"]
+        );
+        assert_eq!(
+            labels(CredentialResult::ALL, CredentialResult::as_str),
+            [
+                "ok",
+                "token_refused",
+                "forbidden",
+                "unavailable",
+                "malformed",
+                "not_configured"
+            ]
         );
         assert_eq!(
             labels(FetchResult::ALL, FetchResult::as_str),
@@ -508,6 +551,13 @@ mod tests {
                 "`jwtgate_authorizer_calls_total{authorizer,result}` ("
             ),
             labels(AuthorizerResult::ALL, AuthorizerResult::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_aws_credential_calls_total{source,result}` ("
+            ),
+            labels(CredentialResult::ALL, CredentialResult::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),
