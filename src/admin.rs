@@ -58,11 +58,19 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
             };
             reply(status, "application/json", body.to_string())
         }
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(shared.token_cache.entry_count()),
-        ),
+        "/metrics" => {
+            for authorizer in &shared.snapshot.load().authorizers {
+                shared.metrics.authorizer_cache_entries(
+                    &authorizer.settings.name,
+                    authorizer.cache_entries(),
+                );
+            }
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.metrics.render(shared.token_cache.entry_count()),
+            )
+        }
         path => {
             // The x-amzn-oidc-data public key, as PEM, like ALB's public-keys endpoint.
             let snapshot = shared.snapshot.load();

@@ -56,6 +56,12 @@ pub struct RawConfig {
     /// `[[policy_sets]]`: further named Cedar policy sets, chosen with `policy = "name"`.
     #[serde(default)]
     pub policy_sets: Vec<Spanned<RawPolicies>>,
+    /// `[[authorizers]]`: external authorizers routes name with `authorizer = "NAME"`.
+    #[serde(default)]
+    pub authorizers: Vec<Spanned<RawAuthorizer>>,
+    /// `[[aws_credentials]]`: named sources of AWS credentials (per user or jwtgate's own).
+    #[serde(default)]
+    pub aws_credentials: Vec<Spanned<RawAwsCredentials>>,
 }
 
 /// `[policies]` or one `[[policy_sets]]` table: Cedar policies with Amazon Verified
@@ -86,6 +92,86 @@ pub enum PolicyChoice {
     On(bool),
     /// A set by name.
     Named(String),
+}
+
+/// `[[authorizers]]`: an external authorizer (API Gateway Lambda-authorizer contract over
+/// HTTP, or Envoy's HTTP ext_authz).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorizer {
+    /// What routes (`authorizer = "…"`), metrics and logs call it.
+    pub name: Spanned<String>,
+    /// `lambda` or `ext_authz`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Where it is called: the endpoint the event is POSTed to (`lambda`), or the service base
+    /// URL the original path is appended to (`ext_authz`).
+    pub url: Spanned<String>,
+    /// `lambda`: `simple` (default) or `iam`.
+    pub response: Option<Spanned<String>>,
+    /// `lambda`: payload format; only `2.0` (the default) for now.
+    pub payload_format: Option<Spanned<String>>,
+    /// `lambda`: `arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE`, the routeArn prefix.
+    /// Default `arn:aws:execute-api:local:000000000000:jwtgate/$default`.
+    pub api_arn: Option<Spanned<String>>,
+    /// `$request.header.NAME`, `$request.querystring.NAME`, `$context.identity.sourceIp`,
+    /// `$context.routeKey`, `$context.httpMethod`, `$context.path`. Required when `ttl` is
+    /// not zero.
+    pub identity_source: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How long decisions are cached, `0s` to `1h`. Default `300s`; `0s`: off.
+    pub ttl: Option<Spanned<String>>,
+    /// `route` (default: identity sources, method and route) or `identity` (identity sources
+    /// alone, as API Gateway keys its cache).
+    pub cache_key: Option<Spanned<String>>,
+    /// Cache size, bytes. Default 16 MiB.
+    pub cache_bytes: Option<Spanned<u64>>,
+    /// Time allowed for one call. Default `1s`.
+    pub timeout: Option<Spanned<String>>,
+    /// `lambda`: upstream header to `context` key (`{ "x-tenant" = "tenantId" }`).
+    pub context_headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Send the client's cookies (jwtgate's own sign-in cookies never go). Default true for
+    /// `lambda` (as API Gateway does), false for `ext_authz`.
+    pub send_cookies: Option<Spanned<bool>>,
+    /// `ext_authz`: client headers sent to the service. Default `["authorization"]`.
+    pub allowed_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `ext_authz`: service response headers copied to the upstream request on an allow.
+    pub upstream_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `ext_authz`: service response headers copied to the client on a denial. Default: all
+    /// but hop-by-hop and framing headers.
+    pub client_headers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// One `[[aws_credentials]]` table. Which keys apply depends on `source`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsCredentials {
+    /// The name upstreams and routes refer to; a metric label. Required.
+    pub name: Option<Spanned<String>>,
+    /// `identity_pool`, `web_identity` or `gateway`. Required.
+    pub source: Option<Spanned<String>>,
+    /// `identity_pool`: the pool id, `region:uuid`. Required there.
+    pub identity_pool_id: Option<Spanned<String>>,
+    /// Region of the identity pool (default: from its id), or of STS (`web_identity`,
+    /// `gateway`; default: the global endpoint, or `AWS_REGION` for `gateway`).
+    pub region: Option<Spanned<String>>,
+    /// Endpoint URL of Cognito Identity or STS (emulators, VPC endpoints). Default: AWS's.
+    pub endpoint: Option<Spanned<String>>,
+    /// `identity_pool`: requests without a token get the pool's unauthenticated identity.
+    /// Default false.
+    pub guests: Option<Spanned<bool>>,
+    /// `web_identity`: the role assumed (when the token's `cognito:preferred_role` is not
+    /// one of `roles`).
+    pub role_arn: Option<Spanned<String>>,
+    /// `web_identity`: roles a token may pick with `cognito:preferred_role`.
+    pub roles: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `web_identity`: session length asked of STS, `15m` to `12h`. Default: STS's (1 h).
+    pub duration: Option<Spanned<String>>,
+    /// Timeout of each call to AWS. Default `3s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Credentials are replaced this long before they expire. Default `5m`.
+    pub refresh_margin: Option<Spanned<String>>,
+    /// Size bound of this source's credential cache, bytes. Default 16777216 (16 MiB).
+    pub cache_max_bytes: Option<Spanned<u64>>,
 }
 
 /// `[tracing]`. Each key wins over its OpenTelemetry environment variable.
@@ -300,6 +386,9 @@ pub struct RawRoute {
     /// Cedar policies decide the request after the route's requirements: `true` for
     /// `[policies]`, or a `[[policy_sets]]` name. Default: none.
     pub policy: Option<Spanned<PolicyChoice>>,
+    /// An `[[authorizers]]` name: that external authorizer decides after the route's own
+    /// requirements. Default: none.
+    pub authorizer: Option<Spanned<String>>,
 }
 
 /// A claim matcher's accepted value(s).

@@ -75,6 +75,31 @@ pub enum Reject {
     /// The session store (Redis) cannot be reached.
     #[error("session store unavailable")]
     SessionStore,
+    /// A route's external authorizer lacks an identity source value: 401 without a call.
+    #[error("authorizer identity source missing")]
+    AuthorizerIdentityMissing,
+    /// The external authorizer denied the request (simple `false`, or the IAM policy does not
+    /// allow the routeArn).
+    #[error("denied by the authorizer")]
+    AuthorizerDenied,
+    /// The authorizer call failed (timeout, connection, status, shape, size): refused with
+    /// this status, never allowed.
+    #[error("authorizer failed")]
+    AuthorizerFailed(StatusCode),
+    /// An ext_authz service denied: its status, listed headers and body go to the client.
+    #[error("denied by the authorizer ({})", .0.status)]
+    AuthorizerAnswered(Box<AuthorizerDenial>),
+}
+
+/// An ext_authz denial as the service answered it (headers already filtered for the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizerDenial {
+    /// The service's status.
+    pub status: StatusCode,
+    /// The headers the client gets.
+    pub headers: http::HeaderMap,
+    /// The service's body (bounded when read).
+    pub body: Bytes,
 }
 
 impl Reject {
@@ -94,6 +119,10 @@ impl Reject {
             Reject::LoginRequired | Reject::LoginFailed(_) => StatusCode::UNAUTHORIZED,
             Reject::IdpUnavailable => StatusCode::BAD_GATEWAY,
             Reject::SessionStore => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::AuthorizerIdentityMissing => StatusCode::UNAUTHORIZED,
+            Reject::AuthorizerDenied => StatusCode::FORBIDDEN,
+            Reject::AuthorizerFailed(status) => *status,
+            Reject::AuthorizerAnswered(denial) => denial.status,
         }
     }
 
@@ -114,6 +143,9 @@ impl Reject {
             Reject::LoginFailed(_) => Reason::LoginFailed,
             Reject::IdpUnavailable => Reason::IdpUnavailable,
             Reject::SessionStore => Reason::SessionStoreUnavailable,
+            Reject::AuthorizerIdentityMissing => Reason::AuthorizerIdentityMissing,
+            Reject::AuthorizerDenied | Reject::AuthorizerAnswered(_) => Reason::AuthorizerDenied,
+            Reject::AuthorizerFailed(_) => Reason::AuthorizerFailed,
         }
     }
 
@@ -126,6 +158,9 @@ impl Reject {
                 | Reject::Forbidden { .. }
                 | Reject::LoginRequired
                 | Reject::LoginFailed(_)
+                | Reject::AuthorizerIdentityMissing
+                | Reject::AuthorizerDenied
+                | Reject::AuthorizerAnswered(_)
         )
     }
 
@@ -151,6 +186,7 @@ impl Reject {
             StatusCode::FORBIDDEN => r#"{"message":"Forbidden"}"#,
             StatusCode::BAD_GATEWAY => r#"{"message":"Bad Gateway"}"#,
             StatusCode::GATEWAY_TIMEOUT => r#"{"message":"Gateway Timeout"}"#,
+            StatusCode::INTERNAL_SERVER_ERROR => r#"{"message":"Internal Server Error"}"#,
             _ if matches!(self, Reject::SessionStore) => {
                 r#"{"message":"Service Unavailable","reason":"session store unavailable"}"#
             }
@@ -183,6 +219,21 @@ impl Reject {
             close_connection: matches!(self, Reject::BadRequestBody | Reject::BadHost(_)),
             message: format!("jwtgate: {self}"),
         }
+    }
+
+    /// The response a client gets: [`Reject::synthetic`] rendered, or for an ext_authz denial
+    /// (not to a gRPC client) the service's own status, listed headers and body.
+    pub fn render(&self, grpc: bool) -> Response<Full<Bytes>> {
+        let mut response = self.synthetic().render(grpc);
+        if let (Reject::AuthorizerAnswered(denial), false) = (self, grpc) {
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_TYPE);
+            for (name, value) in &denial.headers {
+                headers.append(name.clone(), value.clone());
+            }
+            *response.body_mut() = Full::new(denial.body.clone());
+        }
+        response
     }
 }
 

@@ -8,7 +8,9 @@
 //! binds the listeners and serves.
 
 pub mod admin;
+pub mod authorizer;
 pub mod authz;
+pub mod aws;
 pub mod compile;
 pub mod config;
 pub mod cors;

@@ -9,7 +9,10 @@ use prometheus::{
 mod labels;
 
 pub(crate) use labels::label_enum;
-pub use labels::{Decision, FetchResult, LoginEvent, Reason, ReloadResult, UpstreamResult};
+pub use labels::{
+    AuthorizerResult, CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult,
+    UpstreamResult,
+};
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -36,6 +39,12 @@ pub struct Metrics {
     token_cache_entries: IntGauge,
     login_events: IntCounterVec,
     config_reloads: IntCounterVec,
+    authorizer_calls: IntCounterVec,
+    authorizer_duration: HistogramVec,
+    authorizer_cache: IntCounterVec,
+    authorizer_cache_entries: IntGaugeVec,
+    aws_credential_calls: IntCounterVec,
+    aws_credential_cache: IntCounterVec,
 }
 
 fn method_class(method: &http::Method) -> &'static str {
@@ -179,6 +188,63 @@ impl Metrics {
             &["result"],
         )
         .expect("metric"); // ok: static definition
+        let authorizer_calls = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_authorizer_calls_total",
+                format!(
+                    "External authorizer calls by authorizer and result ({}).",
+                    joined(AuthorizerResult::ALL, AuthorizerResult::as_str)
+                ),
+            ),
+            &["authorizer", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_authorizer_duration_seconds",
+                "Time an external authorizer call took, by authorizer.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["authorizer"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_cache = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_authorizer_cache_total",
+                "External authorizer decision cache lookups by authorizer and result (hit, miss).",
+            ),
+            &["authorizer", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let authorizer_cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "jwtgate_authorizer_cache_entries",
+                "Cached external authorizer decisions, by authorizer (sampled at scrape time).",
+            ),
+            &["authorizer"],
+        )
+        .expect("metric"); // ok: static definition
+        let aws_credential_calls = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_calls_total",
+                format!(
+                    "Fetches of AWS credentials (each one exchange with Cognito, STS or the \
+                     credential chain) by [[aws_credentials]] source and result ({}).",
+                    joined(CredentialResult::ALL, CredentialResult::as_str)
+                ),
+            ),
+            &["source", "result"],
+        )
+        .expect("metric"); // ok: static definition
+        let aws_credential_cache = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_credential_cache_total",
+                "AWS credential cache lookups by source and outcome (hit: served from the \
+                 cache or a fetch in flight; miss: this request fetched).",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -208,6 +274,12 @@ impl Metrics {
             Box::new(token_cache_entries.clone()),
             Box::new(login_events.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(authorizer_calls.clone()),
+            Box::new(authorizer_duration.clone()),
+            Box::new(authorizer_cache.clone()),
+            Box::new(authorizer_cache_entries.clone()),
+            Box::new(aws_credential_calls.clone()),
+            Box::new(aws_credential_cache.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -238,7 +310,51 @@ impl Metrics {
             token_cache_entries,
             login_events,
             config_reloads,
+            authorizer_calls,
+            authorizer_duration,
+            authorizer_cache,
+            authorizer_cache_entries,
+            aws_credential_calls,
+            aws_credential_cache,
         }
+    }
+
+    /// A configured external authorizer: its call and cache series start at 0.
+    pub fn authorizer_known(&self, authorizer: &str) {
+        for result in AuthorizerResult::ALL {
+            self.authorizer_calls
+                .with_label_values(&[authorizer, result.as_str()])
+                .inc_by(0);
+        }
+        for result in ["hit", "miss"] {
+            self.authorizer_cache
+                .with_label_values(&[authorizer, result])
+                .inc_by(0);
+        }
+    }
+
+    /// One external authorizer call: how it ended and how long it took.
+    pub fn authorizer_call(&self, authorizer: &str, result: AuthorizerResult, seconds: f64) {
+        self.authorizer_calls
+            .with_label_values(&[authorizer, result.as_str()])
+            .inc();
+        self.authorizer_duration
+            .with_label_values(&[authorizer])
+            .observe(seconds);
+    }
+
+    /// An external authorizer decision cache lookup.
+    pub fn authorizer_cache(&self, authorizer: &str, hit: bool) {
+        self.authorizer_cache
+            .with_label_values(&[authorizer, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// The number of decisions an authorizer's cache holds (set at scrape time).
+    pub fn authorizer_cache_entries(&self, authorizer: &str, entries: u64) {
+        self.authorizer_cache_entries
+            .with_label_values(&[authorizer])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// A configuration reload attempt.
@@ -349,6 +465,20 @@ impl Metrics {
     pub fn jwks_refetch_suppressed(&self, issuer: &str) {
         self.jwks_refetch_suppressed
             .with_label_values(&[issuer])
+            .inc();
+    }
+
+    /// One fetch of AWS credentials by an `[[aws_credentials]]` source.
+    pub fn aws_credential_call(&self, source: &str, result: CredentialResult) {
+        self.aws_credential_calls
+            .with_label_values(&[source, result.as_str()])
+            .inc();
+    }
+
+    /// One lookup in a source's credential cache.
+    pub fn aws_credential_cache(&self, source: &str, hit: bool) {
+        self.aws_credential_cache
+            .with_label_values(&[source, if hit { "hit" } else { "miss" }])
             .inc();
     }
 

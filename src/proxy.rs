@@ -66,7 +66,8 @@ impl ConnInfo {
 /// phase reports. The phases, in order (each one function below):
 ///
 /// `target` (host, normalised path) → `own_paths` (sign-in, forward-auth, CORS preflights) →
-/// `route` → `authenticate` → `authorise` → `check_policy` → `rewrite_request` → `forward` →
+/// `route` → `authenticate` → `authorise` → `check_policy` → `call_authorizer` →
+/// `rewrite_request` → `forward` →
 /// `rewrite_response` → `record` (metrics, access log, span: the only place that records).
 struct Ctx<'a> {
     shared: &'a Shared,
@@ -85,6 +86,8 @@ struct Ctx<'a> {
     preflight: bool,
     /// This request's place in its trace.
     trace: crate::trace::TraceContext,
+    /// Headers the route's external authorizer grants the upstream (its context headers).
+    authorizer_headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 /// Serves one request end to end; never fails (errors become responses).
@@ -115,6 +118,7 @@ pub async fn handle(
             req.headers(),
             &snapshot.config.tracing.sampler,
         ),
+        authorizer_headers: Vec::new(),
     };
     let span_facts = crate::trace::RequestFacts::capture(
         snapshot.config.tracing.export.is_some(),
@@ -141,7 +145,7 @@ pub async fn handle(
             } else {
                 Decision::Deny
             };
-            (reject.synthetic().render(grpc).map(Either::Right), decision)
+            (reject.render(grpc).map(Either::Right), decision)
         }
     };
     response
@@ -283,6 +287,13 @@ async fn pipeline(
     };
     authorise(route, &caller, &captures)?;
     check_policy(ctx, route, &caller, &captures, &parts.method, target.query)?;
+    let asking = Authorizing {
+        method: &parts.method,
+        raw_path: uri.path(),
+        path: &target.path,
+        query: target.query,
+    };
+    call_authorizer(ctx, route, &caller, &captures, &parts, &asking).await?;
     // An index compile checked: never out of range (a 502 rather than a panic if it were).
     let upstream = ctx
         .snapshot
@@ -406,6 +417,9 @@ fn rewrite_request(
     snapshot.logins.strip_cookies(headers);
     add_identity(snapshot, headers, caller);
     add_captures(headers, route, captures)?;
+    for (name, value) in &ctx.authorizer_headers {
+        headers.insert(name.clone(), value.clone());
+    }
     plan.add_forwarded(
         headers,
         &ctx.conn.peer_value,
@@ -588,6 +602,71 @@ fn check_policy(
     Err(forbidden())
 }
 
+/// The request's method, path (as sent and normalised) and query, for the external authorizer.
+struct Authorizing<'a> {
+    method: &'a Method,
+    raw_path: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+/// Authorizer phase (after the requirements and the policy): the route's external authorizer,
+/// if it has one, decides; the upstream headers it grants wait in `ctx` for the rewrite phase.
+/// It is sent the client's headers without jwtgate's sign-in cookies, and the verified JWT's
+/// claims and scopes (`requestContext.authorizer.jwt`) when the route verified a token.
+async fn call_authorizer(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    caller: &Caller,
+    captures: &Captures<'_, '_>,
+    parts: &http::request::Parts,
+    asking: &Authorizing<'_>,
+) -> Result<(), Reject> {
+    let Some(uses) = &route.authorizer else {
+        return Ok(());
+    };
+    let snapshot = ctx.snapshot;
+    // An index compile checked: a refusal rather than a panic if it were not.
+    let authorizer = snapshot
+        .authorizers
+        .get(uses.index)
+        .ok_or(Reject::AuthorizerFailed(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let sent_headers = || {
+        let mut headers = parts.headers.clone();
+        snapshot.logins.strip_cookies(&mut headers);
+        headers::strip_hop_by_hop(&mut headers);
+        headers
+    };
+    let jwt = match caller {
+        Caller::Token(token, _) => Some((
+            &token.claims.all,
+            token.claims.scopes.as_slice(),
+            token.claims.exp,
+        )),
+        _ => None,
+    };
+    let asked = crate::authorizer::Asked {
+        method: asking.method,
+        raw_path: asking.raw_path,
+        path: asking.path,
+        query: asking.query,
+        headers: &parts.headers,
+        sent_headers: &sent_headers,
+        peer: ctx.conn.peer.ip(),
+        version: parts.version,
+        request_id: ctx.request_id.to_str().unwrap_or_default(),
+        route_name: &route.name,
+        route: uses,
+        captures: captures
+            .iter()
+            .filter_map(|(name, value)| Some((name, value?.into_owned())))
+            .collect(),
+        jwt,
+    };
+    ctx.authorizer_headers = authorizer.decide(&asked).await?;
+    Ok(())
+}
+
 /// Adds the identity headers jwtgate vouches for: claim headers, and ALB's for sessions.
 fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
     let plan = &snapshot.config.headers;
@@ -677,10 +756,21 @@ async fn forward_auth<B: Fn() -> Option<String>>(
         Decided::Caller(caller, cookies) => {
             authorise(route, &caller, &captures)?;
             check_policy(ctx, route, &caller, &captures, &method, query)?;
+            // The original request's method, not the subrequest's.
+            let asking = Authorizing {
+                method: &method,
+                raw_path: &path,
+                path: &path,
+                query,
+            };
+            call_authorizer(ctx, route, &caller, &captures, req, &asking).await?;
             let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
             let headers = response.headers_mut();
             add_identity(snapshot, headers, &caller);
             add_captures(headers, route, &captures)?;
+            for (name, value) in std::mem::take(&mut ctx.authorizer_headers) {
+                headers.insert(name, value);
+            }
             for cookie in cookies {
                 headers.append(header::SET_COOKIE, cookie);
             }

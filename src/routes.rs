@@ -199,6 +199,10 @@ pub struct Pattern {
     captures: Vec<Box<str>>,
     /// Index in `segments` of each capture, in the order of `captures`.
     capture_segments: Vec<usize>,
+    /// `/` and the leading literal segments (`/orders/v2`; empty when the first segment is not
+    /// literal): a byte comparison that turns most non-matching paths away before the path is
+    /// split into segments, so a gateway's long route table costs little per route.
+    literal_head: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +296,14 @@ impl Pattern {
                 p => Segment::Literal(p.to_owned()),
             });
         }
+        let mut literal_head = String::new();
+        for segment in &segments {
+            let Segment::Literal(literal) = segment else {
+                break;
+            };
+            literal_head.push('/');
+            literal_head.push_str(literal);
+        }
         Ok(Pattern {
             source: source.to_owned(),
             segments,
@@ -300,6 +312,7 @@ impl Pattern {
             options,
             captures,
             capture_segments,
+            literal_head,
         })
     }
 
@@ -327,6 +340,31 @@ impl Pattern {
     /// allowed, a segment's parameters are not compared; with `case_insensitive`, ASCII letters
     /// of literal segments compare without case (no copy is made either way).
     pub fn matches(&self, path: &str) -> bool {
+        self.head_may_match(path) && self.segments_match(path)
+    }
+
+    /// A necessary condition for [`Pattern::matches`], in one byte comparison: a normalised
+    /// path (no `//`, no dot-segments) starts with the pattern's leading literal segments, up to
+    /// a segment boundary. With `;` parameters allowed a segment may carry them (`/orders;x`),
+    /// so the check is left to [`Pattern::segments_match`] then.
+    fn head_may_match(&self, path: &str) -> bool {
+        let head = self.literal_head.as_bytes();
+        if head.is_empty() || self.options.semicolons == Semicolons::Allow {
+            return true;
+        }
+        let Some(start) = path.as_bytes().get(..head.len()) else {
+            return false;
+        };
+        let same = if self.options.case_insensitive {
+            start.eq_ignore_ascii_case(head)
+        } else {
+            start == head
+        };
+        same && matches!(path.as_bytes().get(head.len()), None | Some(b'/'))
+    }
+
+    /// Segment by segment: the whole decision of [`Pattern::matches`].
+    fn segments_match(&self, path: &str) -> bool {
         let mut rest = path.strip_prefix('/').unwrap_or(path);
         let path_trailing = rest.ends_with('/') && !rest.is_empty();
         if path_trailing {
@@ -374,20 +412,56 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// Routes in file order.
+/// Routes in file order, indexed by their first segment.
+///
+/// Lookup is first match in file order, as written. The index only skips routes that cannot
+/// match: a route whose first segment is a literal (`/orders/**`) can only match paths whose
+/// first segment is that literal, so a lookup tries the routes of the path's first segment and
+/// the routes that start with anything else (`/**`, `/*/x`, `/{tenant}/…`, `/`), merged in file
+/// order. A gateway's table of fifty routes then costs a handful of pattern checks.
 #[derive(Debug)]
 pub struct Router<R> {
     routes: Vec<(Pattern, Option<Vec<Method>>, R)>,
+    /// Distinct literal first segments, sorted (ASCII case folded when case-insensitive), each
+    /// with its routes' indices in file order.
+    heads: Vec<(Box<str>, Vec<usize>)>,
+    /// Routes whose first segment is not a literal, in file order.
+    open: Vec<usize>,
+    /// How the patterns match (the same `[paths]` options for every route).
+    options: PathOptions,
 }
 
 impl<R> Router<R> {
     /// An empty table (every lookup misses).
     pub fn new() -> Self {
-        Router { routes: Vec::new() }
+        Router {
+            routes: Vec::new(),
+            heads: Vec::new(),
+            open: Vec::new(),
+            options: PathOptions::default(),
+        }
     }
 
     /// Appends a route; earlier routes win.
     pub fn push(&mut self, pattern: Pattern, methods: Option<Vec<Method>>, route: R) {
+        let index = self.routes.len();
+        if index == 0 {
+            self.options = pattern.options;
+        }
+        debug_assert_eq!(self.options, pattern.options, "one [paths] for every route");
+        match pattern.segments.first() {
+            Some(Segment::Literal(head)) => {
+                let options = self.options;
+                match self
+                    .heads
+                    .binary_search_by(|(h, _)| compare_heads(h, head, options))
+                {
+                    Ok(at) => self.heads[at].1.push(index),
+                    Err(at) => self.heads.insert(at, (head.as_str().into(), vec![index])),
+                }
+            }
+            _ => self.open.push(index),
+        }
         self.routes.push((pattern, methods, route));
     }
 
@@ -399,8 +473,20 @@ impl<R> Router<R> {
     /// The first route whose pattern and methods match, with its captures in `path` (read
     /// only when asked for: a route that captures nothing costs nothing more).
     pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Option<Match<'r, 'p, R>> {
-        self.routes
-            .iter()
+        let head = first_segment(path, self.options);
+        let keyed: &[usize] = self
+            .heads
+            .binary_search_by(|(h, _)| compare_heads(h, head, self.options))
+            .map_or(&[], |at| &self.heads[at].1);
+        // Both lists are in file order: merge them.
+        let (mut keyed, mut open) = (keyed.iter().peekable(), self.open.iter().peekable());
+        let candidates = std::iter::from_fn(|| match (keyed.peek(), open.peek()) {
+            (Some(&&k), Some(&&o)) if o < k => open.next(),
+            (Some(_), _) => keyed.next(),
+            (None, _) => open.next(),
+        });
+        candidates
+            .map(|&i| &self.routes[i])
             .find(|(pattern, methods, _)| {
                 methods.as_ref().is_none_or(|m| m.contains(method)) && pattern.matches(path)
             })
@@ -576,6 +662,29 @@ impl fmt::Display for PathRewrite {
     }
 }
 
+/// The name of a normalised path's first segment (`orders` of `/orders/1`; before any `;`
+/// parameters when they are allowed), as the router's index compares it.
+fn first_segment(path: &str, options: PathOptions) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let segment = rest.find('/').map_or(rest, |end| &rest[..end]);
+    match options.semicolons {
+        Semicolons::Reject => segment,
+        Semicolons::Allow => segment_name(segment),
+    }
+}
+
+/// The order of the router's index: bytes, with ASCII letters folded when matching is
+/// case-insensitive (so a case-folded lookup finds its head by binary search).
+fn compare_heads(a: &str, b: &str, options: PathOptions) -> std::cmp::Ordering {
+    if options.case_insensitive {
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    } else {
+        a.cmp(b)
+    }
+}
+
 impl<R> Default for Router<R> {
     fn default() -> Self {
         Self::new()
@@ -660,6 +769,101 @@ mod tests {
         let all = Pattern::parse("/**", STRICT).unwrap();
         assert!(all.matches("/"));
         assert!(all.matches("/anything/at/all"));
+    }
+
+    #[test]
+    fn the_literal_head_check_never_turns_away_a_match() {
+        let patterns = [
+            "/a/**",
+            "/a/b",
+            "/a/b/",
+            "/a/*/c",
+            "/a/{x}/**",
+            "/ab/**",
+            "/*/b",
+            "/{t}/b/**",
+            "/**",
+            "/a",
+            "/A/b/**",
+            "/a%20b/**",
+        ];
+        let segments = ["a", "A", "b", "ab", "c", "a%20b", "a;x", "b;y"];
+        let mut paths = vec!["/".to_owned()];
+        for a in segments {
+            paths.push(format!("/{a}"));
+            paths.push(format!("/{a}/"));
+            for b in segments {
+                paths.push(format!("/{a}/{b}"));
+                for c in ["c", "d/"] {
+                    paths.push(format!("/{a}/{b}/{c}"));
+                }
+            }
+        }
+        for options in [STRICT, PARAMS, NO_CASE] {
+            for source in patterns {
+                let pattern = Pattern::parse(source, options).unwrap();
+                for path in &paths {
+                    let Ok(path) = normalize(path, options) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        pattern.matches(&path),
+                        pattern.segments_match(&path),
+                        "{source} {path} {options:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_index_finds_what_a_linear_scan_finds() {
+        let patterns = [
+            "/a/b",
+            "/**",
+            "/a/**",
+            "/b/*",
+            "/{t}/b/**",
+            "/a",
+            "/",
+            "/A/x/**",
+            "/ab/**",
+            "/*/c",
+            "/b/**",
+            "/a/{x}",
+        ];
+        let paths = [
+            "/", "/a", "/a/", "/a/b", "/A/b", "/a/x/y", "/A/X/y", "/b", "/b/c", "/x/b/z", "/ab",
+            "/ab/c", "/q/c", "/a;p/b", "/b;q/c",
+        ];
+        for options in [STRICT, PARAMS, NO_CASE] {
+            // Every rotation of the table, so that each pattern is first once.
+            for start in 0..patterns.len() {
+                let mut router = Router::new();
+                let order: Vec<&str> = patterns[start..]
+                    .iter()
+                    .chain(&patterns[..start])
+                    .copied()
+                    .collect();
+                for (i, p) in order.iter().enumerate() {
+                    router.push(Pattern::parse(p, options).unwrap(), None, i);
+                }
+                for path in paths {
+                    let Ok(path) = normalize(path, options) else {
+                        continue;
+                    };
+                    let linear = router
+                        .iter()
+                        .find(|(pattern, _, _)| pattern.matches(&path))
+                        .map(|(_, _, r)| r);
+                    assert_eq!(
+                        router.lookup(&Method::GET, &path),
+                        linear,
+                        "{path} {order:?} {options:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct Route {
     pub upstream: usize,
     /// The Cedar policy set deciding this route's requests (`policy = …`), if any.
     pub policy: Option<RoutePolicy>,
+    /// The external authorizer that decides after the route's requirements (`authorizer =
+    /// "NAME"`), if any.
+    pub authorizer: Option<crate::authorizer::RouteAuthorizer>,
 }
 
 /// A route's Cedar policy set and the path template its actions are named with.
@@ -167,6 +170,10 @@ pub struct Config {
     pub tracing: TracingSettings,
     /// Cedar policy sets: `[policies]` (named `default`) first, then `[[policy_sets]]`.
     pub policies: Vec<Arc<crate::policy::PolicyStore>>,
+    /// External authorizers (`[[authorizers]]`), in file order; routes hold indices.
+    pub authorizers: Vec<crate::authorizer::AuthorizerSettings>,
+    /// `[[aws_credentials]]`: named credential sources, in file order.
+    pub aws_credentials: Vec<crate::aws::SourceSettings>,
 }
 
 impl Config {

@@ -26,6 +26,10 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Browser sign-in providers (none without `[login]` or `[[logins]]`).
     pub logins: Logins,
+    /// External authorizers, in the order of `config.authorizers` (routes hold indices). One
+    /// whose settings a reload left unchanged is kept with its cached decisions; a changed one
+    /// starts with an empty cache, so no decision of its old settings is served.
+    pub authorizers: Vec<Arc<crate::authorizer::Authorizer>>,
 }
 
 /// State shared by every connection.
@@ -179,10 +183,25 @@ fn bind(
         metrics.upstream_known(&settings.name);
         upstreams.push(upstream);
     }
+    let mut authorizers = Vec::with_capacity(config.authorizers.len());
+    for settings in &config.authorizers {
+        let kept = old
+            .into_iter()
+            .flat_map(|old| &old.authorizers)
+            .find(|a| a.settings == *settings);
+        authorizers.push(match kept {
+            Some(kept) => Arc::clone(kept),
+            None => Arc::new(
+                crate::authorizer::Authorizer::new(settings.clone(), Arc::clone(metrics))
+                    .map_err(StartError::HttpClient)?,
+            ),
+        });
+    }
     Ok(Snapshot {
         config,
         issuers,
         upstreams,
         logins: Logins::new(logins),
+        authorizers,
     })
 }

@@ -89,6 +89,64 @@ impl Config {
                 },
             );
         }
+        for a in &self.authorizers {
+            let detail = match &a.kind {
+                crate::authorizer::Kind::Lambda {
+                    response,
+                    api_arn,
+                    payload_v1,
+                } => format!(
+                    "payload={}  response={}  api_arn={api_arn}",
+                    if *payload_v1 { "1.0" } else { "2.0" },
+                    match response {
+                        crate::authorizer::ResponseFormat::Simple => "simple",
+                        crate::authorizer::ResponseFormat::Iam => "iam",
+                    }
+                ),
+                crate::authorizer::Kind::ExtAuthz {
+                    allowed_headers,
+                    upstream_headers,
+                    ..
+                } => format!(
+                    "sends={}  upstream_headers={}",
+                    allowed_headers
+                        .iter()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    upstream_headers
+                        .iter()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            };
+            let context: Vec<String> = a
+                .context_headers
+                .iter()
+                .map(|(h, k)| format!("{h}={k}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "authorizer {:?}  type={}  url={}  identity_source={}  ttl={}s  cache_key={}  timeout={}ms  {detail}{}",
+                &*a.name,
+                a.type_name(),
+                a.url,
+                if a.identity_source_text.is_empty() {
+                    "-".to_owned()
+                } else {
+                    a.identity_source_text.join(",")
+                },
+                a.ttl.as_secs(),
+                a.cache_key.as_str(),
+                a.timeout.as_millis(),
+                if context.is_empty() {
+                    String::new()
+                } else {
+                    format!("  context_headers={}", context.join(","))
+                },
+            );
+        }
         let _ = writeln!(
             out,
             "paths  semicolons={}  case_insensitive={}",
@@ -108,6 +166,13 @@ impl Config {
             let mut req = Vec::new();
             if let Some(login) = &route.login {
                 req.push(format!("login={login}"));
+            }
+            if let Some(a) = route
+                .authorizer
+                .as_ref()
+                .and_then(|a| self.authorizers.get(a.index))
+            {
+                req.push(format!("authorizer={}", a.name));
             }
             if !r.scopes_any.is_empty() {
                 req.push(format!("scopes_any={}", r.scopes_any.join(",")));
@@ -194,6 +259,9 @@ impl Config {
                 "dropped"
             }
         );
+        for source in &self.aws_credentials {
+            let _ = writeln!(out, "{}", source.describe());
+        }
         out
     }
 }

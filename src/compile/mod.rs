@@ -2,6 +2,8 @@
 //! compiling itself. Every problem is collected (not just the first) and reported as
 //! `file:line:col: key: reason`.
 
+mod authorizers;
+mod aws_credentials;
 mod cors;
 mod describe;
 mod diags;
@@ -70,9 +72,23 @@ pub fn compile_with_env(
     let tls = server::tls(&mut d, &raw.server);
     let upstreams = upstream::compile(&mut d, raw.upstream.as_ref(), &raw.upstreams);
     let issuers = issuers::compile(&mut d, &raw.issuers);
-    let routes = routes::compile(&mut d, &raw.routes, &issuers, paths, &upstreams);
+    let authorizer_names: Vec<std::sync::Arc<str>> = raw
+        .authorizers
+        .iter()
+        .map(|a| std::sync::Arc::from(a.get_ref().name.get_ref().as_str()))
+        .collect();
+    let authorizers = authorizers::compile(&mut d, &raw.authorizers);
+    let routes = routes::compile(
+        &mut d,
+        &raw.routes,
+        &issuers,
+        paths,
+        &upstreams,
+        &authorizer_names,
+    );
     let mut headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
     routes::manage_capture_headers(&mut d, &raw.routes, &mut headers);
+    authorizers::manage_headers(&mut d, &raw.authorizers, &authorizers, &mut headers);
     let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());
@@ -85,6 +101,7 @@ pub fn compile_with_env(
     policies::routes(&mut d, &raw.routes, &policy_sets, &configured, &mut routes);
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
+    let aws_credentials = aws_credentials::compile(&mut d, &raw.aws_credentials);
 
     match upstreams.settings() {
         Some(upstreams) if d.count() == 0 => Ok(Config {
@@ -104,6 +121,8 @@ pub fn compile_with_env(
             cors,
             tracing,
             policies: policy_sets,
+            authorizers,
+            aws_credentials,
         }),
         _ => Err(d.finish()),
     }

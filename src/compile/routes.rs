@@ -22,6 +22,7 @@ pub(super) fn compile(
     issuers: &Issuers,
     paths: PathOptions,
     upstreams: &Upstreams,
+    authorizers: &[Arc<str>],
 ) -> Router<Route> {
     let mut routes = Router::new();
     if raw.is_empty() {
@@ -36,6 +37,7 @@ pub(super) fn compile(
             &issuers.names,
             paths,
             upstreams,
+            authorizers,
         ) {
             if matches!(route.auth, AuthMode::Jwt | AuthMode::Optional) && !issuers.any {
                 d.err(
@@ -58,6 +60,7 @@ fn route(
     issuer_names: &HashSet<Arc<str>>,
     paths: PathOptions,
     upstreams: &Upstreams,
+    authorizers: &[Arc<str>],
 ) -> Option<(Pattern, Option<Vec<Method>>, Route)> {
     let errors_before = d.count();
     let pattern = match Pattern::parse(r.path.get_ref(), paths) {
@@ -216,6 +219,11 @@ fn route(
         d.err(r.path.span(), key, "requirements (scopes, groups, token_use, issuers, claims) have no effect with auth = \"none\"");
     }
     let upstream = upstream(d, key, r, upstreams);
+    let authorizer = super::authorizers::route_index(d, key, r, authorizers).and_then(|index| {
+        pattern
+            .as_ref()
+            .map(|p| route_authorizer(index, p.as_str()))
+    });
     let name: Arc<str> = r.name.as_ref().map_or_else(
         || r.path.get_ref().as_str().into(),
         |n| n.get_ref().as_str().into(),
@@ -274,8 +282,26 @@ fn route(
             rewrite,
             // Set once the policy sets are compiled (`policies::routes`).
             policy: None,
+            authorizer,
         },
     ))
+}
+
+/// A route's use of authorizer `index`: its pattern as API Gateway writes a route path (a
+/// trailing `/**` is `/{proxy+}`, whose value is the rest of the path).
+fn route_authorizer(index: usize, pattern: &str) -> crate::authorizer::RouteAuthorizer {
+    let (route_path, proxy_after) = match pattern.strip_suffix("/**") {
+        Some(prefix) => (
+            format!("{prefix}/{{proxy+}}"),
+            Some(prefix.split('/').filter(|s| !s.is_empty()).count()),
+        ),
+        None => (pattern.to_owned(), None),
+    };
+    crate::authorizer::RouteAuthorizer {
+        index,
+        route_path: Arc::from(route_path),
+        proxy_after,
+    }
 }
 
 /// The index of the route's upstream: the one it names, else `default`. With no upstream at

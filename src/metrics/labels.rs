@@ -111,6 +111,32 @@ label_enum! {
         BadCapture => "bad_capture",
         /// The route's Cedar policies did not allow the request.
         Policy => ForbiddenReason::Policy.as_str(),
+        /// A route's external authorizer lacks an identity source value (401, no call).
+        AuthorizerIdentityMissing => "authorizer_identity_missing",
+        /// The external authorizer denied the request.
+        AuthorizerDenied => "authorizer_denied",
+        /// The external authorizer call failed (fail closed).
+        AuthorizerFailed => "authorizer_failed",
+    }
+}
+
+label_enum! {
+    /// How an external authorizer call ended, for `jwtgate_authorizer_calls_total{result}`.
+    pub enum AuthorizerResult {
+        /// An allow (simple `true`, a policy with an Allow, an ext_authz 2xx).
+        Allow => "allow",
+        /// A denial (simple `false`, a policy without Allow, an ext_authz non-2xx).
+        Deny => "deny",
+        /// No answer within `timeout`.
+        Timeout => "timeout",
+        /// No connection, or the exchange broke off.
+        Unreachable => "unreachable",
+        /// A Lambda authorizer endpoint answered a non-2xx status.
+        BadStatus => "bad_status",
+        /// An answer larger than the limit.
+        TooLarge => "too_large",
+        /// Not JSON, the wrong shape, or a context value that is no header value.
+        Invalid => "invalid",
     }
 }
 
@@ -122,6 +148,25 @@ impl From<ForbiddenReason> for Reason {
             ForbiddenReason::ClaimMismatch => Reason::ClaimMismatch,
             ForbiddenReason::Policy => Reason::Policy,
         }
+    }
+}
+
+label_enum! {
+    /// How one fetch of AWS credentials ended, for
+    /// `jwtgate_aws_credential_calls_total{source,result}`.
+    pub enum CredentialResult {
+        /// Credentials were had.
+        Ok => "ok",
+        /// Cognito or STS refused the user's token.
+        TokenRefused => "token_refused",
+        /// The user may not have these credentials (role, guests, `AccessDenied`).
+        Forbidden => "forbidden",
+        /// Throttled, unreachable, timed out or a 5xx.
+        Unavailable => "unavailable",
+        /// An answer that is not what the API documents.
+        Malformed => "malformed",
+        /// Nothing to get credentials from (the gateway's chain is empty, a pool not found).
+        NotConfigured => "not_configured",
     }
 }
 
@@ -234,7 +279,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            26,
+            29,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -262,8 +307,25 @@ mod tests {
                 Reason::SessionStoreUnavailable => 23,
                 Reason::BadCapture => 24,
                 Reason::Policy => 25,
+                Reason::AuthorizerIdentityMissing => 26,
+                Reason::AuthorizerDenied => 27,
+                Reason::AuthorizerFailed => 28,
             },
             Reason::as_str,
+        );
+        closed(
+            AuthorizerResult::ALL,
+            7,
+            |v| match v {
+                AuthorizerResult::Allow => 0,
+                AuthorizerResult::Deny => 1,
+                AuthorizerResult::Timeout => 2,
+                AuthorizerResult::Unreachable => 3,
+                AuthorizerResult::BadStatus => 4,
+                AuthorizerResult::TooLarge => 5,
+                AuthorizerResult::Invalid => 6,
+            },
+            AuthorizerResult::as_str,
         );
         closed(
             ForbiddenReason::ALL,
@@ -288,6 +350,19 @@ mod tests {
                 LoginEvent::Logout => 5,
             },
             LoginEvent::as_str,
+        );
+        closed(
+            CredentialResult::ALL,
+            6,
+            |v| match v {
+                CredentialResult::Ok => 0,
+                CredentialResult::TokenRefused => 1,
+                CredentialResult::Forbidden => 2,
+                CredentialResult::Unavailable => 3,
+                CredentialResult::Malformed => 4,
+                CredentialResult::NotConfigured => 5,
+            },
+            CredentialResult::as_str,
         );
         closed(
             ReloadResult::ALL,
@@ -353,6 +428,17 @@ mod tests {
             ["ok", "refused"]
         );
         assert_eq!(
+            labels(CredentialResult::ALL, CredentialResult::as_str),
+            [
+                "ok",
+                "token_refused",
+                "forbidden",
+                "unavailable",
+                "malformed",
+                "not_configured"
+            ]
+        );
+        assert_eq!(
             labels(FetchResult::ALL, FetchResult::as_str),
             [
                 "ok",
@@ -410,7 +496,22 @@ mod tests {
                 "idp_unavailable",
                 "session_store_unavailable",
                 "bad_capture",
-                "policy"
+                "policy",
+                "authorizer_identity_missing",
+                "authorizer_denied",
+                "authorizer_failed"
+            ]
+        );
+        assert_eq!(
+            labels(AuthorizerResult::ALL, AuthorizerResult::as_str),
+            [
+                "allow",
+                "deny",
+                "timeout",
+                "unreachable",
+                "bad_status",
+                "too_large",
+                "invalid"
             ]
         );
         for &f in ForbiddenReason::ALL {
@@ -454,6 +555,20 @@ mod tests {
                 "`jwtgate_login_events_total{provider,event}` (event "
             ),
             labels(LoginEvent::ALL, LoginEvent::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_authorizer_calls_total{authorizer,result}` ("
+            ),
+            labels(AuthorizerResult::ALL, AuthorizerResult::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_aws_credential_calls_total{source,result}` ("
+            ),
+            labels(CredentialResult::ALL, CredentialResult::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),

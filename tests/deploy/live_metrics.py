@@ -60,7 +60,8 @@ def dashboard_queries(dashboard):
 def grafana_to_promql(expr, rate_interval):
     expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
     expr = expr.replace("$__range", "5m")
-    return re.sub(r"\$\{?(namespace|job|route|issuer)\}?", ".*", expr)
+    # Every dashboard variable (namespace, job, route, upstream, issuer) at its "All" value.
+    return re.sub(r"\$\{?[a-z]+\}?", ".*", expr)
 
 
 def exported_families(text):

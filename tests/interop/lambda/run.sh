@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# External-authorizer interop test: jwtgate's `type = "lambda"` authorizers calling unmodified
+# Node.js Lambda authorizer handlers (a simple-response one with payload format 2.0, and an
+# IAM-policy one with payload format 1.0, written as AWS documents them) run by lambda-local behind a small local HTTP endpoint (server.mjs).
+# Usage: tests/interop/lambda/run.sh [PATH_TO_JWTGATE_BINARY]   (default: <repo>/target/debug/jwtgate)
+# Needs node >= 20 with npm. Exit code = test result.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../../.." && pwd)"
+BIN="${1:-$REPO/target/debug/jwtgate}"
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+[ -x "$BIN" ] || die "no jwtgate binary at $BIN (cargo build --bin jwtgate)"
+command -v node >/dev/null || die "node is not installed (node >= 20 with npm)"
+command -v curl >/dev/null || die "curl is not installed"
+
+# npm ci when node_modules is missing or was installed from another package-lock.json.
+LOCK_SUM="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
+STAMP="$HERE/node_modules/.interop-lock-sha256"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$LOCK_SUM" ]; then
+    echo "installing npm packages (npm ci) in $HERE/node_modules"
+    (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s' "$LOCK_SUM" > "$STAMP"
+fi
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+node "$HERE/server.mjs" > "$TMP/server.out" 2> "$TMP/server.err" &
+PIDS+=("$!")
+URL=""
+for _ in $(seq 100); do
+    URL="$(sed -nE 's/^\{"url":"([^"]+)"\}$/\1/p' "$TMP/server.out")"
+    [ -n "$URL" ] && break
+    sleep 0.1
+done
+[ -n "$URL" ] || { cat "$TMP/server.err" >&2; die "the lambda-local endpoint did not start"; }
+
+read -r PROXY_PORT ADMIN_PORT < <(node -e '
+  const net = require("node:net");
+  const get = () => new Promise((ok) => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => ok(s)); });
+  Promise.all([get(), get()]).then((ss) => { console.log(ss.map((s) => s.address().port).join(" ")); ss.forEach((s) => s.close()); });')
+PROXY="http://127.0.0.1:$PROXY_PORT"
+ADMIN="http://127.0.0.1:$ADMIN_PORT"
+ARN="arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod"
+
+cat > "$TMP/jwtgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PROXY_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+
+[upstream]
+url = "$URL/upstream"
+
+[[authorizers]]
+name = "simple"
+type = "lambda"
+url = "$URL/simple"
+identity_source = ["\$request.header.Authorization"]
+context_headers = { "x-tenant" = "tenantId", "x-string" = "stringKey" }
+timeout = "5s"
+
+[[authorizers]]
+name = "iam"
+type = "lambda"
+url = "$URL/iam"
+payload_format = "1.0"
+response = "iam"
+api_arn = "$ARN"
+identity_source = ["\$request.header.headerauth1", "\$request.querystring.QueryString1"]
+context_headers = { "x-number" = "numberKey" }
+timeout = "5s"
+
+[[routes]]
+path = "/tenants/{tenant}/**"
+auth = "none"
+authorizer = "simple"
+
+[[routes]]
+path = "/reports/**"
+auth = "none"
+authorizer = "iam"
+TOML
+
+"$BIN" check --config "$TMP/jwtgate.toml" > "$TMP/check.out" 2>&1 || { cat "$TMP/check.out" >&2; die "jwtgate check refused the config"; }
+grep -q 'authorizer "iam"  type=lambda' "$TMP/check.out" || { cat "$TMP/check.out" >&2; die "check does not show the authorizers"; }
+RUST_LOG=warn "$BIN" run --config "$TMP/jwtgate.toml" > "$TMP/jwtgate.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do
+    curl -fsS "$ADMIN/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fsS "$ADMIN/readyz" >/dev/null || { cat "$TMP/jwtgate.log" >&2; die "jwtgate not ready"; }
+
+FAILED=0
+PASSED=0
+# check NAME WANT_STATUS CURL_ARGS...: the status, and the body in $TMP/body.
+check() {
+    local name="$1" want="$2"; shift 2
+    local got
+    got="$(curl -sS -o "$TMP/body" -w '%{http_code}' "$@")"
+    if [ "$got" = "$want" ]; then
+        PASSED=$((PASSED + 1)); echo "ok   $name ($got)"
+    else
+        FAILED=$((FAILED + 1)); echo "FAIL $name: status $got, want $want: $(head -c 300 "$TMP/body")"
+    fi
+}
+# has NAME TEXT: the last body contains TEXT.
+has() {
+    if grep -qF -- "$2" "$TMP/body"; then
+        PASSED=$((PASSED + 1)); echo "ok   $1"
+    else
+        FAILED=$((FAILED + 1)); echo "FAIL $1: body lacks $2: $(head -c 300 "$TMP/body")"
+    fi
+}
+calls() { curl -fsS "$URL/__calls"; }
+
+check "simple: the secret token is allowed" 200 -H 'Authorization: secretToken' -H 'x-tenant: forged' "$PROXY/tenants/acme/orders"
+has "simple: the context tenantId reaches the upstream" '"x-tenant":"acme"'
+has "simple: a string context value reaches the upstream" '"x-string":"value"'
+check "simple: another token is denied" 403 -H 'Authorization: guess' "$PROXY/tenants/acme/orders"
+has "simple: denial body as API Gateway's" '{"message":"Forbidden"}'
+check "simple: no Authorization is 401 without a call" 401 "$PROXY/tenants/acme/orders"
+check "simple: a repeated request is served from the cache" 200 -H 'Authorization: secretToken' "$PROXY/tenants/acme/orders"
+calls > "$TMP/body"; has "simple: two calls for three decided requests" '"simple":2'
+
+Q='QueryString1=queryValue1'
+check "iam: Allow */* for GET" 200 -H 'headerauth1: headerValue1' "$PROXY/reports/2024?$Q"
+has "iam: a number context value reaches the upstream" '"x-number":"123"'
+check "iam: the explicit Deny for DELETE wins" 403 -X DELETE -H 'headerauth1: headerValue1' "$PROXY/reports/2024?$Q"
+check "iam: a Deny policy" 403 -H 'headerauth1: wrong' "$PROXY/reports/2024?$Q"
+check "iam: missing query identity source is 401" 401 -H 'headerauth1: headerValue1' "$PROXY/reports/2024"
+calls > "$TMP/body"; has "iam: one call per identity and method" '"iam":3'
+
+curl -fsS "$ADMIN/metrics" > "$TMP/body"
+has "metrics: cache hits counted" 'jwtgate_authorizer_cache_total{authorizer="simple",result="hit"} 1'
+has "metrics: calls by result" 'jwtgate_authorizer_calls_total{authorizer="iam",result="deny"} 1'
+
+echo "$PASSED passed, $FAILED failed"
+if [ "$FAILED" -ne 0 ]; then
+    echo "---- jwtgate log ----"; tail -n 40 "$TMP/jwtgate.log"
+    echo "---- endpoint stderr ----"; tail -n 40 "$TMP/server.err"
+    exit 1
+fi
