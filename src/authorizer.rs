@@ -363,7 +363,11 @@ impl Authorizer {
                 .expire_after(UntilExpiry)
                 .build()
         });
-        let credentials = match settings.invoke.as_ref().and_then(|i| i.credentials.as_ref()) {
+        let credentials = match settings
+            .invoke
+            .as_ref()
+            .and_then(|i| i.credentials.as_ref())
+        {
             Some(source) => Some(crate::aws::CredentialSource::new(
                 source.clone(),
                 Arc::clone(&metrics),
@@ -865,7 +869,11 @@ fn lambda_answer(
     if headers.contains_key("x-amz-function-error") {
         let error_type = serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| v.get("errorType")?.as_str().map(|s| s.chars().take(100).collect::<String>()))
+            .and_then(|v| {
+                v.get("errorType")?
+                    .as_str()
+                    .map(|s| s.chars().take(100).collect::<String>())
+            })
             .unwrap_or_default();
         tracing::warn!(
             authorizer = name,
@@ -892,10 +900,12 @@ fn lambda_answer(
 /// Lowercase hex.
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A context value as a header value: no control characters, no leading or trailing space.

@@ -377,7 +377,10 @@ fn delivery(
             d.err(
                 region.span(),
                 format!("{key}.region"),
-                format!("{:?} is not the function ARN's region {arn:?}", region.get_ref()),
+                format!(
+                    "{:?} is not the function ARN's region {arn:?}",
+                    region.get_ref()
+                ),
             );
             None
         }
@@ -453,8 +456,7 @@ fn delivery(
 fn function_name(text: &str) -> Result<Option<&str>, String> {
     let name_ok = |n: &str| {
         (1..=64).contains(&n.len())
-            && n
-                .bytes()
+            && n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let account_ok = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
@@ -462,11 +464,18 @@ fn function_name(text: &str) -> Result<Option<&str>, String> {
     let region = match parts.as_slice() {
         [name] if name_ok(name) => None,
         [account, "function", name] if account_ok(account) && name_ok(name) => None,
-        ["arn", partition, "lambda", region, account, "function", name]
-            if partition.starts_with("aws")
-                && valid_region(region)
-                && account_ok(account)
-                && name_ok(name) =>
+        [
+            "arn",
+            partition,
+            "lambda",
+            region,
+            account,
+            "function",
+            name,
+        ] if partition.starts_with("aws")
+            && valid_region(region)
+            && account_ok(account)
+            && name_ok(name) =>
         {
             Some(*region)
         }
@@ -790,7 +799,10 @@ auth = "none"
             a[2].url,
             "http://127.0.0.1:9001/2015-03-31/functions/123456789012%3Afunction%3Atenants/invocations?Qualifier=live"
         );
-        assert!(a.iter().all(|a| a.invoke.as_ref().unwrap().credentials.is_some()));
+        assert!(
+            a.iter()
+                .all(|a| a.invoke.as_ref().unwrap().credentials.is_some())
+        );
     }
 
     #[test]
