@@ -1,6 +1,7 @@
 //! External authorizers (`[[authorizers]]`): API Gateway's Lambda-authorizer contract (payload
-//! format 2.0, simple and IAM-policy responses) delivered to an HTTP endpoint, and Envoy's HTTP
-//! ext_authz protocol. Decisions are cached per identity-source values and route, bounded in
+//! format 2.0, simple and IAM-policy responses) delivered to an HTTP endpoint or by the Lambda
+//! Invoke API (SigV4-signed with jwtgate's own AWS credentials), and Envoy's HTTP ext_authz
+//! protocol. Decisions are cached per identity-source values and route, bounded in
 //! bytes, never past the JWT's `exp`, denials included; concurrent misses for one key make one
 //! call. Every failure (timeout, connection, status, shape, size) refuses the request.
 
@@ -56,7 +57,8 @@ pub struct Invoke {
 /// The protocol an authorizer speaks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// API Gateway's Lambda-authorizer event (payload format 2.0), POSTed as JSON to `url`.
+    /// API Gateway's Lambda-authorizer event (payload format 2.0), POSTed as JSON to `url`
+    /// (signed for the Invoke API when the settings have `invoke`).
     Lambda {
         /// Which answer shape is expected.
         response: ResponseFormat,

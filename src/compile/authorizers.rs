@@ -1,5 +1,5 @@
-//! `[[authorizers]]`: external authorizers (`type = "lambda"` over HTTP, `type = "ext_authz"`)
-//! that routes name with `authorizer = "NAME"`.
+//! `[[authorizers]]`: external authorizers (`type = "lambda"` over HTTP or the Lambda Invoke
+//! API, `type = "ext_authz"`) that routes name with `authorizer = "NAME"`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
