@@ -403,7 +403,7 @@ fn delivery(
         );
     }
     let endpoint = d.http_url(&r.endpoint, &format!("{key}.endpoint"));
-    let qualifier = r.qualifier.as_ref().and_then(|q| {
+    let qualifier = r.qualifier.as_ref().map(|q| {
         let text = q.get_ref();
         let ok = (1..=128).contains(&text.len())
             && text
@@ -416,7 +416,7 @@ fn delivery(
                 format!("{text:?} is not an alias or version ($LATEST, 7, live)"),
             );
         }
-        Some(text.clone())
+        text.clone()
     });
     let region = region?;
     if d.count() > before {
