@@ -1,6 +1,7 @@
 //! External authorizers (`[[authorizers]]`): API Gateway's Lambda-authorizer contract (payload
-//! format 2.0, simple and IAM-policy responses) delivered to an HTTP endpoint, and Envoy's HTTP
-//! ext_authz protocol. Decisions are cached per identity-source values and route, bounded in
+//! format 2.0, simple and IAM-policy responses) delivered to an HTTP endpoint or by the Lambda
+//! Invoke API (SigV4-signed with jwtgate's own AWS credentials), and Envoy's HTTP ext_authz
+//! protocol. Decisions are cached per identity-source values and route, bounded in
 //! bytes, never past the JWT's `exp`, denials included; concurrent misses for one key make one
 //! call. Every failure (timeout, connection, status, shape, size) refuses the request.
 
@@ -39,10 +40,25 @@ pub enum ResponseFormat {
     Iam,
 }
 
+/// Delivery of a `type = "lambda"` event by the Lambda Invoke API instead of a plain POST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invoke {
+    /// Function name, partial or full ARN (as written).
+    pub function: String,
+    /// The function's region: the signing region.
+    pub region: String,
+    /// Alias or version (`?Qualifier=`).
+    pub qualifier: Option<String>,
+    /// The `[[aws_credentials]]` source (a `gateway` one) whose credentials sign the call. Part
+    /// of the settings so that a reload that changes the source starts the authorizer afresh.
+    pub credentials: Option<crate::aws::SourceSettings>,
+}
+
 /// The protocol an authorizer speaks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// API Gateway's Lambda-authorizer event (payload format 2.0), POSTed as JSON to `url`.
+    /// API Gateway's Lambda-authorizer event (payload format 2.0), POSTed as JSON to `url`
+    /// (signed for the Invoke API when the settings have `invoke`).
     Lambda {
         /// Which answer shape is expected.
         response: ResponseFormat,
@@ -118,8 +134,10 @@ pub struct AuthorizerSettings {
     pub name: Arc<str>,
     /// Its protocol.
     pub kind: Kind,
-    /// Where it is called (`http(s)://…`).
+    /// Where it is called (`http(s)://…`); with `invoke`, the function's Invoke URL.
     pub url: String,
+    /// `type = "lambda"` with `function`: signed Lambda Invoke API calls to `url`.
+    pub invoke: Option<Invoke>,
     /// Values that must be present (else 401 without a call) and that key the cache.
     pub identity_sources: Vec<IdentitySource>,
     /// The texts of `identity_sources`, as written (for `jwtgate check`).
@@ -270,6 +288,8 @@ enum Failure {
     BadStatus,
     TooLarge,
     Invalid,
+    FunctionError,
+    Credentials,
 }
 
 impl Failure {
@@ -280,6 +300,8 @@ impl Failure {
             Failure::BadStatus => AuthorizerResult::BadStatus,
             Failure::TooLarge => AuthorizerResult::TooLarge,
             Failure::Invalid => AuthorizerResult::Invalid,
+            Failure::FunctionError => AuthorizerResult::FunctionError,
+            Failure::Credentials => AuthorizerResult::Credentials,
         }
     }
 }
@@ -304,6 +326,8 @@ pub struct Authorizer {
     /// The checked settings.
     pub settings: AuthorizerSettings,
     http: reqwest::Client,
+    /// With `invoke`: the source of jwtgate's own AWS credentials that sign each call.
+    credentials: Option<crate::aws::CredentialSource>,
     cache: Option<moka::sync::Cache<Vec<u8>, Arc<Cached>>>,
     /// One call per key at a time; later requests for the key wait for its answer.
     in_flight: Mutex<HashMap<Vec<u8>, Flight>>,
@@ -341,10 +365,22 @@ impl Authorizer {
                 .expire_after(UntilExpiry)
                 .build()
         });
+        let credentials = match settings
+            .invoke
+            .as_ref()
+            .and_then(|i| i.credentials.as_ref())
+        {
+            Some(source) => Some(crate::aws::CredentialSource::new(
+                source.clone(),
+                Arc::clone(&metrics),
+            )?),
+            None => None,
+        };
         metrics.authorizer_known(&settings.name);
         Ok(Authorizer {
             settings,
             http,
+            credentials,
             cache,
             in_flight: Mutex::new(HashMap::new()),
             metrics,
@@ -555,13 +591,18 @@ impl Authorizer {
                         self.settings.send_cookies,
                     )
                 };
-                let request = self
-                    .http
-                    .post(&self.settings.url)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(event.to_string());
-                let (status, _, body) = self.send(request).await?;
-                if !status.is_success() {
+                let request = match &self.settings.invoke {
+                    None => self
+                        .http
+                        .post(&self.settings.url)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(event.to_string()),
+                    Some(invoke) => self.signed_invoke(invoke, event.to_string()).await?,
+                };
+                let (status, headers, body) = self.send(request).await?;
+                if self.settings.invoke.is_some() {
+                    lambda_answer(&self.settings.name, status, &headers, &body)?;
+                } else if !status.is_success() {
                     return Err(Failure::BadStatus);
                 }
                 let value: Value = serde_json::from_slice(&body).map_err(|_| Failure::Invalid)?;
@@ -637,6 +678,54 @@ impl Authorizer {
                 ))
             }
         }
+    }
+
+    /// The Invoke API request carrying `body`, signed (SigV4, service `lambda`, the body's hash
+    /// signed) with the credentials of the configured source, got now (cached by the source).
+    async fn signed_invoke(
+        &self,
+        invoke: &Invoke,
+        body: String,
+    ) -> Result<reqwest::RequestBuilder, Failure> {
+        let name = &*self.settings.name;
+        let Some(source) = &self.credentials else {
+            return Err(Failure::Credentials);
+        };
+        let credentials = source
+            .credentials(&crate::aws::Principal::Guest)
+            .await
+            .map_err(|e| {
+                tracing::warn!(authorizer = name, error = %e, "no AWS credentials to invoke the function");
+                Failure::Credentials
+            })?;
+        let uri: http::Uri = self.settings.url.parse().map_err(|_| Failure::Invalid)?;
+        let authority = uri.authority().cloned().ok_or(Failure::Invalid)?;
+        let (mut parts, ()) = http::Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(())
+            .map_err(|_| Failure::Invalid)?
+            .into_parts();
+        let hash = hex_lower(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes()).as_ref(),
+        );
+        let scope = crate::aws::SigningScope::new("lambda", invoke.region.as_str());
+        crate::aws::sign(
+            &mut parts,
+            &authority,
+            &scope,
+            &credentials,
+            crate::aws::Payload::Sha256(&hash),
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| {
+            tracing::warn!(authorizer = name, error = %e, "the Invoke request could not be signed");
+            Failure::Credentials
+        })?;
+        let mut request = self.http.post(&self.settings.url).body(body);
+        for (n, v) in &parts.headers {
+            request = request.header(n.as_str(), v.as_bytes());
+        }
+        Ok(request)
     }
 
     /// Sends `request`; its status, headers and body (at most [`MAX_RESPONSE_BYTES`]).
@@ -759,6 +848,66 @@ fn joined(values: http::header::GetAll<'_, HeaderValue>) -> String {
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Checks an Invoke API answer: a function that failed (`X-Amz-Function-Error`, its error
+/// object as the body) or an error of Lambda itself (throttling, access denied, no such
+/// function) is a failure, logged with Lambda's error type, never an allow.
+fn lambda_answer(
+    name: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Failure> {
+    let text = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(100)
+            .collect::<String>()
+    };
+    if headers.contains_key("x-amz-function-error") {
+        let error_type = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.get("errorType")?
+                    .as_str()
+                    .map(|s| s.chars().take(100).collect::<String>())
+            })
+            .unwrap_or_default();
+        tracing::warn!(
+            authorizer = name,
+            function_error = text("x-amz-function-error"),
+            error_type,
+            "the authorizer function failed"
+        );
+        return Err(Failure::FunctionError);
+    }
+    if !status.is_success() {
+        // `x-amzn-ErrorType` (`TooManyRequestsException`, `AccessDeniedException`,
+        // `ResourceNotFoundException`, …); the message is not logged: it may quote the ARNs.
+        tracing::warn!(
+            authorizer = name,
+            status = status.as_u16(),
+            error_type = text("x-amzn-errortype"),
+            "Lambda refused the Invoke call"
+        );
+        return Err(Failure::BadStatus);
+    }
+    Ok(())
+}
+
+/// Lowercase hex.
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A context value as a header value: no control characters, no leading or trailing space.
@@ -1230,6 +1379,7 @@ mod tests {
                 api_arn: DEFAULT_API_ARN.into(),
             },
             url,
+            invoke: None,
             identity_sources: vec![IdentitySource::Header(header::AUTHORIZATION)],
             identity_source_text: vec!["$request.header.Authorization".into()],
             ttl: DEFAULT_TTL,

@@ -105,8 +105,20 @@ pub struct RawAuthorizer {
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     /// Where it is called: the endpoint the event is POSTed to (`lambda`), or the service base
-    /// URL the original path is appended to (`ext_authz`).
-    pub url: Spanned<String>,
+    /// URL the original path is appended to (`ext_authz`). A `lambda` authorizer has this or
+    /// `function`.
+    pub url: Option<Spanned<String>>,
+    /// `lambda`: the function called by the Lambda Invoke API (name, partial or full ARN).
+    pub function: Option<Spanned<String>>,
+    /// `lambda` with `function`: its region (required unless `function` is a full ARN).
+    pub region: Option<Spanned<String>>,
+    /// `lambda` with `function`: the `[[aws_credentials]]` source (`source = "gateway"`).
+    pub credentials: Option<Spanned<String>>,
+    /// `lambda` with `function`: the Lambda endpoint (VPC endpoint, tests). Default
+    /// `https://lambda.{region}.amazonaws.com`.
+    pub endpoint: Option<Spanned<String>>,
+    /// `lambda` with `function`: the alias or version invoked.
+    pub qualifier: Option<Spanned<String>>,
     /// `lambda`: `simple` (default) or `iam`.
     pub response: Option<Spanned<String>>,
     /// `lambda`: payload format; only `2.0` (the default) for now.

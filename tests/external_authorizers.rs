@@ -706,3 +706,202 @@ logout_redirect = "http://127.0.0.1:1/signed-out"
     assert_eq!(event["identitySource"], json!(["allow", "theme=dark"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Environment of a gateway credential chain that holds exactly these keys (or nothing): no
+/// session token, profile, container or web-identity step, no instance metadata.
+fn aws_env(
+    keys: Option<(&'static str, &'static str)>,
+) -> Vec<(&'static str, Option<&'static str>)> {
+    let mut env = vec![
+        ("AWS_SESSION_TOKEN", None),
+        ("AWS_CREDENTIAL_EXPIRATION", None),
+        ("AWS_PROFILE", None),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", None),
+        ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", None),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
+        ("AWS_EC2_METADATA_DISABLED", Some("true")),
+    ];
+    env.push(("AWS_ACCESS_KEY_ID", keys.map(|k| k.0)));
+    env.push(("AWS_SECRET_ACCESS_KEY", keys.map(|k| k.1)));
+    env
+}
+
+/// `[[authorizers]]` delivered by the Lambda Invoke API to `endpoint`, one per function.
+fn invoke_tables(endpoint: &str, functions: &[&str]) -> String {
+    let mut toml = String::from("[[aws_credentials]]\nname = \"self\"\nsource = \"gateway\"\n");
+    for f in functions {
+        toml.push_str(&format!(
+            r#"
+[[authorizers]]
+name = "{f}"
+type = "lambda"
+function = "{f}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+credentials = "self"
+qualifier = "live"
+identity_source = ["$request.header.Authorization"]
+ttl = "0s"
+
+[[routes]]
+path = "/invoke/{f}"
+auth = "none"
+authorizer = "{f}"
+"#
+        ));
+    }
+    toml
+}
+
+/// Lambda's Invoke API as the tests need it: a function per path, answering as Lambda does.
+fn lambda_api(seen: &Seen) -> endpoint::Answer {
+    let function = seen
+        .target
+        .strip_prefix("/2015-03-31/functions/")
+        .and_then(|t| t.split('/').next())
+        .unwrap_or_default();
+    let error = |status: u16, kind: &str| {
+        (
+            status,
+            vec![
+                ("content-type", "application/json".into()),
+                ("x-amzn-errortype", kind.into()),
+            ],
+            br#"{"message":"refused"}"#.to_vec(),
+        )
+    };
+    match function {
+        "ok" => simple(seen),
+        "failing" => (
+            200,
+            vec![
+                ("content-type", "application/json".into()),
+                ("x-amz-function-error", "Unhandled".into()),
+            ],
+            br#"{"errorType":"Error","errorMessage":"boom","isAuthorized":true}"#.to_vec(),
+        ),
+        "throttled" => error(429, "TooManyRequestsException"),
+        "denied" => error(403, "AccessDeniedException"),
+        "missing" => error(404, "ResourceNotFoundException"),
+        "moved" => (
+            307,
+            vec![(
+                "location",
+                "/2015-03-31/functions/ok/invocations?Qualifier=live".into(),
+            )],
+            Vec::new(),
+        ),
+        _ => error(400, "InvalidRequestContentException"),
+    }
+}
+
+#[tokio::test]
+async fn invoke_api_calls_are_signed_and_lambda_errors_fail_closed() {
+    let lambda = AuthorizerEndpoint::start(lambda_api).await;
+    let functions = ["ok", "failing", "throttled", "denied", "missing", "moved"];
+    let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
+    let upstream = Recorder::start().await;
+    let toml = config(
+        &issuer,
+        &upstream.url(),
+        "",
+        &invoke_tables(&lambda.url(""), &functions),
+    );
+    let proxy = BinaryProxy::start_with_env(
+        &toml,
+        "warn",
+        &aws_env(Some((
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        ))),
+    )
+    .await;
+    let s = Setup {
+        issuer,
+        upstream,
+        proxy,
+    };
+
+    let res = s.get("/invoke/ok", Some("allow")).await;
+    assert_eq!(res.status(), 200);
+    let call = lambda.seen().pop().unwrap();
+    assert_eq!(call.method, "POST");
+    assert_eq!(
+        call.target,
+        "/2015-03-31/functions/ok/invocations?Qualifier=live"
+    );
+    let auth = call.headers["authorization"].to_str().unwrap();
+    assert!(
+        auth.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"
+        ) && auth.contains("/us-east-1/lambda/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="),
+        "{auth}"
+    );
+    assert!(call.headers.contains_key("x-amz-date"));
+    assert_eq!(call.event()["routeKey"], "GET /invoke/ok");
+    assert_eq!(call.event()["headers"]["authorization"], "allow");
+    assert!(s.get("/invoke/ok", Some("deny")).await.status() == 403);
+
+    for (function, result) in [
+        ("failing", "function_error"),
+        ("throttled", "bad_status"),
+        ("denied", "bad_status"),
+        ("missing", "bad_status"),
+        ("moved", "bad_status"),
+    ] {
+        let res = s.get(&format!("/invoke/{function}"), Some("allow")).await;
+        assert_eq!(res.status(), 500, "{function}");
+        assert_eq!(
+            res.text().await.unwrap(),
+            r#"{"message":"Internal Server Error"}"#
+        );
+        assert_eq!(
+            s.metric(&format!(
+                r#"jwtgate_authorizer_calls_total{{authorizer="{function}",result="{result}"}}"#
+            ))
+            .await,
+            1.0,
+            "{function}"
+        );
+    }
+    // The redirect was not followed: one call per request, none to `ok` after the first two.
+    assert_eq!(lambda.seen().len(), 2 + 5);
+    assert_eq!(s.upstream.take().len(), 1, "only the allowed request");
+    let log = s.proxy.log();
+    assert!(log.contains("the authorizer function failed"), "{log}");
+    assert!(log.contains("TooManyRequestsException"), "{log}");
+    assert!(!log.contains("wJalrXUtnFEMI"), "no secret in the log");
+}
+
+#[tokio::test]
+async fn invoke_api_without_credentials_fails_closed_without_a_call() {
+    let lambda = AuthorizerEndpoint::start(lambda_api).await;
+    let issuer = DevIssuer::start("us-east-1_TEST").await.unwrap();
+    let upstream = Recorder::start().await;
+    let toml = config(
+        &issuer,
+        &upstream.url(),
+        "",
+        &invoke_tables(&lambda.url(""), &["ok"]),
+    );
+    let proxy = BinaryProxy::start_with_env(&toml, "warn", &aws_env(None)).await;
+    let s = Setup {
+        issuer,
+        upstream,
+        proxy,
+    };
+    let res = s.get("/invoke/ok", Some("allow")).await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        s.metric(r#"jwtgate_authorizer_calls_total{authorizer="ok",result="credentials"}"#)
+            .await,
+        1.0
+    );
+    assert!(lambda.seen().is_empty(), "nothing unsigned is sent");
+    assert!(s.upstream.take().is_empty());
+    assert!(
+        s.proxy
+            .log()
+            .contains("no AWS credentials to invoke the function")
+    );
+}

@@ -1,5 +1,5 @@
-//! `[[authorizers]]`: external authorizers (`type = "lambda"` over HTTP, `type = "ext_authz"`)
-//! that routes name with `authorizer = "NAME"`.
+//! `[[authorizers]]`: external authorizers (`type = "lambda"` over HTTP or the Lambda Invoke
+//! API, `type = "ext_authz"`) that routes name with `authorizer = "NAME"`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,9 +11,11 @@ use toml::Spanned;
 use super::diags::{Diags, strings};
 use crate::authorizer::{
     AuthorizerSettings, CacheKey, ContextVar, DEFAULT_API_ARN, DEFAULT_CACHE_BYTES,
-    DEFAULT_TIMEOUT, DEFAULT_TTL, IdentitySource, Kind, MAX_TTL, ResponseFormat, valid_api_arn,
+    DEFAULT_TIMEOUT, DEFAULT_TTL, IdentitySource, Invoke, Kind, MAX_TTL, ResponseFormat,
+    valid_api_arn,
 };
-use crate::config::{RawAuthorizer, RawRoute};
+use crate::aws::{SourceKind, SourceSettings};
+use crate::config::{RawAuthorizer, RawAwsCredentials, RawRoute};
 use crate::headers::{self, HeaderPlan};
 
 /// The longest `timeout`.
@@ -60,12 +62,12 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
             d.err(
                 r.kind.span(),
                 format!("{key}.type"),
-                format!("{other:?} must be lambda or ext_authz (the Lambda Invoke API, `function`, comes with AWS credentials)"),
+                format!("{other:?} must be lambda or ext_authz"),
             );
             return None;
         }
     };
-    let url = d.http_url(&Some(r.url.clone()), &format!("{key}.url"));
+    let delivery = delivery(d, key, r, lambda);
     let only =
         |d: &mut Diags<'_>, present: Option<std::ops::Range<usize>>, field: &str, kind: &str| {
             if let Some(span) = present {
@@ -270,6 +272,7 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
     if d.count() > before {
         return None;
     }
+    let (url, invoke) = delivery?;
     Some(AuthorizerSettings {
         name: Arc::from(r.name.get_ref().as_str()),
         kind: if lambda {
@@ -285,7 +288,8 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
                 client_headers,
             }
         },
-        url: url?,
+        url,
+        invoke,
         identity_sources,
         identity_source_text,
         ttl,
@@ -295,6 +299,262 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
         context_headers,
         send_cookies,
     })
+}
+
+/// Where a table's calls go: `url`, or (`lambda` only) the Invoke API URL of `function` with
+/// what signs the call (its credentials are resolved by [`credentials`]).
+fn delivery(
+    d: &mut Diags<'_>,
+    key: &str,
+    r: &RawAuthorizer,
+    lambda: bool,
+) -> Option<(String, Option<Invoke>)> {
+    let invoke_keys = [
+        ("region", &r.region),
+        ("credentials", &r.credentials),
+        ("endpoint", &r.endpoint),
+        ("qualifier", &r.qualifier),
+    ];
+    let function = match (&r.url, &r.function) {
+        (Some(_), Some(f)) => {
+            d.err(
+                f.span(),
+                format!("{key}.function"),
+                "give url (an HTTP endpoint) or function (the Lambda Invoke API), not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.err(
+                r.name.span(),
+                format!("{key}.url"),
+                if lambda {
+                    "required: url (an HTTP endpoint) or function (the Lambda Invoke API)"
+                } else {
+                    "required"
+                },
+            );
+            return None;
+        }
+        (Some(url), None) => {
+            for (field, value) in invoke_keys {
+                if let Some(v) = value {
+                    d.err(v.span(), format!("{key}.{field}"), "only with function");
+                }
+            }
+            return d
+                .http_url(&Some(url.clone()), &format!("{key}.url"))
+                .map(|u| (u, None));
+        }
+        (None, Some(f)) => f,
+    };
+    if !lambda {
+        d.err(
+            function.span(),
+            format!("{key}.function"),
+            "only with type = \"lambda\"",
+        );
+        return None;
+    }
+    let before = d.count();
+    let arn_region = match function_name(function.get_ref()) {
+        Ok(region) => region,
+        Err(reason) => {
+            d.err(function.span(), format!("{key}.function"), reason);
+            None
+        }
+    };
+    let region = match (&r.region, arn_region) {
+        (Some(region), _) if !valid_region(region.get_ref()) => {
+            d.err(
+                region.span(),
+                format!("{key}.region"),
+                format!("{:?} is not a region name (us-east-1)", region.get_ref()),
+            );
+            None
+        }
+        (Some(region), Some(arn)) if region.get_ref() != arn => {
+            d.err(
+                region.span(),
+                format!("{key}.region"),
+                format!(
+                    "{:?} is not the function ARN's region {arn:?}",
+                    region.get_ref()
+                ),
+            );
+            None
+        }
+        (Some(region), _) => Some(region.get_ref().clone()),
+        (None, Some(arn)) => Some(arn.to_owned()),
+        (None, None) => {
+            d.err(
+                function.span(),
+                format!("{key}.region"),
+                "required unless function is a full ARN",
+            );
+            None
+        }
+    };
+    if r.credentials.is_none() {
+        d.err(
+            function.span(),
+            format!("{key}.credentials"),
+            "required with function: the [[aws_credentials]] source (source = \"gateway\") whose credentials sign the call",
+        );
+    }
+    let endpoint = d.http_url(&r.endpoint, &format!("{key}.endpoint"));
+    let qualifier = r.qualifier.as_ref().map(|q| {
+        let text = q.get_ref();
+        let ok = (1..=128).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"$_-".contains(&b));
+        if !ok {
+            d.err(
+                q.span(),
+                format!("{key}.qualifier"),
+                format!("{text:?} is not an alias or version ($LATEST, 7, live)"),
+            );
+        }
+        text.clone()
+    });
+    let region = region?;
+    if d.count() > before {
+        return None;
+    }
+    let base = endpoint.unwrap_or_else(|| {
+        let domain = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        format!("https://lambda.{region}.{domain}")
+    });
+    // As AWS's SDKs send it: the ARN's `:` percent-encoded in the path.
+    let mut url = format!(
+        "{}/2015-03-31/functions/{}/invocations",
+        base.trim_end_matches('/'),
+        function.get_ref().replace(':', "%3A")
+    );
+    if let Some(q) = &qualifier {
+        url.push_str("?Qualifier=");
+        url.push_str(&q.replace('$', "%24"));
+    }
+    Some((
+        url,
+        Some(Invoke {
+            function: function.get_ref().clone(),
+            region,
+            qualifier,
+            credentials: None,
+        }),
+    ))
+}
+
+/// Checks a function name as Lambda takes it (`NAME`, `ACCOUNT:function:NAME`,
+/// `arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME`); a full ARN's region.
+fn function_name(text: &str) -> Result<Option<&str>, String> {
+    let name_ok = |n: &str| {
+        (1..=64).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let account_ok = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = text.split(':').collect();
+    let region = match parts.as_slice() {
+        [name] if name_ok(name) => None,
+        [account, "function", name] if account_ok(account) && name_ok(name) => None,
+        [
+            "arn",
+            partition,
+            "lambda",
+            region,
+            account,
+            "function",
+            name,
+        ] if partition.starts_with("aws")
+            && valid_region(region)
+            && account_ok(account)
+            && name_ok(name) =>
+        {
+            Some(*region)
+        }
+        [.., "function", _, _] => {
+            return Err(format!(
+                "{text:?}: put the alias or version in qualifier, not in the ARN"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} is not a function name, ACCOUNT:function:NAME or arn:aws:lambda:REGION:ACCOUNT:function:NAME"
+            ));
+        }
+    };
+    Ok(region)
+}
+
+/// A region name as AWS spells them (`us-east-1`, `cn-north-1`, `us-gov-west-1`).
+fn valid_region(text: &str) -> bool {
+    (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// Resolves each `function` authorizer's `credentials` to its `[[aws_credentials]]` source,
+/// which must be `source = "gateway"`: jwtgate invokes the function as itself, never as a user.
+pub(super) fn credentials(
+    d: &mut Diags<'_>,
+    raw: &[Spanned<RawAuthorizer>],
+    raw_sources: &[Spanned<RawAwsCredentials>],
+    sources: &[SourceSettings],
+    authorizers: &mut [AuthorizerSettings],
+) {
+    for (i, a) in raw.iter().enumerate() {
+        let r = a.get_ref();
+        let (Some(_), Some(name)) = (&r.function, &r.credentials) else {
+            continue;
+        };
+        let key = format!("authorizers[{i}].credentials");
+        let text = name.get_ref();
+        let Some(source) = sources.iter().find(|s| &*s.name == text.as_str()) else {
+            // A table of that name with errors of its own is reported there.
+            let declared = raw_sources.iter().any(|s| {
+                s.get_ref()
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| n.get_ref() == text)
+            });
+            if !declared {
+                d.err(
+                    name.span(),
+                    key,
+                    format!("{text:?} is not an [[aws_credentials]] name"),
+                );
+            }
+            continue;
+        };
+        if !matches!(source.kind, SourceKind::Gateway(_)) {
+            d.err(
+                name.span(),
+                key,
+                format!(
+                    "{text:?} is a source = \"{}\" source; jwtgate invokes the function as itself: use a source = \"gateway\" one",
+                    source.kind.as_str()
+                ),
+            );
+            continue;
+        }
+        if let Some(invoke) = authorizers
+            .iter_mut()
+            .find(|s| *s.name == **r.name.get_ref())
+            .and_then(|s| s.invoke.as_mut())
+        {
+            invoke.credentials = Some(source.clone());
+        }
+    }
 }
 
 /// One identity source as API Gateway writes it for HTTP APIs.
@@ -473,6 +733,170 @@ authorizer = "tenants"
         );
     }
 
+    const GATEWAY: &str = r#"
+[[aws_credentials]]
+name = "self"
+source = "gateway"
+
+[[aws_credentials]]
+name = "users"
+source = "web_identity"
+role_arn = "arn:aws:iam::123456789012:role/readers"
+"#;
+
+    #[test]
+    fn a_function_is_invoked_at_its_region_s_endpoint() {
+        let config = compile(
+            "a.toml",
+            &format!(
+                r#"{BASE}{GATEWAY}
+[[authorizers]]
+name = "arn"
+type = "lambda"
+function = "arn:aws:lambda:eu-west-1:123456789012:function:tenants"
+credentials = "self"
+qualifier = "$LATEST"
+ttl = "0s"
+
+[[authorizers]]
+name = "named"
+type = "lambda"
+function = "tenants"
+region = "cn-north-1"
+credentials = "self"
+ttl = "0s"
+
+[[authorizers]]
+name = "local"
+type = "lambda"
+function = "123456789012:function:tenants"
+region = "us-east-1"
+endpoint = "http://127.0.0.1:9001/"
+credentials = "self"
+qualifier = "live"
+ttl = "0s"
+
+[[routes]]
+path = "/x"
+auth = "none"
+"#
+            ),
+        )
+        .unwrap();
+        let a = &config.authorizers;
+        assert_eq!(
+            a[0].url,
+            "https://lambda.eu-west-1.amazonaws.com/2015-03-31/functions/arn%3Aaws%3Alambda%3Aeu-west-1%3A123456789012%3Afunction%3Atenants/invocations?Qualifier=%24LATEST"
+        );
+        let invoke = a[0].invoke.as_ref().unwrap();
+        assert_eq!(invoke.region, "eu-west-1");
+        assert_eq!(invoke.credentials.as_ref().unwrap().name.as_ref(), "self");
+        assert_eq!(
+            a[1].url,
+            "https://lambda.cn-north-1.amazonaws.com.cn/2015-03-31/functions/tenants/invocations"
+        );
+        assert_eq!(
+            a[2].url,
+            "http://127.0.0.1:9001/2015-03-31/functions/123456789012%3Afunction%3Atenants/invocations?Qualifier=live"
+        );
+        assert!(
+            a.iter()
+                .all(|a| a.invoke.as_ref().unwrap().credentials.is_some())
+        );
+    }
+
+    #[test]
+    fn bad_invoke_tables_are_reported_at_the_key() {
+        let text = errors(&format!(
+            r#"{GATEWAY}
+[[authorizers]]
+name = "both"
+type = "lambda"
+url = "http://127.0.0.1:9000/"
+function = "tenants"
+
+[[authorizers]]
+name = "neither"
+type = "lambda"
+
+[[authorizers]]
+name = "no-region"
+type = "lambda"
+function = "tenants"
+credentials = "self"
+
+[[authorizers]]
+name = "user-credentials"
+type = "lambda"
+function = "arn:aws:lambda:us-east-1:123456789012:function:tenants"
+region = "eu-west-1"
+credentials = "users"
+
+[[authorizers]]
+name = "bad-names"
+type = "lambda"
+function = "arn:aws:lambda:us-east-1:123456789012:function:tenants:live"
+region = "US East"
+qualifier = "a b"
+endpoint = "lambda.local"
+
+[[authorizers]]
+name = "url-only"
+type = "lambda"
+url = "http://127.0.0.1:9000/"
+region = "us-east-1"
+credentials = "self"
+
+[[authorizers]]
+name = "ext"
+type = "ext_authz"
+function = "tenants"
+
+[[authorizers]]
+name = "unknown-source"
+type = "lambda"
+function = "tenants"
+region = "us-east-1"
+credentials = "nobody"
+ttl = "0s"
+"#
+        ));
+        for want in [
+            "a.toml:18:12: authorizers[0].function: give url (an HTTP endpoint) or function (the Lambda Invoke API), not both",
+            "a.toml:21:8: authorizers[1].url: required: url (an HTTP endpoint) or function (the Lambda Invoke API)",
+            "a.toml:27:12: authorizers[2].region: required unless function is a full ARN",
+            "a.toml:34:10: authorizers[3].region: \"eu-west-1\" is not the function ARN's region \"us-east-1\"",
+            "a.toml:40:12: authorizers[4].function: \"arn:aws:lambda:us-east-1:123456789012:function:tenants:live\": put the alias or version in qualifier, not in the ARN",
+            "a.toml:41:10: authorizers[4].region: \"US East\" is not a region name (us-east-1)",
+            "a.toml:40:12: authorizers[4].credentials: required with function",
+            "a.toml:42:13: authorizers[4].qualifier: \"a b\" is not an alias or version",
+            "a.toml:43:12: authorizers[4].endpoint: \"lambda.local\" is not an http(s) URL",
+            "a.toml:49:10: authorizers[5].region: only with function",
+            "a.toml:50:15: authorizers[5].credentials: only with function",
+            "a.toml:55:12: authorizers[6].function: only with type = \"lambda\"",
+            "a.toml:62:15: authorizers[7].credentials: \"nobody\" is not an [[aws_credentials]] name",
+        ] {
+            assert!(text.contains(want), "{want}\n---\n{text}");
+        }
+        // The ARN's region is wrong, so the table is not compiled, and its credentials are
+        // not checked; a table with only the source wrong is.
+        let text = errors(&format!(
+            r#"{GATEWAY}
+[[authorizers]]
+name = "user-credentials"
+type = "lambda"
+function = "tenants"
+region = "us-east-1"
+credentials = "users"
+ttl = "0s"
+"#
+        ));
+        assert!(
+            text.contains("a.toml:19:15: authorizers[0].credentials: \"users\" is a source = \"web_identity\" source; jwtgate invokes the function as itself: use a source = \"gateway\" one"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn bad_tables_are_reported_at_the_key() {
         let text = errors(
@@ -530,12 +954,12 @@ auth = "none"
             text.contains("authorizers[0].allowed_headers: only with type = \"ext_authz\""),
             "{text}"
         );
-        // The Lambda Invoke API comes with AWS credentials: not a key yet.
+        // `function` (the Lambda Invoke API) is the other delivery, never both.
         let text = errors(
             "[[authorizers]]\nname = \"f\"\ntype = \"lambda\"\nurl = \"http://127.0.0.1:1\"\nfunction = \"f\"\n",
         );
         assert!(
-            text.contains("a.toml:8:1: toml: unknown field `function`"),
+            text.contains("a.toml:8:12: authorizers[0].function: give url (an HTTP endpoint) or function (the Lambda Invoke API), not both"),
             "{text}"
         );
         let text = errors(

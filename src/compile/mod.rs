@@ -77,7 +77,7 @@ pub fn compile_with_env(
         .iter()
         .map(|a| std::sync::Arc::from(a.get_ref().name.get_ref().as_str()))
         .collect();
-    let authorizers = authorizers::compile(&mut d, &raw.authorizers);
+    let mut authorizers = authorizers::compile(&mut d, &raw.authorizers);
     let routes = routes::compile(
         &mut d,
         &raw.routes,
@@ -102,6 +102,13 @@ pub fn compile_with_env(
     // Last, where its message has always been.
     let token_cache_bytes = token_cache::compile(&mut d, &raw.token_cache);
     let aws_credentials = aws_credentials::compile(&mut d, &raw.aws_credentials);
+    authorizers::credentials(
+        &mut d,
+        &raw.authorizers,
+        &raw.aws_credentials,
+        &aws_credentials,
+        &mut authorizers,
+    );
 
     match upstreams.settings() {
         Some(upstreams) if d.count() == 0 => Ok(Config {

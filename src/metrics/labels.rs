@@ -137,6 +137,10 @@ label_enum! {
         TooLarge => "too_large",
         /// Not JSON, the wrong shape, or a context value that is no header value.
         Invalid => "invalid",
+        /// The Lambda function itself failed (`X-Amz-Function-Error`).
+        FunctionError => "function_error",
+        /// No AWS credentials to invoke the function with, or the request could not be signed.
+        Credentials => "credentials",
     }
 }
 
@@ -315,7 +319,7 @@ mod tests {
         );
         closed(
             AuthorizerResult::ALL,
-            7,
+            9,
             |v| match v {
                 AuthorizerResult::Allow => 0,
                 AuthorizerResult::Deny => 1,
@@ -324,6 +328,8 @@ mod tests {
                 AuthorizerResult::BadStatus => 4,
                 AuthorizerResult::TooLarge => 5,
                 AuthorizerResult::Invalid => 6,
+                AuthorizerResult::FunctionError => 7,
+                AuthorizerResult::Credentials => 8,
             },
             AuthorizerResult::as_str,
         );
@@ -511,7 +517,9 @@ mod tests {
                 "unreachable",
                 "bad_status",
                 "too_large",
-                "invalid"
+                "invalid",
+                "function_error",
+                "credentials"
             ]
         );
         for &f in ForbiddenReason::ALL {

@@ -35,6 +35,17 @@ impl BinaryProxy {
 
     /// [`BinaryProxy::start`] with `RUST_LOG=rust_log` (`info` writes access lines to the log).
     pub async fn start_logging(toml: &str, rust_log: &str) -> BinaryProxy {
+        Self::start_with_env(toml, rust_log, &[]).await
+    }
+
+    /// [`BinaryProxy::start_logging`] with environment variables set (`Some`) or removed
+    /// (`None`), e.g. the AWS credentials jwtgate's gateway source reads.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn start_with_env(
+        toml: &str,
+        rust_log: &str,
+        env: &[(&str, Option<&str>)],
+    ) -> BinaryProxy {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "jwtgate-bin-test-{}-{}",
@@ -46,17 +57,21 @@ impl BinaryProxy {
         let config = dir.join("jwtgate.toml");
         std::fs::write(&config, with_server(addr, admin, toml)).unwrap();
         let log = std::fs::File::create(dir.join("jwtgate.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+        command
             .arg("run")
             .arg("--config")
             .arg(&config)
             .env_remove("JWTGATE_CONFIG")
             .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .env("NO_COLOR", "1");
+        for (name, value) in env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let proxy = BinaryProxy {
             addr,
             admin,

@@ -6,7 +6,8 @@
 // Prints one JSON line {"url":"http://127.0.0.1:PORT"} once it listens.
 //   POST /simple    -> simple-authorizer.js
 //   POST /iam       -> iam-authorizer.js
-//   GET  /__calls   -> {"simple": N, "iam": N}
+//   POST /failing   -> failing-authorizer.js (always throws: 502)
+//   GET  /__calls   -> {"simple": N, "iam": N, "failing": N}
 //   /upstream/...   -> 200 {method, url, headers}: the upstream behind jwtgate, echoing
 // Stops on SIGTERM/SIGINT.
 import http from 'node:http';
@@ -15,8 +16,12 @@ import { fileURLToPath } from 'node:url';
 import lambdaLocal from 'lambda-local';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const handlers = { '/simple': 'simple-authorizer.js', '/iam': 'iam-authorizer.js' };
-const calls = { simple: 0, iam: 0 };
+const handlers = {
+  '/simple': 'simple-authorizer.js',
+  '/iam': 'iam-authorizer.js',
+  '/failing': 'failing-authorizer.js',
+};
+const calls = { simple: 0, iam: 0, failing: 0 };
 lambdaLocal.setLogger({ log() {}, info() {}, warn() {}, error: console.error, transports: [] });
 
 const server = http.createServer((req, res) => {
@@ -52,8 +57,9 @@ const server = http.createServer((req, res) => {
       res.end(JSON.stringify(result));
     } catch (e) {
       console.error('handler failed:', e);
+      // The error object as Lambda reports an unhandled error.
       res.writeHead(502, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ errorMessage: String(e) }));
+      res.end(JSON.stringify({ errorType: (e && e.errorType) || 'Error', errorMessage: String((e && e.errorMessage) || e) }));
     }
   });
 });
