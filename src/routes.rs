@@ -404,6 +404,17 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// The pattern as API Gateway writes a route's path: a trailing `/**` is the greedy path
+    /// variable `/{proxy+}` (`/orders/**` → `/orders/{proxy+}`, `/**` → `/{proxy+}`). Lambda
+    /// authorizers see it in `routeKey`, and Cedar actions are named with it, as in an
+    /// API-linked Verified Permissions store.
+    pub fn api_gateway_path(&self) -> String {
+        match self.source.strip_suffix("/**") {
+            Some(prefix) => format!("{prefix}/{{proxy+}}"),
+            None => self.source.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -863,6 +874,20 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn greedy_patterns_read_as_api_gateway_proxy_paths() {
+        for (pattern, path) in [
+            ("/orders/**", "/orders/{proxy+}"),
+            ("/**", "/{proxy+}"),
+            ("/tenants/{t}/**", "/tenants/{t}/{proxy+}"),
+            ("/pets/{petId}", "/pets/{petId}"),
+            ("/a/*/b", "/a/*/b"),
+        ] {
+            let pattern = Pattern::parse(pattern, STRICT).unwrap();
+            assert_eq!(pattern.api_gateway_path(), path);
         }
     }
 

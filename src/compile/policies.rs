@@ -412,11 +412,17 @@ pub(super) fn routes(
     if d.count() > 0 {
         return;
     }
-    for (i, route) in routes.routes_mut().enumerate() {
-        if let (Some(set), Some(raw)) = (chosen.get(&i), raw.get(i)) {
+    // Actions are named with the route's path as API Gateway writes it (`/files/{proxy+}` for
+    // `/files/**`), as AVP's API-linked stores name them.
+    let templates: Vec<String> = routes
+        .iter()
+        .map(|(pattern, _, _)| pattern.api_gateway_path())
+        .collect();
+    for ((i, route), template) in routes.routes_mut().enumerate().zip(templates) {
+        if let Some(set) = chosen.get(&i) {
             route.policy = Some(crate::settings::RoutePolicy {
                 set: *set,
-                template: Arc::from(raw.get_ref().path.get_ref().as_str()),
+                template: Arc::from(template),
             });
         }
     }

@@ -219,11 +219,8 @@ fn route(
         d.err(r.path.span(), key, "requirements (scopes, groups, token_use, issuers, claims) have no effect with auth = \"none\"");
     }
     let upstream = upstream(d, key, r, upstreams);
-    let authorizer = super::authorizers::route_index(d, key, r, authorizers).and_then(|index| {
-        pattern
-            .as_ref()
-            .map(|p| route_authorizer(index, p.as_str()))
-    });
+    let authorizer = super::authorizers::route_index(d, key, r, authorizers)
+        .and_then(|index| pattern.as_ref().map(|p| route_authorizer(index, p)));
     let name: Arc<str> = r.name.as_ref().map_or_else(
         || r.path.get_ref().as_str().into(),
         |n| n.get_ref().as_str().into(),
@@ -289,17 +286,14 @@ fn route(
 
 /// A route's use of authorizer `index`: its pattern as API Gateway writes a route path (a
 /// trailing `/**` is `/{proxy+}`, whose value is the rest of the path).
-fn route_authorizer(index: usize, pattern: &str) -> crate::authorizer::RouteAuthorizer {
-    let (route_path, proxy_after) = match pattern.strip_suffix("/**") {
-        Some(prefix) => (
-            format!("{prefix}/{{proxy+}}"),
-            Some(prefix.split('/').filter(|s| !s.is_empty()).count()),
-        ),
-        None => (pattern.to_owned(), None),
-    };
+fn route_authorizer(index: usize, pattern: &Pattern) -> crate::authorizer::RouteAuthorizer {
+    let proxy_after = pattern
+        .as_str()
+        .strip_suffix("/**")
+        .map(|prefix| prefix.split('/').filter(|s| !s.is_empty()).count());
     crate::authorizer::RouteAuthorizer {
         index,
-        route_path: Arc::from(route_path),
+        route_path: Arc::from(pattern.api_gateway_path()),
         proxy_after,
     }
 }

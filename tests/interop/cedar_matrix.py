@@ -103,6 +103,11 @@ ADMIN_POLICIES = """
 @id("admin-area")
 permit (principal in PetStore::UserGroup::"POOL|admins", action, resource)
 when { context has token };
+
+// The greedy route's actions are named as API Gateway writes the resource: {proxy+}.
+@id("admin-no-delete")
+forbid (principal, action == PetStore::Action::"delete /admin/{proxy+}", resource)
+unless { context has token && context.token.scope.contains("admin/delete") };
 """
 
 USERS = {
@@ -255,6 +260,11 @@ def cedar_value(v):
     return None
 
 
+def api_gateway_path(template: str) -> str:
+    """A route pattern as API Gateway writes a resource path: `/admin/**` is `/admin/{proxy+}`."""
+    return template[: -len("/**")] + "/{proxy+}" if template.endswith("/**") else template
+
+
 def reference_request(token: str, method: str, template: str, path: str, names: list[str], pool: str):
     _, claims = jwt_parts(token)
     principal = {"type": f"{NS}::User", "id": f"{pool}|{claims['sub']}"}
@@ -289,7 +299,9 @@ def reference_request(token: str, method: str, template: str, path: str, names: 
     entities += [{"uid": g, "attrs": {}, "parents": []} for g in groups]
     request = {
         "principal": principal,
-        "action": {"type": f"{NS}::Action", "id": f"{method.lower()} {template}"},
+        # AVP's API-linked stores name actions after API Gateway's resource paths: a greedy
+        # `/**` route is `/{proxy+}` there.
+        "action": {"type": f"{NS}::Action", "id": f"{method.lower()} {api_gateway_path(template)}"},
         "resource": {"type": f"{NS}::Application", "id": NS},
         "context": context,
     }
