@@ -435,7 +435,8 @@ authorizer = "{name}"
             .await,
         1.0
     );
-    assert!(s.proxy.log().contains("authorizer call failed"));
+    let log = s.proxy.log_with(&["authorizer call failed"]).await;
+    assert!(log.contains("authorizer call failed"), "{log}");
 }
 
 #[tokio::test]
@@ -867,7 +868,10 @@ async fn invoke_api_calls_are_signed_and_lambda_errors_fail_closed() {
     // The redirect was not followed: one call per request, none to `ok` after the first two.
     assert_eq!(lambda.seen().len(), 2 + 5);
     assert_eq!(s.upstream.take().len(), 1, "only the allowed request");
-    let log = s.proxy.log();
+    let log = s
+        .proxy
+        .log_with(&["the authorizer function failed", "TooManyRequestsException"])
+        .await;
     assert!(log.contains("the authorizer function failed"), "{log}");
     assert!(log.contains("TooManyRequestsException"), "{log}");
     assert!(!log.contains("wJalrXUtnFEMI"), "no secret in the log");
@@ -899,9 +903,12 @@ async fn invoke_api_without_credentials_fails_closed_without_a_call() {
     );
     assert!(lambda.seen().is_empty(), "nothing unsigned is sent");
     assert!(s.upstream.take().is_empty());
+    let log = s
+        .proxy
+        .log_with(&["no AWS credentials to invoke the function"])
+        .await;
     assert!(
-        s.proxy
-            .log()
-            .contains("no AWS credentials to invoke the function")
+        log.contains("no AWS credentials to invoke the function"),
+        "{log}"
     );
 }

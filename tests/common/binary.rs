@@ -109,6 +109,20 @@ impl BinaryProxy {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("jwtgate.log")).unwrap_or_default()
     }
+
+    /// The log once it holds every one of `needles` (log lines are written in batches, a
+    /// moment after the answer), or as it is after 10 s.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn log_with(&self, needles: &[&str]) -> String {
+        for _ in 0..200 {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.log()
+    }
 }
 
 impl Drop for BinaryProxy {
