@@ -66,7 +66,7 @@ step "the image's binary, built as the Dockerfile builds it: cargo build --relea
 # is complete), into the repository's target/ so that dependencies are reused.
 mkdir -p "$out/context"
 for src in $(awk '/^COPY / && !/--from/ {for (i = 2; i < NF; i++) print $i}' deploy/Dockerfile); do
-  cp -r "$src" "$out/context/"
+  cp -r --parents "$src" "$out/context/"   # keeps examples/policies at its path
 done
 (cd "$out/context" && CARGO_TARGET_DIR="$PWD_REPO/target" cargo build --release --locked --bin jwtgate)
 bin=target/release/jwtgate
