@@ -16,7 +16,7 @@ use crate::authorizer::{
 };
 use crate::aws::{SourceKind, SourceSettings};
 use crate::config::{RawAuthorizer, RawAwsCredentials, RawRoute};
-use crate::headers::{self, HeaderPlan};
+use crate::headers::HeaderPlan;
 
 /// The longest `timeout`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,7 +227,7 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
     if let Some(map) = &r.context_headers {
         for (header, context_key) in map.get_ref() {
             let field = format!("{key}.context_headers.{header}");
-            if let Some(name) = managed_name(d, header, map.span(), &field) {
+            if let Some(name) = super::headers::settable_name(d, header, map.span(), &field) {
                 if context_key.get_ref().is_empty() {
                     d.err(context_key.span(), &field, "names no context key");
                 }
@@ -244,7 +244,7 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
             .filter_map(|h| {
                 let field = format!("{key}.{field}");
                 if managed {
-                    managed_name(d, h.get_ref(), h.span(), &field)
+                    super::headers::settable_name(d, h.get_ref(), h.span(), &field)
                 } else {
                     HeaderName::from_bytes(h.get_ref().to_ascii_lowercase().as_bytes())
                         .map_err(|_| {
@@ -582,31 +582,6 @@ fn identity_source(text: &str) -> Result<IdentitySource, String> {
         }
     };
     Ok(IdentitySource::Context(context))
-}
-
-/// A header jwtgate will set from an authorizer's answer: not one it manages, no `_`.
-fn managed_name(
-    d: &mut Diags<'_>,
-    text: &str,
-    span: std::ops::Range<usize>,
-    field: &str,
-) -> Option<HeaderName> {
-    let lower = text.to_ascii_lowercase();
-    if super::headers::RESERVED_HEADERS.contains(&lower.as_str()) || headers::manages(&lower) {
-        d.err(span, field, format!("{text:?} is managed by jwtgate"));
-        return None;
-    }
-    if lower.contains('_') {
-        d.err(
-            span,
-            field,
-            format!("{text:?}: use '-', not '_', in header names"),
-        );
-        return None;
-    }
-    HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| d.err(span, field, format!("{text:?} is not a header name")))
-        .ok()
 }
 
 /// Across tables: the headers authorizers set (`context_headers`, `upstream_headers`) may not

@@ -107,3 +107,31 @@ pub(super) fn compile(
     plan.identity = identity;
     plan
 }
+
+/// A header jwtgate sets itself from something other than a claim (a captured path segment, an
+/// authorizer's answer): a header name, not one jwtgate manages or interprets, and without `_`
+/// (CGI-style servers read `x_tenant` as `x-tenant`: a client's dashed copy would be taken for
+/// jwtgate's).
+pub(super) fn settable_name(
+    d: &mut Diags<'_>,
+    text: &str,
+    span: Range<usize>,
+    field: &str,
+) -> Option<HeaderName> {
+    let lower = text.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || crate::headers::manages(&lower) {
+        d.err(span, field, format!("{text:?} is managed by jwtgate"));
+        return None;
+    }
+    if lower.contains('_') {
+        d.err(
+            span,
+            field,
+            format!("{text:?}: use '-', not '_', in header names"),
+        );
+        return None;
+    }
+    HeaderName::from_bytes(lower.as_bytes())
+        .map_err(|_| d.err(span, field, format!("{text:?} is not a header name")))
+        .ok()
+}

@@ -382,7 +382,7 @@ fn capture_headers(
     let mut out = Vec::new();
     for (header, capture) in map.get_ref() {
         let field = format!("{key}.capture_headers.{header}");
-        let Some(name) = capture_header_name(d, header, map.span(), &field) else {
+        let Some(name) = super::headers::settable_name(d, header, map.span(), &field) else {
             continue;
         };
         if out.iter().any(|(n, _)| *n == name) {
@@ -403,34 +403,6 @@ fn capture_headers(
         }
     }
     out
-}
-
-/// A `capture_headers` name: a header name without `_` that is not one jwtgate manages or
-/// interprets itself.
-fn capture_header_name(
-    d: &mut Diags<'_>,
-    text: &str,
-    span: std::ops::Range<usize>,
-    field: &str,
-) -> Option<HeaderName> {
-    let lower = text.to_ascii_lowercase();
-    if super::headers::RESERVED_HEADERS.contains(&lower.as_str()) || headers::manages(&lower) {
-        d.err(span, field, format!("{text:?} is managed by jwtgate"));
-        return None;
-    }
-    if lower.contains('_') {
-        // CGI-style servers read `x_tenant` as `x-tenant`: a client's dashed copy would be
-        // taken for jwtgate's.
-        d.err(
-            span,
-            field,
-            format!("{text:?}: use '-', not '_', in header names"),
-        );
-        return None;
-    }
-    HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| d.err(span, field, format!("{text:?} is not a header name")))
-        .ok()
 }
 
 /// Across tables: a capture header may not be a claim header (or the `claims_json` one), and
