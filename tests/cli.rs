@@ -385,7 +385,7 @@ fn check_accepts_every_example_config() {
     // Routes inherit the bucket's signing; the admin route overrides it with the gateway's.
     assert!(
         stdout.contains(
-            "token_use=id sigv4 service=s3 region=eu-west-1 credentials=users payload=unsigned"
+            "token_use=id sigv4 service=s3 region=eu-west-1 credentials=users payload=unsigned forwards=x-amz-meta-*"
         ),
         "{stdout}"
     );
