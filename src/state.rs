@@ -209,8 +209,7 @@ fn bind(
         metrics.aws_source_known(&source.name);
     }
     for (_, _, route) in config.routes.iter() {
-        if let (Some(_), Some(upstream)) =
-            (&route.aws_sigv4, config.upstreams.get(route.upstream))
+        if let (Some(_), Some(upstream)) = (&route.aws_sigv4, config.upstreams.get(route.upstream))
         {
             metrics.aws_signing_known(&upstream.name);
         }
