@@ -609,3 +609,75 @@ async fn a_refusal_from_an_aws_whose_clock_is_far_off_is_logged_as_clock_skew() 
         1
     );
 }
+
+#[tokio::test]
+async fn bodies_held_for_signing_share_one_bounded_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let issuer = DevIssuer::start("us-east-1_BUDGET").await.unwrap();
+    let upstream = Recorder::start().await;
+    let config = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "lambda", region = "us-east-1", max_body = "1MB""#,
+        "[[routes]]\npath = \"/**\"\n",
+    );
+    // The first lines of the config are in the [server] table BinaryProxy writes.
+    let proxy = BinaryProxy::start_with_env(
+        &format!("max_buffered_body_bytes = 2048\n{config}"),
+        "warn",
+        GATEWAY_ENV,
+    )
+    .await;
+    let token = access(&issuer, "alice");
+    let head = |len: usize| {
+        format!(
+            "POST /fn HTTP/1.1\r\nhost: gateway.test\r\nauthorization: Bearer {token}\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    // A slow upload holds its 2 KiB of the 2 KiB budget while it is being read ...
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(head(1500).as_bytes()).await.unwrap();
+    slow.write_all(&[b'a'; 700]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... so another body that needs the budget is refused at once, not queued.
+    let second = common::raw_exchange(
+        proxy.addr,
+        format!(
+            "{}{}",
+            head(1500).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n"),
+            "b".repeat(1500)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(
+        second.to_ascii_lowercase().contains("retry-after: 5"),
+        "{second}"
+    );
+    // The slow one completes, and gives its share back.
+    slow.write_all(&[b'a'; 800]).await.unwrap();
+    let mut answer = vec![0; 12];
+    slow.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let third = common::raw_exchange(
+        proxy.addr,
+        format!(
+            "{}{}",
+            head(1500).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n"),
+            "c".repeat(1500)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(third.starts_with("HTTP/1.1 200"), "{third}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwtgate_rejections_total",
+            &["reason=\"body_buffers_full\""]
+        ),
+        1
+    );
+}
