@@ -748,3 +748,43 @@ async fn a_reload_turns_signing_on_and_off_and_keeps_cached_credentials() {
         "the unchanged source kept its cached credentials"
     );
 }
+
+#[tokio::test]
+async fn an_http2_client_is_signed_for_the_upstreams_host() {
+    let issuer = DevIssuer::start("us-east-1_H2").await.unwrap();
+    let upstream = Recorder::start().await;
+    let config = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "execute-api", region = "us-east-1""#,
+        "[[routes]]\npath = \"/**\"\n",
+    );
+    let proxy = BinaryProxy::start_with_env(&config, "warn", GATEWAY_ENV).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let res = h2
+        .post(format!("http://{}/orders?x=1", proxy.addr))
+        .bearer_auth(access(&issuer, "alice"))
+        .body("h2 body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let request = upstream.take().pop().unwrap();
+    assert_eq!(
+        header(&request, "host"),
+        Some(upstream.addr.to_string().as_str()),
+        "the :authority the client used is not what was signed"
+    );
+    assert!(
+        header(&request, "authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(header(&request, "content-length"), Some("7"));
+    assert_eq!(body(&request), "h2 body");
+}
