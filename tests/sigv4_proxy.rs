@@ -681,3 +681,110 @@ async fn bodies_held_for_signing_share_one_bounded_budget() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_reload_turns_signing_on_and_off_and_keeps_cached_credentials() {
+    let issuer = DevIssuer::start("us-east-1_RELOAD").await.unwrap();
+    let upstream = Recorder::start().await;
+    let signed = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "s3", region = "us-east-1""#,
+        "[[routes]]\npath = \"/files/**\"\n\n[[routes]]\npath = \"/other/**\"\n",
+    );
+    let proxy = BinaryProxy::start_with_env(&signed, "warn", GATEWAY_ENV).await;
+    let http = common::client();
+    let token = access(&issuer, "alice");
+    let authorization = |path: &'static str| {
+        let (http, token, upstream) = (&http, &token, &upstream);
+        let url = format!("http://{}{path}", proxy.addr);
+        async move {
+            let res = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let request = upstream.take().pop().unwrap();
+            header(&request, "authorization").unwrap().to_owned()
+        }
+    };
+    assert!(
+        authorization("/files/a")
+            .await
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    let calls = |metrics: &str| {
+        metric(
+            metrics,
+            "jwtgate_aws_credential_calls_total",
+            &["source=\"self\"", "result=\"ok\""],
+        )
+    };
+    assert_eq!(calls(&proxy.metrics().await), 1);
+
+    // A route of the same upstream turns signing off; the source is unchanged, so its
+    // credentials stay cached: no new call after the reload.
+    proxy.rewrite_config(&signed.replace(
+        "path = \"/other/**\"\n",
+        "path = \"/other/**\"\naws_sigv4 = false\n",
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if authorization("/other/a").await.starts_with("Bearer ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded: {}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        authorization("/files/a")
+            .await
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(
+        calls(&proxy.metrics().await),
+        1,
+        "the unchanged source kept its cached credentials"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_client_is_signed_for_the_upstreams_host() {
+    let issuer = DevIssuer::start("us-east-1_H2").await.unwrap();
+    let upstream = Recorder::start().await;
+    let config = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "execute-api", region = "us-east-1""#,
+        "[[routes]]\npath = \"/**\"\n",
+    );
+    let proxy = BinaryProxy::start_with_env(&config, "warn", GATEWAY_ENV).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let res = h2
+        .post(format!("http://{}/orders?x=1", proxy.addr))
+        .bearer_auth(access(&issuer, "alice"))
+        .body("h2 body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let request = upstream.take().pop().unwrap();
+    assert_eq!(
+        header(&request, "host"),
+        Some(upstream.addr.to_string().as_str()),
+        "the :authority the client used is not what was signed"
+    );
+    assert!(
+        header(&request, "authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(header(&request, "content-length"), Some("7"));
+    assert_eq!(body(&request), "h2 body");
+}
