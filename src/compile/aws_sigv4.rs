@@ -183,8 +183,30 @@ fn principal_problem(
                 "identity pools take the user pool's ID token: add token_use = \"id\" to this route (or to each of its issuers)",
             )
         }
+        // A Cognito access token has no `aud`, which STS requires of a web identity token.
+        (SourceKind::WebIdentity(_), AuthMode::Jwt | AuthMode::Optional)
+            if accepts_cognito(route, issuers) && !takes_only_id_tokens(route, issuers) =>
+        {
+            Some(
+                "STS takes a Cognito user pool's ID token, not its access token (which has no aud): add token_use = \"id\" to this route (or to each of its issuers)",
+            )
+        }
         _ => None,
     }
+}
+
+/// The issuers whose tokens the route accepts.
+fn accepted<'i>(
+    route: &'i crate::settings::Route,
+    issuers: &'i [Arc<IssuerPolicy>],
+) -> impl Iterator<Item = &'i Arc<IssuerPolicy>> {
+    issuers.iter().filter(|i| {
+        route
+            .requirements
+            .issuers
+            .as_ref()
+            .is_none_or(|names| names.contains(&i.name))
+    })
 }
 
 /// Whether every token the route accepts is an ID token: the route says so, or each issuer it
@@ -193,15 +215,13 @@ fn takes_only_id_tokens(route: &crate::settings::Route, issuers: &[Arc<IssuerPol
     if route.requirements.token_use == Some(TokenUse::Id) {
         return true;
     }
-    let accepted = |i: &&Arc<IssuerPolicy>| {
-        route
-            .requirements
-            .issuers
-            .as_ref()
-            .is_none_or(|names| names.contains(&i.name))
-    };
-    let mut accepted = issuers.iter().filter(accepted).peekable();
+    let mut accepted = accepted(route, issuers).peekable();
     accepted.peek().is_some() && accepted.all(|i| i.token_use == Some(TokenUse::Id))
+}
+
+/// Whether the route accepts tokens of a Cognito user pool.
+fn accepts_cognito(route: &crate::settings::Route, issuers: &[Arc<IssuerPolicy>]) -> bool {
+    accepted(route, issuers).any(|i| i.issuer.contains("://cognito-idp."))
 }
 
 /// One `aws_sigv4` table, checked.
@@ -432,6 +452,7 @@ aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts", forward
 [[routes]]
 path = "/files/**"
 upstream = "files"
+token_use = "id"
 
 [[routes]]
 path = "/public/**"
@@ -564,6 +585,10 @@ aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "users" }
 path = "/c/**"
 auth = "none"
 aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts" }
+
+[[routes]]
+path = "/d/**"
+aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts" }
 "#,
         );
         assert!(
@@ -576,6 +601,10 @@ aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts" }
         );
         assert!(
             text.contains("routes[2].aws_sigv4: credentials \"sts\" (source = \"web_identity\"): STS needs the user's token"),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[3].aws_sigv4: credentials \"sts\" (source = \"web_identity\"): STS takes a Cognito user pool's ID token"),
             "{text}"
         );
         // What each can do instead.
@@ -597,6 +626,7 @@ aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "guests" }
 [[routes]]
 path = "/c/**"
 auth = "optional"
+token_use = "id"
 aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts" }
 
 [[routes]]
