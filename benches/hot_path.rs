@@ -1,5 +1,6 @@
-//! Microbenchmarks of the request hot path: token verification per algorithm (uncached), the
-//! verified-token cache hit, route lookup at 10 / 100 / 1,000 routes, header strip + inject,
+//! Microbenchmarks of the request hot path: token verification per algorithm (uncached), a
+//! stream of distinct tokens (RS256, ES256) through the cache's miss path, the verified-token
+//! cache hit, route lookup at 10 / 100 / 1,000 routes, header strip + inject,
 //! and a Cedar policy decision on a route with 50 policies (cache miss and hit).
 //! `cargo bench --bench hot_path`; CI runs `cargo bench --bench hot_path -- --test` (one
 //! iteration each) so they cannot rot.
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jsonwebtoken::Algorithm;
 use jwtgate::dev::issuer::{SigningKey, sign_with};
@@ -91,6 +93,31 @@ fn tokens(c: &mut Criterion) {
                         .await
                         .unwrap(),
                 );
+            });
+        });
+    }
+    group.finish();
+
+    // Distinct tokens, as a client minting one per call sends them: each is new to the cache
+    // (a miss, then noted as seen once, never inserted). A fresh cache starts whenever the
+    // list wraps, so no token is ever seen twice.
+    const DISTINCT: u64 = 1_000;
+    let mut group = c.benchmark_group("verify_distinct");
+    for key in keys.iter().take(2) {
+        let list: Vec<String> = (0..DISTINCT).map(|n| token(key, n)).collect();
+        let mut cache = TokenCache::new(32 << 20);
+        let mut next = list.iter().cycle().enumerate();
+        group.bench_function(format!("{:?}", key.alg), |b| {
+            b.iter(|| {
+                let (i, t) = next.next().unwrap();
+                if i > 0 && i % list.len() == 0 {
+                    cache = TokenCache::new(32 << 20);
+                }
+                let verified = verify(&issuers, &cache, &metrics, black_box(t), unix_now())
+                    .now_or_never()
+                    .expect("a preloaded key store never waits")
+                    .unwrap();
+                black_box(verified);
             });
         });
     }
@@ -188,7 +215,7 @@ fn headers(c: &mut Criterion) {
         b.iter(|| {
             let mut h = base.clone();
             plan.strip_inbound(&mut h, peer, &[]);
-            plan.inject_claims(&mut h, &claims, Some("payload"));
+            plan.inject_claims(&mut h, || &claims, Some("payload"));
             plan.add_forwarded(&mut h, &peer_value, "http", None);
             black_box(h)
         });

@@ -125,7 +125,7 @@ impl Requirements {
         }
         for matcher in &self.claims {
             let ok = claims
-                .all
+                .all()
                 .get(&matcher.name)
                 .is_some_and(|v| matcher.accepts(v, captures));
             if !ok {

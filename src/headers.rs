@@ -182,15 +182,20 @@ impl HeaderPlan {
     }
 
     /// Adds the configured claim headers (and the all-claims header) of a verified token.
-    /// `payload_b64` is the token's own payload segment; `None` encodes `claims` when needed.
-    pub fn inject_claims(
+    /// `payload_b64` is the token's own payload segment; `None` encodes the claims when needed.
+    /// `claims` is called only when a header needs the claim map (a token's map is built on
+    /// first use, and a plan without claim headers never needs it).
+    pub fn inject_claims<'c>(
         &self,
         headers: &mut HeaderMap,
-        claims: &Map<String, Value>,
+        claims: impl FnOnce() -> &'c Map<String, Value>,
         payload_b64: Option<&str>,
     ) {
+        let needed =
+            !self.claims.is_empty() || (self.claims_json.is_some() && payload_b64.is_none());
+        let claims = needed.then(claims);
         for (name, claim) in &self.claims {
-            let Some(value) = claims.get(claim) else {
+            let Some(value) = claims.and_then(|c| c.get(claim)) else {
                 continue;
             };
             match HeaderValue::try_from(render_claim(value)) {
@@ -204,14 +209,15 @@ impl HeaderPlan {
         }
         if let Some(name) = &self.claims_json {
             use base64::Engine;
-            let encoded = match payload_b64 {
-                Some(p) => HeaderValue::from_str(p),
-                None => {
+            let encoded = match (payload_b64, claims) {
+                (Some(p), _) => HeaderValue::from_str(p),
+                (None, Some(claims)) => {
                     let json = Value::Object(claims.clone()).to_string();
                     HeaderValue::try_from(
                         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json),
                     )
                 }
+                (None, None) => return,
             };
             if let Ok(v) = encoded {
                 headers.insert(name.clone(), v);
@@ -459,6 +465,41 @@ mod tests {
         assert_eq!(render_claim(&json!(["admins", "users"])), "admins,users");
         assert_eq!(render_claim(&json!(true)), "true");
         assert_eq!(render_claim(&json!({"a":1})), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn the_claim_map_is_asked_for_only_when_a_header_needs_it() {
+        let claims = json!({"sub": "u1", "tier": "gold"});
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        let asked = std::cell::Cell::new(0);
+        let get = || {
+            asked.set(asked.get() + 1);
+            &claims
+        };
+        let mut h = HeaderMap::new();
+        HeaderPlan::default().inject_claims(&mut h, get, Some("cGF5bG9hZA"));
+        let json_only = HeaderPlan {
+            claims_json: Some(HeaderName::from_static("x-claims")),
+            ..Default::default()
+        };
+        json_only.inject_claims(&mut h, get, Some("cGF5bG9hZA"));
+        assert_eq!(asked.get(), 0, "the token's own payload needs no map");
+        assert_eq!(h["x-claims"], "cGF5bG9hZA");
+        json_only.inject_claims(&mut h, get, None);
+        assert_eq!(
+            asked.get(),
+            1,
+            "a session's claims are encoded from the map"
+        );
+        let tier = HeaderPlan {
+            claims: vec![(HeaderName::from_static("x-tier"), "tier".into())],
+            ..Default::default()
+        };
+        tier.inject_claims(&mut h, get, Some("cGF5bG9hZA"));
+        assert_eq!(asked.get(), 2);
+        assert_eq!(h["x-tier"], "gold");
     }
 
     #[test]

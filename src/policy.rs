@@ -390,7 +390,7 @@ pub fn token_parts<B: Build>(
     user_attributes: Option<&HashSet<String>>,
 ) -> (Vec<(String, B)>, Option<B>) {
     let fields = claims
-        .all
+        .all()
         .iter()
         .filter(|(name, _)| name.as_str() != GROUPS_CLAIM);
     if is_id_token(claims) {
@@ -560,7 +560,7 @@ impl PolicyStore {
 
     /// The principal's entity id: `<userPoolId>|<sub>` (a token without `sub`, none).
     pub fn principal_id(claims: &Claims) -> Option<String> {
-        let sub = claims.all.get("sub")?.as_str()?;
+        let sub = claims.all().get("sub")?.as_str()?;
         Some(format!("{}|{sub}", principal_prefix(&claims.iss)))
     }
 

@@ -921,7 +921,7 @@ async fn call_authorizer(
     };
     let jwt = match caller {
         Caller::Token(token, _) => Some((
-            &token.claims.all,
+            token.claims.all(),
             token.claims.scopes.as_slice(),
             token.claims.exp,
         )),
@@ -955,11 +955,11 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
     match caller {
         Caller::Anonymous => {}
         Caller::Token(token, _) => {
-            plan.inject_claims(headers, &token.claims.all, Some(&token.payload_b64))
+            plan.inject_claims(headers, || token.claims.all(), Some(&token.payload_b64))
         }
         Caller::Session(identity, login) => {
             login.inject(headers, identity);
-            plan.inject_claims(headers, &identity.session.claims, None);
+            plan.inject_claims(headers, || &identity.session.claims, None);
         }
     }
 }

@@ -57,7 +57,7 @@ impl<'a> UserToken<'a> {
     /// The parts of a verified token a source needs: `None` without a string `sub` or with a
     /// negative `exp` (identity pools and STS key users by `sub`).
     pub fn from_claims(token: &'a str, claims: &'a crate::token::Claims) -> Option<Self> {
-        let text = |name: &str| claims.all.get(name).and_then(serde_json::Value::as_str);
+        let text = |name: &str| claims.all().get(name).and_then(serde_json::Value::as_str);
         Some(UserToken {
             token,
             issuer: &claims.iss,

@@ -670,7 +670,7 @@ impl Login {
         if let Some(expected) = nonce {
             let got = verified
                 .claims
-                .all
+                .all()
                 .get("nonce")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
@@ -683,7 +683,7 @@ impl Login {
                 return Err("nonce mismatch".into());
             }
         }
-        Ok(verified.claims.all.clone())
+        Ok(verified.claims.all().clone())
     }
 
     async fn logout(&self, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Reject> {
