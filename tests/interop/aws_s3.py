@@ -2,8 +2,8 @@
 """moto's S3 with IAM enforcement for tests/aws_signing.rs: each user's own AWS credentials.
 
 Starts moto's server in this process (127.0.0.1, free port) and sets up:
-- a Cognito user pool with users alice, bob, carol, dave (dave is only for the concurrency test,
-  so moto's recorder counts his calls alone) and their ID tokens;
+- a Cognito user pool with users alice, bob, carol, dave and their ID tokens, and more ID tokens
+  of alice (`spares`), so that tests sharing this moto tell their calls apart by the token;
 - groups `alice`, `bob` (`RoleArn` = `files-alice`, `files-bob`) and `admins` (carol, `RoleArn` =
   `admins`);
 - bucket `files` with `public/hello.txt`, `alice/seed.txt`, `bob/seed.txt`;
@@ -14,7 +14,8 @@ Starts moto's server in this process (127.0.0.1, free port) and sets up:
 - a SigV4-checking upstream (sigv4_verify_upstream.py) that knows every secret moto hands out.
 Then switches IAM enforcement on, checks the facts below with boto3 (start-up fails if moto
 behaves otherwise), forgets what the recorder saw so far, prints one JSON line with what the
-test needs and serves until stdin closes (the test's process ends: its pipe closes).
+test needs and serves until stdin closes (the test's process ends: its pipe closes); then removes
+the directory AWS_S3_SCRATCH_DIR names, if any (the test's recording and files).
 
 Facts measured with moto 5.2.5 (each is checked again at every start-up, `check_facts`):
 - IAM enforcement: `POST /moto-api/reset-auth` with body `0` (no form content type: moto reads
@@ -55,6 +56,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.parse
@@ -290,12 +292,15 @@ def main() -> None:
         for member in members:
             idp.admin_add_user_to_group(UserPoolId=pool["Id"], Username=member, GroupName=group)
     moto_tokens = {name: sign_in(idp, pool, client, name)["IdToken"] for name in USERS}
-    tokens = {
-        name: with_roles(moto_tokens[name], [roles["admins" if name == "carol" else
-                                                   "bob" if name == "bob" else "alice"]])
-        for name in USERS
-    }
+    group_of = {"alice": "alice", "bob": "bob", "carol": "admins", "dave": "alice"}
+    tokens = {name: with_roles(moto_tokens[name], [roles[group_of[name]]]) for name in USERS}
     tokens["other_issuer"] = other_issuer(moto_tokens["alice"])
+    # More of alice's tokens, each from its own sign-in: tests that share this moto tell their
+    # calls in its recording apart by the token.
+    spares = [
+        with_roles(sign_in(idp, pool, client, "alice")["IdToken"], [roles["alice"]])
+        for _ in range(8)
+    ]
 
     s3 = boto3.client("s3", **kw)
     s3.create_bucket(Bucket=BUCKET)
@@ -337,6 +342,7 @@ def main() -> None:
                 "identity_pool_session_token": identity_pool_keys["SessionToken"],
                 "tokens": tokens,
                 "moto_tokens": moto_tokens,
+                "spares": spares,
                 "roles": roles,
                 "started": int(time.time()),
             }
@@ -346,6 +352,10 @@ def main() -> None:
     sys.stdin.read()
     verifier.shutdown()
     server.stop()
+    scratch = os.environ.get("AWS_S3_SCRATCH_DIR")
+    if scratch:
+        # The test's directory (the recording, IRSA's token file): its process has ended.
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
