@@ -171,9 +171,32 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-/// jwtgate's config over moto: every route of the matrix. `sts_down` is an address nothing
-/// listens on, `sts_refusing` an STS stand-in answering AWS's refusal.
-fn config(m: &S3Moto, sts_down: &str, sts_refusing: &str) -> String {
+/// Where the failure cases point: STS addresses and an upstream of the test's choosing.
+struct Elsewhere {
+    sts_down: String,
+    sts_refusing: String,
+    skewed: String,
+}
+
+impl Elsewhere {
+    /// Nothing listens at any of them.
+    fn nowhere() -> Elsewhere {
+        Elsewhere {
+            sts_down: closed_url(),
+            sts_refusing: closed_url(),
+            skewed: closed_url(),
+        }
+    }
+}
+
+/// jwtgate's config over moto: every route of the matrix, with the failure cases pointing at
+/// `elsewhere`.
+fn config(m: &S3Moto, elsewhere: &Elsewhere) -> String {
+    let Elsewhere {
+        sts_down,
+        sts_refusing,
+        skewed,
+    } = elsewhere;
     let url = m.s("url");
     let verifier = m.s("verifier_url");
     let issuer = m.s("issuer");
@@ -189,6 +212,11 @@ name = "moto"
 issuer = "{issuer}"
 jwks_uri = "{url}/{pool}/.well-known/jwks.json"
 audiences = ["{client_id}"]
+
+# Identity headers jwtgate adds on ordinary routes; never sent to a signed upstream.
+[headers]
+claims = {{ "x-user-sub" = "sub" }}
+claims_json = "x-user-claims"
 
 # Each user's role from their token's cognito:preferred_role; no fallback.
 [[aws_credentials]]
@@ -262,6 +290,11 @@ name = "refusing"
 url = "{url}/{bucket}"
 aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "sts-refusing" }}
 
+[[upstreams]]
+name = "skewed"
+url = "{skewed}"
+aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "users" }}
+
 [[routes]]
 path = "/files/**"
 upstream = "files"
@@ -316,17 +349,23 @@ path = "/refusing/**"
 upstream = "refusing"
 strip_prefix = "/refusing"
 token_use = "id"
+
+[[routes]]
+path = "/skewed/**"
+upstream = "skewed"
+strip_prefix = "/skewed"
+token_use = "id"
 "#
     )
 }
 
 /// jwtgate over moto with access lines in its log; the guests' source gets the guest role by
 /// IRSA and nothing else from this environment.
-async fn start(m: &S3Moto, sts_down: &str, sts_refusing: &str) -> BinaryProxy {
+async fn start(m: &S3Moto, elsewhere: &Elsewhere) -> BinaryProxy {
     let guest_role = m.role("guest");
     let token_file = m.irsa_token_file.display().to_string();
     BinaryProxy::start_with_env(
-        &config(m, sts_down, sts_refusing),
+        &config(m, elsewhere),
         "info",
         &[
             ("AWS_ACCESS_KEY_ID", None),
@@ -350,10 +389,9 @@ fn closed_url() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
-/// A proxy whose failing STS sources point nowhere in particular (tests that do not use them).
+/// A proxy whose failure cases point nowhere (tests that do not use them).
 async fn proxy(m: &S3Moto) -> BinaryProxy {
-    let nowhere = closed_url();
-    start(m, &nowhere, &nowhere).await
+    start(m, &Elsewhere::nowhere()).await
 }
 
 fn url(p: &BinaryProxy, path: &str) -> String {
@@ -399,8 +437,20 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
     let alice = m.spare(0);
     let body: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 256) as u8).collect();
     let key = fresh("alice", "blob.bin");
-    let (status, answer) = send(&p, "PUT", &format!("/files/{key}"), Some(&alice), body.clone()).await;
-    assert_eq!(status, 200, "S3 accepts alice's signed PUT: {}", text(&answer));
+    let (status, answer) = send(
+        &p,
+        "PUT",
+        &format!("/files/{key}"),
+        Some(&alice),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        200,
+        "S3 accepts alice's signed PUT: {}",
+        text(&answer)
+    );
     let (status, got) = send(&p, "GET", &format!("/files/{key}"), Some(&alice), vec![]).await;
     assert_eq!(status, 200, "S3 accepts alice's signed GET: {}", text(&got));
     assert_eq!(got, body, "the object round-trips byte for byte");
@@ -417,8 +467,20 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
         b"odd key".to_vec(),
     )
     .await;
-    assert_eq!(status, 200, "the signature covers an encoded path: {}", text(&answer));
-    let (status, got) = send(&p, "GET", &format!("/files/{encoded}"), Some(&alice), vec![]).await;
+    assert_eq!(
+        status,
+        200,
+        "the signature covers an encoded path: {}",
+        text(&answer)
+    );
+    let (status, got) = send(
+        &p,
+        "GET",
+        &format!("/files/{encoded}"),
+        Some(&alice),
+        vec![],
+    )
+    .await;
     assert_eq!((status, got.as_slice()), (200, b"odd key".as_slice()));
 
     // A query, signed as S3 canonicalises it.
@@ -437,6 +499,21 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
         "S3 stored the key decoded once (space, +, UTF-8 kept): {listing}"
     );
     assert!(listing.contains("<KeyCount>1</KeyCount>"), "{listing}");
+    // The same query with its `/` percent-encoded, as AWS's SDKs write it.
+    let (status, encoded_listing) = send(
+        &p,
+        "GET",
+        &format!("/files?list-type=2&prefix=alice%2F{dir}%2F"),
+        Some(&alice),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", text(&encoded_listing));
+    assert_eq!(
+        text(&encoded_listing),
+        listing,
+        "both spellings list the same"
+    );
 
     // One STS call for alice in this proxy, with her token, her sub and the role she prefers.
     let calls = m.calls_with(&alice).await;
@@ -444,7 +521,11 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
         .iter()
         .filter(|(a, _)| a == "AssumeRoleWithWebIdentity")
         .collect();
-    assert_eq!(sts.len(), 1, "credentials are cached across requests: {calls:?}");
+    assert_eq!(
+        sts.len(),
+        1,
+        "credentials are cached across requests: {calls:?}"
+    );
     assert_eq!(sts[0].1["RoleArn"], m.role("alice").as_str());
     assert_eq!(
         sts[0].1["RoleSessionName"],
@@ -457,12 +538,29 @@ async fn s3_refuses_each_user_the_other_users_prefix() {
     let m = moto();
     let p = proxy(m).await;
     let (alice, bob) = (m.token("alice"), m.token("bob"));
-    for (who, token, own, other) in [("alice", &alice, "alice", "bob"), ("bob", &bob, "bob", "alice")] {
-        let (status, got) = send(&p, "GET", &format!("/files/{own}/seed.txt"), Some(token), vec![]).await;
+    for (who, token, own, other) in [
+        ("alice", &alice, "alice", "bob"),
+        ("bob", &bob, "bob", "alice"),
+    ] {
+        let (status, got) = send(
+            &p,
+            "GET",
+            &format!("/files/{own}/seed.txt"),
+            Some(token),
+            vec![],
+        )
+        .await;
         assert_eq!(status, 200, "{who} reads her own seed: {}", text(&got));
         assert_eq!(text(&got), format!("seed of {own}/seed.txt\n"));
 
-        let (status, body) = send(&p, "GET", &format!("/files/{other}/seed.txt"), Some(token), vec![]).await;
+        let (status, body) = send(
+            &p,
+            "GET",
+            &format!("/files/{other}/seed.txt"),
+            Some(token),
+            vec![],
+        )
+        .await;
         assert_eq!(status, 403, "S3 itself refuses {who} the other prefix");
         assert!(
             text(&body).contains("<Code>AccessDenied</Code>"),
@@ -470,7 +568,14 @@ async fn s3_refuses_each_user_the_other_users_prefix() {
             text(&body)
         );
         let key = fresh(other, "intruder.txt");
-        let (status, body) = send(&p, "PUT", &format!("/files/{key}"), Some(token), b"x".to_vec()).await;
+        let (status, body) = send(
+            &p,
+            "PUT",
+            &format!("/files/{key}"),
+            Some(token),
+            b"x".to_vec(),
+        )
+        .await;
         assert_eq!(status, 403, "{who} may not write the other prefix either");
         assert!(text(&body).contains("AccessDenied"), "{}", text(&body));
 
@@ -503,7 +608,8 @@ async fn a_guest_reaches_only_the_guest_prefix() {
     assert!(
         calls
             .iter()
-            .any(|(a, f)| a == "AssumeRoleWithWebIdentity" && f["RoleArn"] == m.role("guest").as_str()),
+            .any(|(a, f)| a == "AssumeRoleWithWebIdentity"
+                && f["RoleArn"] == m.role("guest").as_str()),
         "the gateway source assumed the guest role by IRSA: {calls:?}"
     );
 }
@@ -597,21 +703,42 @@ async fn identity_pool_logins_carry_the_id_token_and_requests_verify_with_its_ke
     let m = moto();
     let p = proxy(m).await;
     let token = m.moto_token("alice");
-    let (status, body) = send(&p, "GET", "/verify/pool/alice/x.txt?versionId=1", Some(&token), vec![]).await;
+    let (status, body) = send(
+        &p,
+        "GET",
+        "/verify/pool/alice/x.txt?versionId=1",
+        Some(&token),
+        vec![],
+    )
+    .await;
     let report: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "botocore verifies the signature: {report}");
     assert_eq!(report["signature_ok"], true);
-    assert_eq!(report["access_key"], m.s("identity_pool_access_key").as_str(), "signed with the identity pool's keys");
-    assert_eq!(report["session_token"], m.s("identity_pool_session_token").as_str());
+    assert_eq!(
+        report["access_key"],
+        m.s("identity_pool_access_key").as_str(),
+        "signed with the identity pool's keys"
+    );
+    assert_eq!(
+        report["session_token"],
+        m.s("identity_pool_session_token").as_str()
+    );
     assert_eq!(report["service"], "s3");
     assert_eq!(report["target"], "/files/alice/x.txt?versionId=1");
-    assert_eq!(report["content_sha256"], "UNSIGNED-PAYLOAD", "S3 payloads stream unsigned");
+    assert_eq!(
+        report["content_sha256"], "UNSIGNED-PAYLOAD",
+        "S3 payloads stream unsigned"
+    );
 
     let provider = m.s("issuer");
     let provider = provider.strip_prefix("https://").unwrap();
     let calls = m.calls_with(&token).await;
     let actions: Vec<&str> = calls.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(actions, ["GetId", "GetCredentialsForIdentity"], "the enhanced flow, once");
+    assert_eq!(
+        actions,
+        ["GetId", "GetCredentialsForIdentity"],
+        "the enhanced flow, once"
+    );
     for (action, body) in &calls {
         assert_eq!(
             body["Logins"],
@@ -619,7 +746,10 @@ async fn identity_pool_logins_carry_the_id_token_and_requests_verify_with_its_ke
             "{action}: Logins maps the user pool to the ID token"
         );
     }
-    assert_eq!(calls[0].1["IdentityPoolId"], m.s("identity_pool_id").as_str());
+    assert_eq!(
+        calls[0].1["IdentityPoolId"],
+        m.s("identity_pool_id").as_str()
+    );
 
     // No token on the optional route: the pool's guest identity (GetId without Logins).
     let (status, body) = send(&p, "GET", "/verify/pool/public/y.txt", None, vec![]).await;
@@ -636,7 +766,10 @@ async fn the_clients_aws_headers_never_reach_the_upstream() {
     let forged = [
         ("x-amz-security-token", "client-forged-token"),
         ("x-amz-date", "19990101T000000Z"),
-        ("x-amz-content-sha256", "0000000000000000000000000000000000000000000000000000000000000000"),
+        (
+            "x-amz-content-sha256",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
         ("x-amz-meta-owner", "mallory"),
         ("x-amz-target", "forged"),
     ];
@@ -647,20 +780,45 @@ async fn the_clients_aws_headers_never_reach_the_upstream() {
         }
         req
     };
-    let res = request("/verify/users/alice/seed.txt").send().await.unwrap();
+    let res = request("/verify/users/alice/seed.txt")
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let report: Value = res.json().await.unwrap();
-    assert_eq!(status, 200, "botocore verifies alice's STS-signed request: {report}");
+    assert_eq!(
+        status, 200,
+        "botocore verifies alice's STS-signed request: {report}"
+    );
     let headers = &report["headers"];
     let authorization = headers["authorization"].as_str().unwrap();
-    assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=ASIA"), "{authorization}");
-    assert!(!authorization.contains(&alice), "the bearer token never reaches AWS");
-    assert!(!report.to_string().contains(&alice), "the token is in no header: {report}");
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=ASIA"),
+        "{authorization}"
+    );
+    assert!(
+        !authorization.contains(&alice),
+        "the bearer token never reaches AWS"
+    );
+    assert!(
+        !report.to_string().contains(&alice),
+        "the token is in no header: {report}"
+    );
     assert_ne!(headers["x-amz-security-token"], "client-forged-token");
     assert_ne!(headers["x-amz-date"], "19990101T000000Z");
     assert_eq!(headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
-    assert!(headers.get("x-amz-meta-owner").is_none(), "client x-amz-* dropped: {headers}");
-    assert!(headers.get("x-amz-target").is_none(), "client x-amz-* dropped: {headers}");
+    assert!(
+        headers.get("x-amz-meta-owner").is_none(),
+        "client x-amz-* dropped: {headers}"
+    );
+    assert!(
+        headers.get("x-amz-target").is_none(),
+        "client x-amz-* dropped: {headers}"
+    );
+    assert!(
+        headers.get("x-user-sub").is_none() && headers.get("x-user-claims").is_none(),
+        "jwtgate's identity headers are not sent to AWS: {headers}"
+    );
     assert_eq!(
         headers["host"],
         m.s("verifier_url").strip_prefix("http://").unwrap(),
@@ -677,9 +835,19 @@ async fn a_signed_payload_is_hashed_and_verifies() {
     let p = proxy(m).await;
     let token = m.spare(2);
     let body = br#"{"name":"widget","price":3}"#.to_vec();
-    let (status, answer) = send(&p, "POST", "/api/items?tag=a%20b", Some(&token), body.clone()).await;
+    let (status, answer) = send(
+        &p,
+        "POST",
+        "/api/items?tag=a%20b",
+        Some(&token),
+        body.clone(),
+    )
+    .await;
     let report: Value = serde_json::from_slice(&answer).unwrap();
-    assert_eq!(status, 200, "botocore verifies the execute-api signature over the body: {report}");
+    assert_eq!(
+        status, 200,
+        "botocore verifies the execute-api signature over the body: {report}"
+    );
     assert_eq!(report["service"], "execute-api");
     assert_eq!(report["body_length"], body.len());
     assert_ne!(report["content_sha256"], "UNSIGNED-PAYLOAD", "{report}");
@@ -705,7 +873,10 @@ async fn a_signed_payload_over_max_body_is_413() {
     let p = proxy(m).await;
     let token = m.spare(3);
     let (status, _) = send(&p, "POST", "/api/items", Some(&token), vec![b'x'; 4096]).await;
-    assert_eq!(status, 413, "max_body = 1KB bounds what is buffered to hash");
+    assert_eq!(
+        status, 413,
+        "max_body = 1KB bounds what is buffered to hash"
+    );
     let log = p.log_with(&["body_too_large"]).await;
     assert!(log.contains("body_too_large"), "{log}");
 }
@@ -722,7 +893,11 @@ async fn sts_unreachable_is_503_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
-    assert!(res.headers().contains_key("retry-after"), "{:?}", res.headers());
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "{:?}",
+        res.headers()
+    );
     let text = p.metrics().await;
     assert_eq!(
         metric(
@@ -751,15 +926,29 @@ async fn sts_refusing_the_token_is_401_with_the_reason_logged() {
         .into_bytes()
     })
     .await;
-    let p = start(m, &closed_url(), &sts.url()).await;
+    let p = start(
+        m,
+        &Elsewhere {
+            sts_refusing: sts.url(),
+            ..Elsewhere::nowhere()
+        },
+    )
+    .await;
     let alice = m.spare(6);
     let (status, _) = send(&p, "GET", "/refusing/alice/seed.txt", Some(&alice), vec![]).await;
     assert_eq!(status, 401, "STS refusing the token is the client's 401");
     let seen = sts.take();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(seen[0].contains("Action=AssumeRoleWithWebIdentity"), "{}", seen[0]);
+    assert!(
+        seen[0].contains("Action=AssumeRoleWithWebIdentity"),
+        "{}",
+        seen[0]
+    );
     let log = p.log_with(&["aws_credentials"]).await;
-    assert!(log.contains("aws_credentials"), "the reason is logged: {log}");
+    assert!(
+        log.contains("aws_credentials"),
+        "the reason is logged: {log}"
+    );
     assert!(!log.contains(&alice), "never the token: {log}");
     let text = p.metrics().await;
     assert!(
@@ -790,8 +979,65 @@ async fn a_route_with_aws_sigv4_false_is_unsigned() {
             .starts_with("AWS4-HMAC-SHA256"),
         "{headers:?}"
     );
+    assert_eq!(
+        headers.get("authorization").and_then(Value::as_str),
+        Some(format!("Bearer {token}").as_str()),
+        "an unsigned route forwards as any route does"
+    );
+    assert_eq!(
+        headers.get("x-user-sub").and_then(Value::as_str),
+        claims(&token)["sub"].as_str(),
+        "with jwtgate's identity headers"
+    );
     assert!(
         m.calls_with(&token).await.is_empty(),
         "no credentials fetched for an unsigned route"
+    );
+}
+
+#[tokio::test]
+async fn a_403_with_a_distant_date_is_counted_as_clock_skew() {
+    let m = moto();
+    // An AWS endpoint whose clock is an hour behind answers as S3 does to a request it deems
+    // too far from its time.
+    let upstream = Recorder::answering(|_| {
+        let body = "<Error><Code>RequestTimeTooSkewed</Code><Message>The difference between \
+             the request time and the current time is too large.</Message></Error>";
+        format!(
+            "HTTP/1.1 403 Forbidden\r\ndate: {}\r\ncontent-type: application/xml\r\n\
+             content-length: {}\r\n\r\n{body}",
+            httpdate::fmt_http_date(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(3600)
+            ),
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let p = start(
+        m,
+        &Elsewhere {
+            skewed: upstream.url(),
+            ..Elsewhere::nowhere()
+        },
+    )
+    .await;
+    let alice = m.spare(7);
+    let (status, body) = send(&p, "GET", "/skewed/alice/seed.txt", Some(&alice), vec![]).await;
+    assert_eq!(status, 403, "AWS's answer passes through");
+    assert!(
+        text(&body).contains("RequestTimeTooSkewed"),
+        "{}",
+        text(&body)
+    );
+    let text = p.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "jwtgate_aws_signing_failures_total",
+            &["upstream=\"skewed\"", "reason=\"clock_skew\""]
+        ),
+        1,
+        "{text}"
     );
 }
