@@ -47,6 +47,11 @@ Facts measured with moto 5.2.5 (each is checked again at every start-up, `check_
 - moto never checks the expiry of keys it issued; a wrong secret gives 403
   `SignatureDoesNotMatch`.
 - S3 keys with spaces, UTF-8 and `+` round-trip when the path is percent-encoded (`%20`, `%2B`).
+- moto's signature check (botocore's canonical request) takes the path and the query exactly as
+  sent: a request whose query is sent as `prefix=alice/` but signed as `prefix=alice%2F` (AWS's
+  canonical form, which AWS computes after decoding) is refused with `SignatureDoesNotMatch`, and
+  so is the reverse. Whatever a signer sends must be what it signed.
+- `x-amz-content-sha256: UNSIGNED-PAYLOAD` is accepted for S3 PUT and GET.
 
 Run with the python of target/interop-venv (tests/interop/venv.sh).
 """
