@@ -315,6 +315,62 @@ pub struct RawUpstream {
     pub client_cert_file: Option<Spanned<String>>,
     /// PEM key of `client_cert_file`.
     pub client_key_file: Option<Spanned<String>>,
+    /// Sign every request to this upstream with SigV4 (S3, IAM-authorised API Gateway, Lambda
+    /// function URLs, OpenSearch): `{ service, region, credentials, payload, max_body }`.
+    /// Default: unsigned.
+    pub aws_sigv4: Option<Spanned<SigV4Choice>>,
+}
+
+/// `aws_sigv4 = { … }` on an upstream or a route, or `aws_sigv4 = false` on a route (unsigned
+/// although its upstream signs).
+#[derive(Debug)]
+pub enum SigV4Choice {
+    /// `false`: do not sign (`true` is refused: say how).
+    Off(bool),
+    /// Sign as the table says.
+    Sign(RawSigV4),
+}
+
+/// Reads a boolean or a table, keeping the table's own errors (an unknown key, a wrong type)
+/// at their place, which an untagged enum would lose.
+impl<'de> Deserialize<'de> for SigV4Choice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SigV4Choice;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table { service, region, credentials, … } or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<SigV4Choice, E> {
+                Ok(SigV4Choice::Off(v))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<SigV4Choice, M::Error> {
+                RawSigV4::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SigV4Choice::Sign)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The keys of `aws_sigv4`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4 {
+    /// The service's signing name: `s3`, `execute-api`, `lambda`, `es`, `aoss`, …. Required.
+    pub service: Option<Spanned<String>>,
+    /// The region signed for (`us-east-1`). Required.
+    pub region: Option<Spanned<String>>,
+    /// The `[[aws_credentials]]` source whose credentials sign. Required.
+    pub credentials: Option<Spanned<String>>,
+    /// `unsigned` (S3 only, the default there: the body streams) or `signed` (the body is
+    /// buffered up to `max_body` and hashed; the default elsewhere).
+    pub payload: Option<Spanned<String>>,
+    /// Largest body a `signed` payload buffers, like `10MB`. Default `10MB`.
+    pub max_body: Option<Spanned<String>>,
 }
 
 /// One `[[issuers]]` table.
@@ -401,6 +457,9 @@ pub struct RawRoute {
     /// An `[[authorizers]]` name: that external authorizer decides after the route's own
     /// requirements. Default: none.
     pub authorizer: Option<Spanned<String>>,
+    /// SigV4 signing of this route's requests, instead of its upstream's (`false`: unsigned).
+    /// Default: the upstream's.
+    pub aws_sigv4: Option<Spanned<SigV4Choice>>,
 }
 
 /// A claim matcher's accepted value(s).

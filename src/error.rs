@@ -89,6 +89,18 @@ pub enum Reject {
     /// An ext_authz service denied: its status, listed headers and body go to the client.
     #[error("denied by the authorizer ({})", .0.status)]
     AuthorizerAnswered(Box<AuthorizerDenial>),
+    /// No AWS credentials for the caller of a signing route: 401 when Cognito or STS refused
+    /// the token, 403 when the role or a guest is not allowed, 503 when AWS is busy or
+    /// unreachable, 502 for an answer that makes no sense, 500 when the source has nothing.
+    #[error("no AWS credentials: {0}")]
+    AwsCredentials(crate::aws::AwsError),
+    /// A request to a signing route that cannot be signed as it is (a header value that is
+    /// not visible ASCII, which AWS's canonical form cannot hold).
+    #[error("bad request: cannot be signed for AWS")]
+    AwsSigning,
+    /// A body over the signing route's `max_body` (a signed payload is buffered to be hashed).
+    #[error("request body too large")]
+    BodyTooLarge,
 }
 
 /// An ext_authz denial as the service answered it (headers already filtered for the client).
@@ -109,7 +121,8 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BadHost(_)
             | Reject::BadRequestBody
-            | Reject::BadCapture => StatusCode::BAD_REQUEST,
+            | Reject::BadCapture
+            | Reject::AwsSigning => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::InvalidToken(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -123,6 +136,8 @@ impl Reject {
             Reject::AuthorizerDenied => StatusCode::FORBIDDEN,
             Reject::AuthorizerFailed(status) => *status,
             Reject::AuthorizerAnswered(denial) => denial.status,
+            Reject::AwsCredentials(e) => e.status(),
+            Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -146,6 +161,9 @@ impl Reject {
             Reject::AuthorizerIdentityMissing => Reason::AuthorizerIdentityMissing,
             Reject::AuthorizerDenied | Reject::AuthorizerAnswered(_) => Reason::AuthorizerDenied,
             Reject::AuthorizerFailed(_) => Reason::AuthorizerFailed,
+            Reject::AwsCredentials(_) => Reason::AwsCredentials,
+            Reject::AwsSigning => Reason::AwsSigning,
+            Reject::BodyTooLarge => Reason::BodyTooLarge,
         }
     }
 
@@ -161,18 +179,18 @@ impl Reject {
                 | Reject::AuthorizerIdentityMissing
                 | Reject::AuthorizerDenied
                 | Reject::AuthorizerAnswered(_)
-        )
+        ) || matches!(self, Reject::AwsCredentials(e) if e.status().is_client_error())
     }
 
     /// The gRPC status code a gRPC client gets instead of the HTTP status.
     pub fn grpc_status(&self) -> u8 {
         match self.status() {
-            StatusCode::BAD_REQUEST => 3,     // INVALID_ARGUMENT
-            StatusCode::UNAUTHORIZED => 16,   // UNAUTHENTICATED
-            StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
-            StatusCode::NOT_FOUND => 12,      // UNIMPLEMENTED
-            StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
-            _ => 14,                          // UNAVAILABLE
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => 3, // INVALID_ARGUMENT
+            StatusCode::UNAUTHORIZED => 16,                               // UNAUTHENTICATED
+            StatusCode::FORBIDDEN => 7,                                   // PERMISSION_DENIED
+            StatusCode::NOT_FOUND => 12,                                  // UNIMPLEMENTED
+            StatusCode::GATEWAY_TIMEOUT => 4,                             // DEADLINE_EXCEEDED
+            _ => 14,                                                      // UNAVAILABLE
         }
     }
 
@@ -187,6 +205,7 @@ impl Reject {
             StatusCode::BAD_GATEWAY => r#"{"message":"Bad Gateway"}"#,
             StatusCode::GATEWAY_TIMEOUT => r#"{"message":"Gateway Timeout"}"#,
             StatusCode::INTERNAL_SERVER_ERROR => r#"{"message":"Internal Server Error"}"#,
+            StatusCode::PAYLOAD_TOO_LARGE => r#"{"message":"Request Entity Too Large"}"#,
             _ if matches!(self, Reject::SessionStore) => {
                 r#"{"message":"Service Unavailable","reason":"session store unavailable"}"#
             }
@@ -206,17 +225,29 @@ impl Reject {
             Reject::Forbidden { scope: None, .. } => Some(format!(
                 r#"Bearer realm="{REALM}", error="insufficient_scope""#
             )),
+            Reject::AwsCredentials(e) if e.status() == StatusCode::UNAUTHORIZED => Some(format!(
+                r#"Bearer realm="{REALM}", error="invalid_token", error_description="AWS refused the token""#
+            )),
             _ => None,
+        };
+        let retry_after = match self {
+            Reject::AwsCredentials(e) => e
+                .retry_after()
+                .map(|d| u16::try_from(d.as_secs().max(1)).unwrap_or(u16::MAX)),
+            _ => (http_status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
         };
         Synthetic {
             http_status,
             grpc_status: self.grpc_status(),
             body,
             challenge,
-            retry_after: (http_status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
+            retry_after,
             // The request's framing or host could not be trusted: nothing after it on the
-            // same connection can be either.
-            close_connection: matches!(self, Reject::BadRequestBody | Reject::BadHost(_)),
+            // same connection can be either. A body refused unread is not read to its end.
+            close_connection: matches!(
+                self,
+                Reject::BadRequestBody | Reject::BadHost(_) | Reject::BodyTooLarge
+            ),
             message: format!("jwtgate: {self}"),
         }
     }

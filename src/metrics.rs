@@ -11,7 +11,7 @@ mod labels;
 pub(crate) use labels::label_enum;
 pub use labels::{
     AuthorizerResult, CredentialResult, Decision, FetchResult, LoginEvent, Reason, ReloadResult,
-    UpstreamResult,
+    SigningFailure, UpstreamResult,
 };
 
 /// Latency buckets, seconds: 100 µs to 30 s.
@@ -45,6 +45,7 @@ pub struct Metrics {
     authorizer_cache_entries: IntGaugeVec,
     aws_credential_calls: IntCounterVec,
     aws_credential_cache: IntCounterVec,
+    aws_signing_failures: IntCounterVec,
 }
 
 fn method_class(method: &http::Method) -> &'static str {
@@ -245,6 +246,18 @@ impl Metrics {
             &["source", "outcome"],
         )
         .expect("metric"); // ok: static definition
+        let aws_signing_failures = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_aws_signing_failures_total",
+                format!(
+                    "Requests to a signing (aws_sigv4) route that were not signed, or whose \
+                     signature AWS refused for the clock, by upstream and reason ({}).",
+                    joined(SigningFailure::ALL, SigningFailure::as_str)
+                ),
+            ),
+            &["upstream", "reason"],
+        )
+        .expect("metric"); // ok: static definition
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "jwtgate_build_info",
@@ -280,6 +293,7 @@ impl Metrics {
             Box::new(authorizer_cache_entries.clone()),
             Box::new(aws_credential_calls.clone()),
             Box::new(aws_credential_cache.clone()),
+            Box::new(aws_signing_failures.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -316,6 +330,7 @@ impl Metrics {
             authorizer_cache_entries,
             aws_credential_calls,
             aws_credential_cache,
+            aws_signing_failures,
         }
     }
 
@@ -479,6 +494,13 @@ impl Metrics {
     pub fn aws_credential_cache(&self, source: &str, hit: bool) {
         self.aws_credential_cache
             .with_label_values(&[source, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// A request to a signing route not signed, or refused by AWS for the clock.
+    pub fn aws_signing_failure(&self, upstream: &str, reason: SigningFailure) {
+        self.aws_signing_failures
+            .with_label_values(&[upstream, reason.as_str()])
             .inc();
     }
 

@@ -1,6 +1,7 @@
 //! The request pipeline as named phases over one per-request context (`Ctx`): target,
-//! own paths, route, authenticate, authorise, policy, rewrite request, forward, rewrite response,
-//! record. Bodies stream both ways; nothing is buffered whole.
+//! own paths, route, authenticate, authorise, policy, authorizer, AWS credentials, rewrite
+//! request, sign, forward, rewrite response, record. Bodies stream both ways; only a signed AWS
+//! payload is read whole (to be hashed).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::cors;
 use crate::error::{Reject, UpstreamError};
 use crate::headers::{self, REQUEST_ID};
 use crate::login::{Gate, Identity, Login};
-use crate::metrics::{Decision, UpstreamResult};
+use crate::metrics::{Decision, SigningFailure, UpstreamResult};
 use crate::routes::{self, Captures, Match, PathError};
 use crate::server::ClientBody;
 use crate::settings::{AuthMode, Route};
@@ -67,7 +68,7 @@ impl ConnInfo {
 ///
 /// `target` (host, normalised path) → `own_paths` (sign-in, forward-auth, CORS preflights) →
 /// `route` → `authenticate` → `authorise` → `check_policy` → `call_authorizer` →
-/// `rewrite_request` → `forward` →
+/// `aws_credentials` → `rewrite_request` → `sign_request` → `forward` →
 /// `rewrite_response` → `record` (metrics, access log, span: the only place that records).
 struct Ctx<'a> {
     shared: &'a Shared,
@@ -300,11 +301,241 @@ async fn pipeline(
         .upstreams
         .get(route.upstream)
         .ok_or(Reject::Upstream(UpstreamError::Unreachable))?;
+    let signing = match route.aws_sigv4.as_deref() {
+        Some(signing) => Some((
+            signing,
+            aws_credentials(ctx, signing, upstream, &caller, &parts.headers).await?,
+        )),
+        None => None,
+    };
     let upgrade = rewrite_request(
-        ctx, route, &captures, upstream, &caller, &mut parts, &target,
+        ctx,
+        route,
+        &captures,
+        upstream,
+        &caller,
+        &mut parts,
+        &target,
+        signing.is_some(),
     )?;
+    let body = match &signing {
+        Some((signing, credentials)) => {
+            sign_request(ctx, signing, upstream, credentials, &mut parts, body).await?
+        }
+        None => body,
+    };
     let response = forward(ctx, upstream, Request::from_parts(parts, body), upgrade).await?;
+    if signing.is_some() && response.status() == StatusCode::FORBIDDEN {
+        check_clock(ctx, upstream, response.headers());
+    }
     Ok(rewrite_response(response, set_cookies))
+}
+
+/// AWS-credentials phase (routes with `aws_sigv4`): the caller's credentials from the route's
+/// source (cached per user and role). The user's token is the verified bearer token, or the
+/// session's ID token on a login route; a caller without one is a guest, which only an
+/// identity pool with `guests = true` and the gateway's own credentials serve.
+async fn aws_credentials(
+    ctx: &Ctx<'_>,
+    signing: &crate::aws::Signing,
+    upstream: &Upstream,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::aws::Credentials>, Reject> {
+    use crate::aws::{AwsError, Principal, SourceKind, UserToken};
+    let failed = |e: Reject| {
+        ctx.shared
+            .metrics
+            .aws_signing_failure(&upstream.settings.name, SigningFailure::Credentials);
+        e
+    };
+    // Compile checked the name: a 500 rather than a panic if it were not there.
+    let source = ctx
+        .snapshot
+        .credentials
+        .get(&signing.credentials)
+        .ok_or_else(|| {
+            failed(Reject::AwsCredentials(AwsError::NotConfigured(
+                "no such credential source".into(),
+            )))
+        })?;
+    let no_subject = || {
+        Reject::AwsCredentials(AwsError::Forbidden {
+            service: "jwtgate",
+            code: "NoSubject".into(),
+            message: "the token has no sub or exp to key credentials by".into(),
+        })
+    };
+    let principal = match caller {
+        Caller::Anonymous => Principal::Guest,
+        Caller::Token(token, _) => {
+            // The header authentication read: it is there and well-formed.
+            let raw = token::bearer(headers)
+                .ok()
+                .flatten()
+                .ok_or(Reject::MissingToken)
+                .map_err(failed)?;
+            Principal::User(
+                UserToken::from_claims(raw, &token.claims).ok_or_else(|| failed(no_subject()))?,
+            )
+        }
+        Caller::Session(identity, _) => {
+            let id_token = identity.session.id_token.as_deref().ok_or_else(|| {
+                failed(Reject::AwsCredentials(AwsError::TokenRefused {
+                    service: "jwtgate",
+                    code: "NoIdToken".into(),
+                    message: "the session holds no ID token: sign in again".into(),
+                }))
+            })?;
+            Principal::User(
+                UserToken::from_claims(id_token, &identity.claims)
+                    .ok_or_else(|| failed(no_subject()))?,
+            )
+        }
+    };
+    let guests_served = match &source.settings().kind {
+        SourceKind::Gateway(_) => true,
+        SourceKind::IdentityPool(p) => p.guests,
+        SourceKind::WebIdentity(_) => false,
+    };
+    if matches!(principal, Principal::Guest) && !guests_served {
+        return Err(failed(Reject::MissingToken));
+    }
+    source
+        .credentials(&principal)
+        .await
+        .map_err(|e| failed(Reject::AwsCredentials(e)))
+}
+
+/// Signing phase (routes with `aws_sigv4`), once every header is final: the body read whole
+/// and hashed for a `signed` payload (413 beyond `max_body`), then AWS's signature in place of
+/// whatever the client sent to speak for itself.
+async fn sign_request(
+    ctx: &Ctx<'_>,
+    signing: &crate::aws::Signing,
+    upstream: &Upstream,
+    credentials: &crate::aws::Credentials,
+    parts: &mut http::request::Parts,
+    body: ClientBody,
+) -> Result<ClientBody, Reject> {
+    use crate::aws::{Payload, PayloadMode};
+    let name = &upstream.settings.name;
+    let (body, hash) = match signing.payload {
+        PayloadMode::Unsigned => (body, None),
+        PayloadMode::Signed => {
+            let bytes = read_body(body, signing.max_body, &parts.headers, upstream).await?;
+            let hash = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+            // The body now has a known length: sent (and signed) as Content-Length.
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            let body = if bytes.is_empty() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+                ClientBody::Empty
+            } else {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                ClientBody::Buffered(Some(bytes))
+            };
+            (body, Some(hash))
+        }
+    };
+    let payload = match &hash {
+        Some(hash) => Payload::Sha256(hash),
+        None => Payload::Unsigned,
+    };
+    let Some(authority) = upstream.settings.origin.authority() else {
+        return Err(Reject::AwsSigning);
+    };
+    crate::aws::sign(
+        parts,
+        authority,
+        &signing.scope,
+        credentials,
+        payload,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| {
+        ctx.shared
+            .metrics
+            .aws_signing_failure(name, SigningFailure::Request);
+        tracing::info!(upstream = &**name, error = %e, "request cannot be signed");
+        Reject::AwsSigning
+    })?;
+    Ok(body)
+}
+
+/// The client's body, whole: 413 beyond `max` (told by `Content-Length` before reading a
+/// byte), 400 when it breaks off or does not arrive within the upstream's response timeout.
+async fn read_body(
+    body: ClientBody,
+    max: u64,
+    headers: &HeaderMap,
+    upstream: &Upstream,
+) -> Result<Bytes, Reject> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(Reject::BodyTooLarge);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout(upstream.settings.response_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "client request body failed while read for signing");
+            Err(Reject::BadRequestBody)
+        }
+        Err(_) => {
+            tracing::info!(
+                "client request body not received within the upstream's response_timeout"
+            );
+            Err(Reject::BadRequestBody)
+        }
+    }
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// SigV4 signatures are valid within 5 minutes of AWS's clock.
+const SIGV4_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// After AWS refused a signed request (403): if its `Date` is further from this machine's
+/// clock than SigV4 allows, that is the likely cause; it is logged plainly and counted.
+fn check_clock(ctx: &Ctx<'_>, upstream: &Upstream, headers: &HeaderMap) {
+    let Some(theirs) = headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return;
+    };
+    let ours = std::time::SystemTime::now();
+    let skew = ours
+        .duration_since(theirs)
+        .or_else(|_| theirs.duration_since(ours))
+        .unwrap_or_default();
+    if skew > SIGV4_WINDOW {
+        let name = &upstream.settings.name;
+        ctx.shared
+            .metrics
+            .aws_signing_failure(name, SigningFailure::ClockSkew);
+        tracing::warn!(
+            upstream = &**name,
+            skew_seconds = skew.as_secs(),
+            "AWS refused a signed request and its clock differs from this machine's by more than SigV4's 5 minutes: check the clock (NTP)"
+        );
+    }
 }
 
 /// Target phase: the host and the normalised path, or 400.
@@ -395,8 +626,10 @@ fn route<'s, 'p>(
     Ok(matched)
 }
 
-/// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for,
-/// and aim the request at the route's upstream. Whether the client asked for a WebSocket upgrade.
+/// Rewrite-request phase: strip what the client may not say, add what jwtgate vouches for
+/// (no identity headers when the request will be `signed` for AWS), and aim the request at
+/// the route's upstream. Whether the client asked for a WebSocket upgrade.
+#[allow(clippy::too_many_arguments)]
 fn rewrite_request(
     ctx: &Ctx<'_>,
     route: &Route,
@@ -405,6 +638,7 @@ fn rewrite_request(
     caller: &Caller,
     parts: &mut http::request::Parts,
     target: &Target<'_>,
+    signed: bool,
 ) -> Result<bool, Reject> {
     let snapshot = ctx.snapshot;
     let plan = &snapshot.config.headers;
@@ -415,7 +649,11 @@ fn rewrite_request(
     let headers = &mut parts.headers;
     plan.strip_inbound(headers, ctx.conn.peer.ip(), &route.keep_override_headers);
     snapshot.logins.strip_cookies(headers);
-    add_identity(snapshot, headers, caller);
+    // AWS authenticates the signature, not identity headers, and never gets the user's tokens
+    // (`x-amzn-oidc-accesstoken` is one).
+    if !signed {
+        add_identity(snapshot, headers, caller);
+    }
     add_captures(headers, route, captures)?;
     for (name, value) in &ctx.authorizer_headers {
         headers.insert(name.clone(), value.clone());

@@ -68,6 +68,9 @@ pub struct Route {
     /// The external authorizer that decides after the route's requirements (`authorizer =
     /// "NAME"`), if any.
     pub authorizer: Option<crate::authorizer::RouteAuthorizer>,
+    /// SigV4 signing of the requests it forwards (its own `aws_sigv4`, else its upstream's),
+    /// if any.
+    pub aws_sigv4: Option<Arc<crate::aws::Signing>>,
 }
 
 /// A route's Cedar policy set and the path template its actions are named with.

@@ -30,6 +30,9 @@ pub struct Snapshot {
     /// whose settings a reload left unchanged is kept with its cached decisions; a changed one
     /// starts with an empty cache, so no decision of its old settings is served.
     pub authorizers: Vec<Arc<crate::authorizer::Authorizer>>,
+    /// `[[aws_credentials]]` sources, by name (routes' `aws_sigv4` name them). One whose
+    /// settings a reload left unchanged is kept with its cached credentials.
+    pub credentials: crate::aws::CredentialSources,
 }
 
 /// State shared by every connection.
@@ -197,11 +200,17 @@ fn bind(
             ),
         });
     }
+    let credentials = match old {
+        Some(old) => old.credentials.reload(&config.aws_credentials, metrics),
+        None => crate::aws::CredentialSources::new(&config.aws_credentials, metrics),
+    }
+    .map_err(StartError::HttpClient)?;
     Ok(Snapshot {
         config,
         issuers,
         upstreams,
         logins: Logins::new(logins),
         authorizers,
+        credentials,
     })
 }

@@ -73,6 +73,7 @@ fn the_session_check_opens_a_cookie_sealed_with_its_key() {
         user_info: serde_json::Map::new(),
         access_token: "at".into(),
         refresh_token: None,
+        id_token: None,
         access_expires_at: 4_000_000_000,
         expires_at: 4_000_000_000,
     };

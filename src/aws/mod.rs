@@ -24,8 +24,9 @@ pub use error::{AwsError, DEFAULT_RETRY_AFTER};
 pub use gateway::{Env, IMDS_TIMEOUT, process_env};
 pub use http::MAX_ANSWER_BYTES;
 pub use settings::{
-    DEFAULT_CACHE_MAX_BYTES, DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, Gateway, IdentityPool,
-    MAX_ENTRY_LIFETIME, SourceKind, SourceSettings, WebIdentity, sts_endpoint,
+    DEFAULT_CACHE_MAX_BYTES, DEFAULT_MAX_BODY, DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, Gateway,
+    IdentityPool, MAX_ENTRY_LIFETIME, MAX_MAX_BODY, PayloadMode, Signing, SourceKind,
+    SourceSettings, WebIdentity, is_s3, sts_endpoint,
 };
 pub use signer::{Payload, SignError, SigningScope, UNSIGNED_PAYLOAD, sign};
 pub use source::{

@@ -129,3 +129,51 @@ pub fn sts_endpoint(region: Option<&str>) -> String {
         None => "https://sts.amazonaws.com/".to_owned(),
     }
 }
+
+/// Default `aws_sigv4.max_body`: the largest body a `signed` payload buffers.
+pub const DEFAULT_MAX_BODY: u64 = 10_000_000;
+/// Largest `aws_sigv4.max_body` accepted (each request in flight may hold this much).
+pub const MAX_MAX_BODY: u64 = 1 << 30;
+
+/// `aws_sigv4`, as checked: how a route's requests are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// Service, region and the service's canonicalisation rules.
+    pub scope: super::SigningScope,
+    /// The `[[aws_credentials]]` source whose credentials sign.
+    pub credentials: Arc<str>,
+    /// What the signature says about the body.
+    pub payload: PayloadMode,
+    /// Largest body a `signed` payload buffers (bytes); beyond it 413.
+    pub max_body: u64,
+}
+
+impl Signing {
+    /// One line for `jwtgate check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "sigv4 service={} region={} credentials={} payload={}",
+            self.scope.service,
+            self.scope.region,
+            self.credentials,
+            match self.payload {
+                PayloadMode::Unsigned => "unsigned".to_owned(),
+                PayloadMode::Signed => format!("signed(max {} bytes)", self.max_body),
+            }
+        )
+    }
+}
+
+/// `aws_sigv4.payload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadMode {
+    /// `UNSIGNED-PAYLOAD`: the body streams (S3 only).
+    Unsigned,
+    /// The body is buffered and its SHA-256 signed.
+    Signed,
+}
+
+/// Whether `service` is one of S3's signing names, which accept `UNSIGNED-PAYLOAD`.
+pub fn is_s3(service: &str) -> bool {
+    matches!(service, "s3" | "s3-object-lambda" | "s3express")
+}

@@ -59,7 +59,7 @@ impl SigningScope {
     /// The scope for `service` in `region`, with S3's rules for the S3 signing names.
     pub fn new(service: impl Into<String>, region: impl Into<String>) -> Self {
         let service = service.into();
-        let s3 = matches!(service.as_str(), "s3" | "s3-object-lambda" | "s3express");
+        let s3 = super::settings::is_s3(&service);
         SigningScope {
             service,
             region: region.into(),

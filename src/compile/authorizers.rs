@@ -519,21 +519,8 @@ pub(super) fn credentials(
         };
         let key = format!("authorizers[{i}].credentials");
         let text = name.get_ref();
-        let Some(source) = sources.iter().find(|s| &*s.name == text.as_str()) else {
-            // A table of that name with errors of its own is reported there.
-            let declared = raw_sources.iter().any(|s| {
-                s.get_ref()
-                    .name
-                    .as_ref()
-                    .is_some_and(|n| n.get_ref() == text)
-            });
-            if !declared {
-                d.err(
-                    name.span(),
-                    key,
-                    format!("{text:?} is not an [[aws_credentials]] name"),
-                );
-            }
+        let Some(source) = super::aws_credentials::named(d, &key, name, raw_sources, sources)
+        else {
             continue;
         };
         if !matches!(source.kind, SourceKind::Gateway(_)) {

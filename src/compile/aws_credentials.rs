@@ -52,6 +52,35 @@ pub(super) fn compile(
     out
 }
 
+/// The source a `credentials = "NAME"` names; an error at the name when no table has it (a
+/// table of that name with errors of its own was reported there).
+pub(super) fn named<'s>(
+    d: &mut Diags<'_>,
+    key: &str,
+    name: &Spanned<String>,
+    raw: &[Spanned<RawAwsCredentials>],
+    sources: &'s [SourceSettings],
+) -> Option<&'s SourceSettings> {
+    let text = name.get_ref();
+    if let Some(source) = sources.iter().find(|s| &*s.name == text.as_str()) {
+        return Some(source);
+    }
+    let declared = raw.iter().any(|s| {
+        s.get_ref()
+            .name
+            .as_ref()
+            .is_some_and(|n| n.get_ref() == text)
+    });
+    if !declared {
+        d.err(
+            name.span(),
+            key,
+            format!("{text:?} is not an [[aws_credentials]] name"),
+        );
+    }
+    None
+}
+
 /// One table.
 fn source(
     d: &mut Diags<'_>,

@@ -207,6 +207,9 @@ impl Config {
                 let set = self.policies.get(chosen.set).map_or("?", |s| &*s.name);
                 req.push(format!("policy={set}"));
             }
+            if let Some(signing) = &route.aws_sigv4 {
+                req.push(signing.describe());
+            }
             if !route.keep_override_headers.is_empty() {
                 let kept: Vec<&str> = route
                     .keep_override_headers

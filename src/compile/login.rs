@@ -414,6 +414,8 @@ fn provider(
         redis_url: redis_url.map(Redacted),
         alb_signer,
         alb_key,
+        // Set by `aws_sigv4::routes` when a route of this provider signs with user credentials.
+        keep_id_token: false,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod authorizers;
 mod aws_credentials;
+mod aws_sigv4;
 mod cors;
 mod describe;
 mod diags;
@@ -89,7 +90,7 @@ pub fn compile_with_env(
     let mut headers = headers::compile(&mut d, &raw.headers, server.trusted_proxies);
     routes::manage_capture_headers(&mut d, &raw.routes, &mut headers);
     authorizers::manage_headers(&mut d, &raw.authorizers, &authorizers, &mut headers);
-    let logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
+    let mut logins = login::compile(&mut d, raw.login.as_ref(), &raw.logins, paths);
     let tracing = tracing::compile(&mut d, raw.tracing.as_ref(), trace::read_env(env));
     let cors = cors::compile(&mut d, raw.cors.as_ref());
     let forward_auth = forward_auth::compile(&mut d, raw.forward_auth.as_ref(), paths, &logins);
@@ -108,6 +109,26 @@ pub fn compile_with_env(
         &raw.aws_credentials,
         &aws_credentials,
         &mut authorizers,
+    );
+    let issuer_policies: Vec<_> = issuers
+        .list
+        .iter()
+        .map(|(p, _)| std::sync::Arc::clone(p))
+        .collect();
+    let sigv4 = aws_sigv4::Context {
+        raw_sources: &raw.aws_credentials,
+        sources: &aws_credentials,
+        issuers: &issuer_policies,
+    };
+    let by_upstream = aws_sigv4::upstreams(&mut d, &sigv4, raw.upstream.as_ref(), &raw.upstreams);
+    aws_sigv4::routes(
+        &mut d,
+        &sigv4,
+        &raw.routes,
+        &by_upstream,
+        &upstreams,
+        &mut routes,
+        &mut logins,
     );
 
     match upstreams.settings() {

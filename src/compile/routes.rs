@@ -280,6 +280,8 @@ fn route(
             // Set once the policy sets are compiled (`policies::routes`).
             policy: None,
             authorizer,
+            // Set once the credential sources are compiled (`aws_sigv4::routes`).
+            aws_sigv4: None,
         },
     ))
 }

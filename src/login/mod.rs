@@ -123,6 +123,9 @@ pub struct LoginSettings {
     pub alb_signer: String,
     /// The signing key; `None` generates one per process.
     pub alb_key: Option<Arc<AlbSigner>>,
+    /// Keep the ID token in the session: a route of this provider signs AWS requests with
+    /// credentials an identity pool or STS gives for it (`aws_sigv4`).
+    pub keep_id_token: bool,
 }
 
 /// What a cookie sealed for provider `name` is bound to (AES-GCM associated data): the cookie
@@ -399,7 +402,12 @@ impl Login {
                         let mut fresh = session;
                         if let Some(id_token) = &tokens.id_token {
                             match this.verify_id_token(id_token, None).await {
-                                Ok(claims) => merge(&mut fresh.claims, claims),
+                                Ok(claims) => {
+                                    merge(&mut fresh.claims, claims);
+                                    if this.settings.keep_id_token {
+                                        fresh.id_token = Some(id_token.clone());
+                                    }
+                                }
                                 Err(e) => {
                                     tracing::warn!("refreshed ID token refused: {e}");
                                     return None;
@@ -628,6 +636,7 @@ impl Login {
             user_info,
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
+            id_token: self.settings.keep_id_token.then(|| id_token.to_owned()),
             access_expires_at: now + tokens.expires_in.unwrap_or(3600),
             expires_at: now
                 + i64::try_from(self.settings.session_timeout.as_secs()).unwrap_or(i64::MAX / 2),

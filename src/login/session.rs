@@ -33,6 +33,10 @@ pub struct Session {
     pub access_token: String,
     /// The refresh token, when the provider issued one.
     pub refresh_token: Option<String>,
+    /// The ID token, kept only when the provider's routes sign AWS requests with it
+    /// (`LoginSettings::keep_id_token`): identity pools and STS take it, not the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// When the access token expires (Unix seconds).
     pub access_expires_at: i64,
     /// When the session ends, whatever the refreshes (Unix seconds).

@@ -117,6 +117,27 @@ label_enum! {
         AuthorizerDenied => "authorizer_denied",
         /// The external authorizer call failed (fail closed).
         AuthorizerFailed => "authorizer_failed",
+        /// No AWS credentials for the caller (`aws_sigv4`): refused by Cognito or STS, a
+        /// role or guest not allowed, AWS unreachable.
+        AwsCredentials => "aws_credentials",
+        /// A request to a signing route jwtgate cannot sign (a header that is not visible
+        /// ASCII).
+        AwsSigning => "aws_signing",
+        /// A body over `aws_sigv4.max_body`, which a signed payload buffers.
+        BodyTooLarge => "body_too_large",
+    }
+}
+
+label_enum! {
+    /// Why a request to a signing route was not signed, or was signed and refused for the
+    /// clock, for `jwtgate_aws_signing_failures_total{upstream,reason}`.
+    pub enum SigningFailure {
+        /// No credentials for the caller.
+        Credentials => "credentials",
+        /// The request cannot be signed as it is (a header that is not visible ASCII).
+        Request => "request",
+        /// AWS refused the signature, and its clock is more than 5 minutes from jwtgate's.
+        ClockSkew => "clock_skew",
     }
 }
 
@@ -283,7 +304,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            29,
+            32,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -314,6 +335,9 @@ mod tests {
                 Reason::AuthorizerIdentityMissing => 26,
                 Reason::AuthorizerDenied => 27,
                 Reason::AuthorizerFailed => 28,
+                Reason::AwsCredentials => 29,
+                Reason::AwsSigning => 30,
+                Reason::BodyTooLarge => 31,
             },
             Reason::as_str,
         );
@@ -369,6 +393,16 @@ mod tests {
                 CredentialResult::NotConfigured => 5,
             },
             CredentialResult::as_str,
+        );
+        closed(
+            SigningFailure::ALL,
+            3,
+            |v| match v {
+                SigningFailure::Credentials => 0,
+                SigningFailure::Request => 1,
+                SigningFailure::ClockSkew => 2,
+            },
+            SigningFailure::as_str,
         );
         closed(
             ReloadResult::ALL,
@@ -505,7 +539,10 @@ mod tests {
                 "policy",
                 "authorizer_identity_missing",
                 "authorizer_denied",
-                "authorizer_failed"
+                "authorizer_failed",
+                "aws_credentials",
+                "aws_signing",
+                "body_too_large"
             ]
         );
         assert_eq!(
@@ -577,6 +614,13 @@ mod tests {
                 "`jwtgate_aws_credential_calls_total{source,result}` ("
             ),
             labels(CredentialResult::ALL, CredentialResult::as_str)
+        );
+        assert_eq!(
+            listed(
+                &text,
+                "`jwtgate_aws_signing_failures_total{upstream,reason}` ("
+            ),
+            labels(SigningFailure::ALL, SigningFailure::as_str)
         );
         assert_eq!(
             listed(&text, "`jwtgate_config_reloads_total{result}` ("),

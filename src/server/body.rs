@@ -6,13 +6,16 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-/// A client's request body: none (a request the HTTP/1.1 fast path served), or hyper's stream.
+/// A client's request body: none (a request the HTTP/1.1 fast path served), hyper's stream, or
+/// the whole body read ahead (to be hashed for a SigV4 signature).
 #[derive(Debug)]
 pub enum ClientBody {
     /// The request has no body.
     Empty,
     /// The body as hyper's server receives it.
     Streaming(Incoming),
+    /// The body, read whole; `None` once sent.
+    Buffered(Option<Bytes>),
 }
 
 impl Body for ClientBody {
@@ -29,6 +32,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ClientBody::Streaming(body) => loop {
                 match ready!(Pin::new(&mut *body).poll_frame(cx)) {
                     Some(Ok(frame)) if frame.is_trailers() => continue,
@@ -41,6 +45,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Empty => true,
+            ClientBody::Buffered(data) => data.is_none(),
             ClientBody::Streaming(body) => body.is_end_stream(),
         }
     }
@@ -48,6 +53,9 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Buffered(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             ClientBody::Streaming(body) => body.size_hint(),
         }
     }

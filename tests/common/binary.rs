@@ -46,6 +46,24 @@ impl BinaryProxy {
         rust_log: &str,
         env: &[(&str, Option<&str>)],
     ) -> BinaryProxy {
+        // A port free when picked may be taken by another process before jwtgate binds it:
+        // then jwtgate exits saying so, and it is started again on other ports.
+        for _ in 0..5 {
+            match Self::spawn(toml, rust_log, env).await {
+                Ok(proxy) => return proxy,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("jwtgate never became ready: {log}"),
+            }
+        }
+        panic!("jwtgate found no free ports in 5 tries");
+    }
+
+    /// One start on freshly picked ports: the ready proxy, or its log.
+    async fn spawn(
+        toml: &str,
+        rust_log: &str,
+        env: &[(&str, Option<&str>)],
+    ) -> Result<BinaryProxy, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "jwtgate-bin-test-{}-{}",
@@ -72,7 +90,7 @@ impl BinaryProxy {
             };
         }
         let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        let proxy = BinaryProxy {
+        let mut proxy = BinaryProxy {
             addr,
             admin,
             child,
@@ -82,11 +100,14 @@ impl BinaryProxy {
         for _ in 0..200 {
             let ready = http.get(proxy.admin_url("/readyz")).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
-                return proxy;
+                return Ok(proxy);
+            }
+            if proxy.child.try_wait().ok().flatten().is_some() {
+                return Err(proxy.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("jwtgate never became ready: {}", proxy.log());
+        Err(proxy.log())
     }
 
     /// Replaces the config file with `toml` (and the same `[server]` table) in one rename, so
