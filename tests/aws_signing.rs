@@ -667,6 +667,10 @@ async fn a_hundred_concurrent_requests_of_one_user_make_one_credential_call() {
         assert_eq!(task.await.unwrap(), 200);
     }
     let calls = m.calls_with(&dave).await;
+    assert!(
+        calls.iter().all(|(a, _)| a == "AssumeRoleWithWebIdentity"),
+        "{calls:?}"
+    );
     assert_eq!(
         calls.len(),
         1,
@@ -742,6 +746,11 @@ async fn identity_pool_logins_carry_the_id_token_and_requests_verify_with_its_ke
     let report: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "a guest's request is signed too: {report}");
     assert_eq!(report["signature_ok"], true);
+    assert_eq!(
+        report["access_key"],
+        m.s("identity_pool_access_key").as_str(),
+        "with the pool's (guest) keys"
+    );
 }
 
 #[tokio::test]

@@ -12,12 +12,13 @@ Starts moto's server in this process (127.0.0.1, free port) and sets up:
   do anything;
 - an identity pool (guests allowed) trusting the user pool;
 - a SigV4-checking upstream (sigv4_verify_upstream.py) that knows every secret moto hands out.
-Then switches IAM enforcement on, checks the facts below with boto3 (start-up fails if moto
-behaves otherwise), forgets what the recorder saw so far, prints one JSON line with what the
-test needs and serves until stdin closes (the test's process ends: its pipe closes); then removes
-the directory AWS_S3_SCRATCH_DIR names, if any (the test's recording and files).
+Then switches IAM enforcement on, checks the facts below with boto3 (`check_unpatched`,
+`check_facts`: start-up fails if moto behaves otherwise), forgets what the recorder saw so far,
+prints one JSON line with what the test needs and serves until stdin closes (the test's process
+ends: its pipe closes); then removes the directory AWS_S3_SCRATCH_DIR names, if any (the test's
+recording and files).
 
-Facts measured with moto 5.2.5 (each is checked again at every start-up, `check_facts`):
+Facts measured with moto 5.2.5 (checked again at every start-up unless marked "by hand"):
 - IAM enforcement: `POST /moto-api/reset-auth` with body `0` (no form content type: moto reads
   the raw body) sets INITIAL_NO_AUTH_ACTION_COUNT to 0; from then on every service request must
   be signed by credentials moto issued, and S3 checks the signature (botocore's S3SigV4Auth over
@@ -33,8 +34,8 @@ Facts measured with moto 5.2.5 (each is checked again at every start-up, `check_
   refuses another prefix with 403 `AccessDenied`.
 - moto does not evaluate IAM policy variables (`${aws:userid}`,
   `${cognito-identity.amazonaws.com:sub}`): a `Resource` is matched as a regular expression with
-  `*` turned into `.*`, so `${...}` never matches. Conditions are not evaluated for S3 either
-  (no `s3:prefix` on ListBucket). Hence one role per user.
+  `*` turned into `.*`, so `${...}` never matches. By hand (from its source): conditions are not
+  evaluated for S3 either (no `s3:prefix` on ListBucket). Hence one role per user.
 - moto's ID tokens carry `cognito:groups` but never `cognito:roles` / `cognito:preferred_role`,
   though groups store a `RoleArn`. So the tokens printed here are moto's own ID tokens with those
   two claims added as Cognito adds them (the group roles; the preferred one of the lowest
@@ -43,15 +44,18 @@ Facts measured with moto 5.2.5 (each is checked again at every start-up, `check_
 - moto's identity pool is a stub: `GetId` ignores `Logins`, `GetCredentialsForIdentity` always
   returns `TESTACCESSKEY12345` / `ABCSECRETKEY` / `ABC12345` (90 s), which moto's S3 refuses
   with 403 `InvalidAccessKeyId`. The verifying upstream knows that secret.
-- An unsigned S3 request gets 403 with an empty body.
-- moto never checks the expiry of keys it issued; a wrong secret gives 403
-  `SignatureDoesNotMatch`.
+- An unsigned S3 request gets 403.
+- A wrong secret gives 403 `SignatureDoesNotMatch`. By hand (moto/iam/access_control.py): moto
+  never checks the expiry of keys it issued, so an expired key cannot be made here.
 - S3 keys with spaces, UTF-8 and `+` round-trip when the path is percent-encoded (`%20`, `%2B`).
-- moto's signature check (botocore's canonical request) takes the path and the query exactly as
-  sent: a request whose query is sent as `prefix=alice/` but signed as `prefix=alice%2F` (AWS's
-  canonical form, which AWS computes after decoding) is refused with `SignatureDoesNotMatch`, and
-  so is the reverse. Whatever a signer sends must be what it signed.
-- `x-amz-content-sha256: UNSIGNED-PAYLOAD` is accepted for S3 PUT and GET.
+- By hand: moto's signature check (botocore's canonical request) takes the path and the query
+  exactly as sent: a request whose query is sent as `prefix=alice/` but signed as
+  `prefix=alice%2F` (AWS's canonical form, which AWS computes after decoding) is refused with
+  `SignatureDoesNotMatch`, and so is the reverse. Whatever a signer sends must be what it signed.
+- By hand: botocore's canonical request, and so moto's check, leaves out `traceparent`,
+  `tracestate`, `baggage`, `user-agent`, `expect`, `x-amzn-trace-id` and hop-by-hop headers even
+  when `SignedHeaders` names them: a request that signed one of them is refused.
+- By hand: `x-amz-content-sha256: UNSIGNED-PAYLOAD` is accepted for S3 PUT and GET.
 
 Run with the python of target/interop-venv (tests/interop/venv.sh).
 """
@@ -139,6 +143,43 @@ def other_issuer(id_token: str) -> str:
     header, claims = jwt_parts(id_token)
     claims["iss"] = claims["iss"].rsplit("/", 1)[0] + f"/{REGION}_Other0000"
     return sign_rs256(header, claims, moto_private_key())
+
+
+def check_unpatched(url: str, roles: dict, moto_tokens: dict) -> None:
+    """The facts that make this script change moto's tokens and its list of public operations."""
+    form = urllib.parse.urlencode(
+        {
+            "Action": "AssumeRoleWithWebIdentity",
+            "Version": "2011-06-15",
+            "RoleArn": roles["alice"],
+            "RoleSessionName": "fact-check",
+            "WebIdentityToken": "x" * 40,
+        }
+    )
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request(
+            "POST", "/", body=form, headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        response = conn.getresponse()
+        response.read()
+        status = response.status
+    finally:
+        conn.close()
+    claims = jwt_parts(moto_tokens["alice"])[1]
+    facts = {
+        "unsigned AssumeRoleWithWebIdentity": status,
+        "cognito:groups": claims.get("cognito:groups"),
+        "cognito:preferred_role": claims.get("cognito:preferred_role"),
+    }
+    expected = {
+        "unsigned AssumeRoleWithWebIdentity": 500,
+        "cognito:groups": ["alice"],
+        "cognito:preferred_role": None,
+    }
+    if facts != expected:
+        raise RuntimeError(f"moto does not behave as measured: {facts} != {expected}")
 
 
 def check_facts(url: str, roles: dict, identity_pool_keys: dict) -> None:
@@ -326,8 +367,9 @@ def main() -> None:
     ]
     verifier, verifier_url = sigv4_verify_upstream.serve(lookup(identity_pool_keys))
 
-    make_public()
     moto_api(url, "/moto-api/reset-auth", b"0")
+    check_unpatched(url, roles, moto_tokens)
+    make_public()
     check_facts(url, roles, identity_pool_keys)
     if os.environ.get("MOTO_ENABLE_RECORDING"):
         moto_api(url, "/moto-api/recorder/reset-recording")
