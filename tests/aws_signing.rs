@@ -171,11 +171,12 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-/// Where the failure cases point: STS addresses and an upstream of the test's choosing.
+/// Where the failure cases point: an STS that is down, an STS and a signed upstream that
+/// answer as the test says.
 struct Elsewhere {
     sts_down: String,
-    sts_refusing: String,
-    skewed: String,
+    sts_stand_in: String,
+    upstream_stand_in: String,
 }
 
 impl Elsewhere {
@@ -183,8 +184,8 @@ impl Elsewhere {
     fn nowhere() -> Elsewhere {
         Elsewhere {
             sts_down: closed_url(),
-            sts_refusing: closed_url(),
-            skewed: closed_url(),
+            sts_stand_in: closed_url(),
+            upstream_stand_in: closed_url(),
         }
     }
 }
@@ -194,8 +195,8 @@ impl Elsewhere {
 fn config(m: &S3Moto, elsewhere: &Elsewhere) -> String {
     let Elsewhere {
         sts_down,
-        sts_refusing,
-        skewed,
+        sts_stand_in,
+        upstream_stand_in,
     } = elsewhere;
     let url = m.s("url");
     let verifier = m.s("verifier_url");
@@ -245,10 +246,10 @@ roles = ["{alice}"]
 endpoint = "{sts_down}/"
 
 [[aws_credentials]]
-name = "sts-refusing"
+name = "sts-stand-in"
 source = "web_identity"
 roles = ["{alice}"]
-endpoint = "{sts_refusing}/"
+endpoint = "{sts_stand_in}/"
 
 [[upstreams]]
 name = "files"
@@ -286,13 +287,13 @@ url = "{url}/{bucket}"
 aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "sts-down" }}
 
 [[upstreams]]
-name = "refusing"
+name = "sts-stand-in"
 url = "{url}/{bucket}"
-aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "sts-refusing" }}
+aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "sts-stand-in" }}
 
 [[upstreams]]
-name = "skewed"
-url = "{skewed}"
+name = "upstream-stand-in"
+url = "{upstream_stand_in}"
 aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "users" }}
 
 [[routes]]
@@ -317,6 +318,13 @@ token_use = "id"
 path = "/verify/users/**"
 upstream = "verify-s3-users"
 strip_prefix = "/verify/users"
+token_use = "id"
+
+[[routes]]
+path = "/verify/users-optional/**"
+auth = "optional"
+upstream = "verify-s3-users"
+strip_prefix = "/verify/users-optional"
 token_use = "id"
 
 [[routes]]
@@ -345,15 +353,15 @@ strip_prefix = "/down"
 token_use = "id"
 
 [[routes]]
-path = "/refusing/**"
-upstream = "refusing"
-strip_prefix = "/refusing"
+path = "/sts-stand-in/**"
+upstream = "sts-stand-in"
+strip_prefix = "/sts-stand-in"
 token_use = "id"
 
 [[routes]]
-path = "/skewed/**"
-upstream = "skewed"
-strip_prefix = "/skewed"
+path = "/upstream-stand-in/**"
+upstream = "upstream-stand-in"
+strip_prefix = "/upstream-stand-in"
 token_use = "id"
 "#
     )
@@ -454,6 +462,65 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
     let (status, got) = send(&p, "GET", &format!("/files/{key}"), Some(&alice), vec![]).await;
     assert_eq!(status, 200, "S3 accepts alice's signed GET: {}", text(&got));
     assert_eq!(got, body, "the object round-trips byte for byte");
+
+    let res = common::client()
+        .head(url(&p, &format!("/files/{key}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a signed HEAD");
+    assert_eq!(
+        res.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+
+    // 3 MB stream through unsigned (UNSIGNED-PAYLOAD), not buffered to max_body.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let big_key = fresh("alice", "big.bin");
+    let (status, answer) = send(
+        &p,
+        "PUT",
+        &format!("/files/{big_key}"),
+        Some(&alice),
+        big.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", text(&answer));
+    let (status, got) = send(
+        &p,
+        "GET",
+        &format!("/files/{big_key}"),
+        Some(&alice),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(got == big, "3 MB round-trip byte for byte");
+
+    let (status, _) = send(
+        &p,
+        "DELETE",
+        &format!("/files/{big_key}"),
+        Some(&alice),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 204, "a signed DELETE");
+    let (status, answer) = send(
+        &p,
+        "GET",
+        &format!("/files/{big_key}"),
+        Some(&alice),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404, "S3's NoSuchKey passes through");
+    assert!(
+        text(&answer).contains("<Code>NoSuchKey</Code>"),
+        "{}",
+        text(&answer)
+    );
 
     // A key with a space, UTF-8 and a `+`, percent-encoded as AWS's SDKs send it.
     let dir = uuid::Uuid::new_v4();
@@ -924,14 +991,28 @@ async fn sts_refusing_the_token_is_401_with_the_reason_logged() {
     let p = start(
         m,
         &Elsewhere {
-            sts_refusing: sts.url(),
+            sts_stand_in: sts.url(),
             ..Elsewhere::nowhere()
         },
     )
     .await;
     let alice = m.spare(6);
-    let (status, _) = send(&p, "GET", "/refusing/alice/seed.txt", Some(&alice), vec![]).await;
-    assert_eq!(status, 401, "STS refusing the token is the client's 401");
+    let res = common::client()
+        .get(url(&p, "/sts-stand-in/alice/seed.txt"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "STS refusing the token is the client's 401"
+    );
+    assert!(
+        common::www_authenticate(&res).contains("error=\"invalid_token\""),
+        "{:?}",
+        res.headers()
+    );
     let seen = sts.take();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(
@@ -1012,13 +1093,20 @@ async fn a_403_with_a_distant_date_is_counted_as_clock_skew() {
     let p = start(
         m,
         &Elsewhere {
-            skewed: upstream.url(),
+            upstream_stand_in: upstream.url(),
             ..Elsewhere::nowhere()
         },
     )
     .await;
     let alice = m.spare(7);
-    let (status, body) = send(&p, "GET", "/skewed/alice/seed.txt", Some(&alice), vec![]).await;
+    let (status, body) = send(
+        &p,
+        "GET",
+        "/upstream-stand-in/alice/seed.txt",
+        Some(&alice),
+        vec![],
+    )
+    .await;
     assert_eq!(status, 403, "AWS's answer passes through");
     assert!(
         text(&body).contains("RequestTimeTooSkewed"),
@@ -1030,9 +1118,123 @@ async fn a_403_with_a_distant_date_is_counted_as_clock_skew() {
         metric(
             &text,
             "jwtgate_aws_signing_failures_total",
-            &["upstream=\"skewed\"", "reason=\"clock_skew\""]
+            &["upstream=\"upstream-stand-in\"", "reason=\"clock_skew\""]
         ),
         1,
         "{text}"
+    );
+}
+
+/// An STS stand-in answering every call with `status` and `body`.
+async fn sts_answering(status: &'static str, body: &'static str) -> Recorder {
+    Recorder::answering(move |_| {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sts_throttling_is_503_and_garbage_is_502() {
+    let m = moto();
+    let alice = m.spare(5);
+    let throttling = sts_answering(
+        "400 Bad Request",
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender\
+         </Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+         <RequestId>1</RequestId></ErrorResponse>",
+    )
+    .await;
+    let garbage = sts_answering("200 OK", "<html>not STS</html>").await;
+    for (sts, want, what) in [
+        (&throttling, 503, "STS throttling"),
+        (&garbage, 502, "an answer that is not STS's"),
+    ] {
+        let p = start(
+            m,
+            &Elsewhere {
+                sts_stand_in: sts.url(),
+                ..Elsewhere::nowhere()
+            },
+        )
+        .await;
+        let res = common::client()
+            .get(url(&p, "/sts-stand-in/alice/seed.txt"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), want, "{what}");
+        if want == 503 {
+            assert!(
+                res.headers().contains_key("retry-after"),
+                "{what}: {:?}",
+                res.headers()
+            );
+        }
+        let text = p.metrics().await;
+        assert_eq!(
+            metric(
+                &text,
+                "jwtgate_aws_signing_failures_total",
+                &["upstream=\"sts-stand-in\"", "reason=\"credentials\""]
+            ),
+            1,
+            "{what}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_from_a_signed_upstream_goes_back_to_the_client() {
+    let m = moto();
+    let upstream = Recorder::answering(|_| {
+        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/elsewhere\r\n\
+          content-length: 0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let p = start(
+        m,
+        &Elsewhere {
+            upstream_stand_in: upstream.url(),
+            ..Elsewhere::nowhere()
+        },
+    )
+    .await;
+    // Asked without following redirects, as a browser's fetch with `redirect: "manual"`.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .get(url(&p, "/upstream-stand-in/alice/seed.txt"))
+        .bearer_auth(m.spare(7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 307, "the redirect goes back as is");
+    assert_eq!(res.headers()["location"], "http://127.0.0.1:9/elsewhere");
+    assert_eq!(upstream.take().len(), 1, "jwtgate did not follow it");
+}
+
+#[tokio::test]
+async fn no_token_on_an_optional_route_of_a_web_identity_source_is_401() {
+    let m = moto();
+    let p = proxy(m).await;
+    let res = common::client()
+        .get(url(&p, "/verify/users-optional/public/hello.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "STS has nothing to give a guest: {}",
+        res.text().await.unwrap()
     );
 }
