@@ -103,13 +103,17 @@ def moto_api(url: str, path: str, body: bytes = b"") -> None:
 def make_public() -> None:
     """The unsigned calls AWS takes unsigned, unsigned in moto too (see the facts above)."""
     public = ActionAuthenticatorMixin.PUBLIC_OPERATIONS
-    for target in ("AWSCognitoIdentityService.GetId", "AWSCognitoIdentityService.GetCredentialsForIdentity"):
+    for target in (
+        "AWSCognitoIdentityService.GetId",
+        "AWSCognitoIdentityService.GetCredentialsForIdentity",
+    ):
         if target not in public:
             public.append(target)
     checked = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
 
     def skip_unsigned_sts(self, resource: str = "*") -> None:
-        if self._get_action() == "AssumeRoleWithWebIdentity":
+        unsigned = "Authorization" not in self.headers
+        if unsigned and self._get_action() == "AssumeRoleWithWebIdentity":
             return None
         return checked(self, resource)
 
