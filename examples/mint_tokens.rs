@@ -13,7 +13,8 @@
 //! - `rs256-public.pem`, `es256-public.pem`: the same keys as SPKI PEM (`BEGIN PUBLIC KEY`), for
 //!   HAProxy's `jwt_verify`;
 //! - `rs256-tokens.txt`, `es256-tokens.txt`: N distinct valid tokens each, one per line (scope
-//!   `api/read`, a unique `jti`, `exp` = now + ttl), signed on every core;
+//!   `api/read`, a unique `jti` which is also the `sub`, so each token is another user to a
+//!   per-user cache such as AWS credentials', `exp` = now + ttl), signed on every core;
 //! - `{alg}-good.jwt`, `{alg}-expired.jwt`, `{alg}-tampered.jwt` (payload changed after signing),
 //!   `{alg}-noscope.jwt` (validly signed, scope `api/other`): one token each, for the proofs;
 //! - `meta.txt`: `key=value` lines (counts, issuer, audience, `exp`), written last, so a
@@ -143,11 +144,14 @@ fn header(key: &SigningKey) -> Value {
     json!({"alg": format!("{:?}", key.alg), "kid": key.kid, "typ": "JWT"})
 }
 
-fn claims(args: &Args, jti: &str, scope: &str, iat: u64, exp: u64) -> Value {
+/// The proofs' tokens are all one user's.
+const PROOF_SUBJECT: &str = "bench-user";
+
+fn claims(args: &Args, sub: &str, jti: &str, scope: &str, iat: u64, exp: u64) -> Value {
     json!({
         "iss": args.issuer,
         "aud": args.audience,
-        "sub": "bench-user",
+        "sub": sub,
         "token_use": "access",
         "scope": scope,
         "iat": iat,
@@ -173,7 +177,7 @@ fn mint(args: &Args, key: &SigningKey, prefix: &str, count: usize, exp: u64) -> 
                     (start..(start + per).min(count))
                         .map(|i| {
                             let jti = format!("{prefix}-{iat}-{i:08}");
-                            sign_with(key, head, &claims(args, &jti, "api/read", iat, exp))
+                            sign_with(key, head, &claims(args, &jti, &jti, "api/read", iat, exp))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -221,13 +225,21 @@ fn main() -> std::io::Result<()> {
         let good = sign_with(
             key,
             &head,
-            &claims(&args, &format!("{name}-good"), "api/read", t, exp),
+            &claims(
+                &args,
+                PROOF_SUBJECT,
+                &format!("{name}-good"),
+                "api/read",
+                t,
+                exp,
+            ),
         );
         let expired = sign_with(
             key,
             &head,
             &claims(
                 &args,
+                PROOF_SUBJECT,
                 &format!("{name}-expired"),
                 "api/read",
                 t - 7200,
@@ -237,13 +249,27 @@ fn main() -> std::io::Result<()> {
         let noscope = sign_with(
             key,
             &head,
-            &claims(&args, &format!("{name}-noscope"), "api/other", t, exp),
+            &claims(
+                &args,
+                PROOF_SUBJECT,
+                &format!("{name}-noscope"),
+                "api/other",
+                t,
+                exp,
+            ),
         );
         // Tampered: the good token's header and signature around a payload that now claims
         // another subject.
         let mut parts = good.split('.');
         let (h, s) = (parts.next().unwrap_or(""), parts.nth(1).unwrap_or(""));
-        let mut forged = claims(&args, &format!("{name}-good"), "api/read", t, exp);
+        let mut forged = claims(
+            &args,
+            PROOF_SUBJECT,
+            &format!("{name}-good"),
+            "api/read",
+            t,
+            exp,
+        );
         forged["sub"] = json!("mallory");
         let tampered = format!("{h}.{}.{s}", URL_SAFE_NO_PAD.encode(forged.to_string()));
         for (kind, token) in [
@@ -279,6 +305,7 @@ fn main() -> std::io::Result<()> {
     let _ = writeln!(meta, "issuer={}", args.issuer);
     let _ = writeln!(meta, "audience={}", args.audience);
     let _ = writeln!(meta, "exp={exp}");
+    let _ = writeln!(meta, "subjects=distinct");
     let _ = writeln!(meta, "minted_at={}", now());
     write(&args.out.join("meta.txt"), &meta)?;
     Ok(())

@@ -848,3 +848,95 @@ async fn logout_of_one_provider_leaves_the_other_signed_in() {
     assert_eq!(res.status(), 302);
     assert!(location(&res).starts_with(env.staff.issuer()));
 }
+
+#[tokio::test]
+async fn a_login_route_gets_aws_credentials_for_the_sessions_id_token() {
+    let issuer = DevIssuer::start("us-east-1_LOGIN").await.unwrap();
+    let upstream = EchoUpstream::start().await.unwrap();
+    // A Cognito Identity stand-in: records each call's body, hands out fixed credentials.
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let seen = std::sync::Arc::clone(&calls);
+    let cognito = common::recorder::Recorder::answering(move |request| {
+        let body = request.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let answer = if json.get("IdentityId").is_some() {
+            r#"{"IdentityId":"us-east-1:alice","Credentials":{"AccessKeyId":"ASIASESSION","SecretKey":"s","SessionToken":"t","Expiration":4102444800}}"#
+        } else {
+            r#"{"IdentityId":"us-east-1:alice"}"#
+        };
+        seen.lock().unwrap().push(json);
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let app = "[[routes]]\nname = \"app\"\npath = \"/app/**\"\nauth = \"login\"\n";
+    let config = login_config(&issuer, &upstream.url(), "").replace(
+        app,
+        &format!(
+            "{app}aws_sigv4 = {{ service = \"s3\", region = \"us-east-1\", credentials = \"users\" }}\n"
+        ),
+    ) + &format!(
+        r#"
+[[aws_credentials]]
+name = "users"
+source = "identity_pool"
+identity_pool_id = "us-east-1:0a1b2c3d-1234-5678-9abc-def012345678"
+endpoint = "{}"
+"#,
+        cognito.url()
+    );
+    let proxy = TestProxy::start_ready(&config).await;
+    let env = LoginEnv {
+        issuer,
+        upstream,
+        proxy,
+    };
+    let (mut browser, res) = env.sign_in("alice", "/app/files/report.pdf").await;
+    assert_eq!(res.status(), 200);
+
+    let got = env.upstream.last().unwrap();
+    let authorization = got.headers["authorization"].to_str().unwrap();
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=ASIASESSION/"),
+        "{authorization}"
+    );
+    for identity in [
+        "x-amzn-oidc-accesstoken",
+        "x-amzn-oidc-data",
+        "x-amzn-oidc-identity",
+        "x-user-email",
+    ] {
+        assert!(
+            !got.headers.contains_key(identity),
+            "AWS gets no identity header: {identity}"
+        );
+    }
+    // Both calls carried the session's ID token (not its access token) in Logins.
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "GetId, GetCredentialsForIdentity");
+    for call in &calls {
+        let logins = call["Logins"].as_object().unwrap();
+        let token = logins[env.issuer.issuer()].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["token_use"], "id");
+        assert_eq!(claims["sub"], alice().sub);
+    }
+    // Routes of the same provider that do not sign get the ALB headers as before.
+    assert_eq!(browser.get(&env.proxy.url("/admin/x")).await.status(), 200);
+    assert!(
+        env.upstream
+            .last()
+            .unwrap()
+            .headers
+            .contains_key("x-amzn-oidc-data")
+    );
+}

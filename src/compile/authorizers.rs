@@ -68,59 +68,41 @@ fn authorizer(d: &mut Diags<'_>, key: &str, r: &RawAuthorizer) -> Option<Authori
         }
     };
     let delivery = delivery(d, key, r, lambda);
-    let only =
-        |d: &mut Diags<'_>, present: Option<std::ops::Range<usize>>, field: &str, kind: &str| {
-            if let Some(span) = present {
-                d.err(
-                    span,
-                    format!("{key}.{field}"),
-                    format!("only with type = \"{kind}\""),
-                );
-            }
-        };
     if lambda {
-        only(
-            d,
-            r.allowed_headers.as_ref().map(Spanned::span),
-            "allowed_headers",
-            "ext_authz",
-        );
-        only(
-            d,
-            r.upstream_headers.as_ref().map(Spanned::span),
-            "upstream_headers",
-            "ext_authz",
-        );
-        only(
-            d,
-            r.client_headers.as_ref().map(Spanned::span),
-            "client_headers",
-            "ext_authz",
+        d.unused(
+            key,
+            "only with type = \"ext_authz\"",
+            &[
+                (
+                    "allowed_headers",
+                    r.allowed_headers.as_ref().map(Spanned::span),
+                ),
+                (
+                    "upstream_headers",
+                    r.upstream_headers.as_ref().map(Spanned::span),
+                ),
+                (
+                    "client_headers",
+                    r.client_headers.as_ref().map(Spanned::span),
+                ),
+            ],
         );
     } else {
-        only(
-            d,
-            r.response.as_ref().map(Spanned::span),
-            "response",
-            "lambda",
-        );
-        only(
-            d,
-            r.payload_format.as_ref().map(Spanned::span),
-            "payload_format",
-            "lambda",
-        );
-        only(
-            d,
-            r.api_arn.as_ref().map(Spanned::span),
-            "api_arn",
-            "lambda",
-        );
-        only(
-            d,
-            r.context_headers.as_ref().map(Spanned::span),
-            "context_headers",
-            "lambda",
+        d.unused(
+            key,
+            "only with type = \"lambda\"",
+            &[
+                ("response", r.response.as_ref().map(Spanned::span)),
+                (
+                    "payload_format",
+                    r.payload_format.as_ref().map(Spanned::span),
+                ),
+                ("api_arn", r.api_arn.as_ref().map(Spanned::span)),
+                (
+                    "context_headers",
+                    r.context_headers.as_ref().map(Spanned::span),
+                ),
+            ],
         );
     }
     let payload_v1 = d.choice(
@@ -337,11 +319,11 @@ fn delivery(
             return None;
         }
         (Some(url), None) => {
-            for (field, value) in invoke_keys {
-                if let Some(v) = value {
-                    d.err(v.span(), format!("{key}.{field}"), "only with function");
-                }
-            }
+            let present: Vec<_> = invoke_keys
+                .iter()
+                .map(|(field, value)| (*field, value.as_ref().map(Spanned::span)))
+                .collect();
+            d.unused(key, "only with function", &present);
             return d
                 .http_url(&Some(url.clone()), &format!("{key}.url"))
                 .map(|u| (u, None));

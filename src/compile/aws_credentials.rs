@@ -176,10 +176,9 @@ fn identity_pool(
     table: &Spanned<RawAwsCredentials>,
 ) -> Option<SourceKind> {
     let r = table.get_ref();
-    not_for(
-        d,
+    d.unused(
         key,
-        "identity_pool",
+        "not used by source = \"identity_pool\"",
         &[
             ("role_arn", r.role_arn.as_ref().map(Spanned::span)),
             ("roles", r.roles.as_ref().map(Spanned::span)),
@@ -235,10 +234,9 @@ fn web_identity(
     table: &Spanned<RawAwsCredentials>,
 ) -> Option<SourceKind> {
     let r = table.get_ref();
-    not_for(
-        d,
+    d.unused(
         key,
-        "web_identity",
+        "not used by source = \"web_identity\"",
         &[
             (
                 "identity_pool_id",
@@ -313,10 +311,9 @@ fn web_identity(
 
 /// `source = "gateway"`.
 fn gateway(d: &mut Diags<'_>, key: &str, r: &RawAwsCredentials) -> Option<SourceKind> {
-    not_for(
-        d,
+    d.unused(
         key,
-        "gateway",
+        "not used by source = \"gateway\"",
         &[
             (
                 "identity_pool_id",
@@ -333,24 +330,6 @@ fn gateway(d: &mut Diags<'_>, key: &str, r: &RawAwsCredentials) -> Option<Source
     Some(SourceKind::Gateway(Gateway {
         sts_endpoint: endpoint.or_else(|| region.map(|r| sts_endpoint(Some(&r)))),
     }))
-}
-
-/// Reports each key present that `source` does not use.
-fn not_for(
-    d: &mut Diags<'_>,
-    key: &str,
-    source: &str,
-    present: &[(&str, Option<std::ops::Range<usize>>)],
-) {
-    for (field, span) in present {
-        if let Some(span) = span {
-            d.err(
-                span.clone(),
-                format!("{key}.{field}"),
-                format!("not used by source = {source:?}"),
-            );
-        }
-    }
 }
 
 /// `region`, checked for shape.

@@ -92,6 +92,21 @@ impl<'a> Diags<'a> {
             .push(error.replace('\r', "\\r").replace('\n', "\\n"));
     }
 
+    /// Reports each key of `present` that is there (its span) although the table's kind does
+    /// not use it: `key.field: reason` (e.g. `only with type = "lambda"`).
+    pub(super) fn unused(
+        &mut self,
+        key: &str,
+        reason: &str,
+        present: &[(&str, Option<Range<usize>>)],
+    ) {
+        for (field, span) in present {
+            if let Some(span) = span {
+                self.err(span.clone(), format!("{key}.{field}"), reason);
+            }
+        }
+    }
+
     /// A duration like `10s`; `default` when absent, or when wrong (which is reported).
     pub(super) fn duration(
         &mut self,

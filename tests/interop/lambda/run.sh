@@ -19,30 +19,8 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 command -v node >/dev/null || die "node is not installed (node >= 20 with npm)"
 command -v curl >/dev/null || die "curl is not installed"
 
-# npm ci when node_modules is missing or was installed from another package-lock.json.
-LOCK_SUM="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
-STAMP="$HERE/node_modules/.interop-lock-sha256"
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$LOCK_SUM" ]; then
-    echo "installing npm packages (npm ci) in $HERE/node_modules"
-    (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-    printf '%s' "$LOCK_SUM" > "$STAMP"
-fi
-
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+. "$HERE/../lib.sh"
+npm_ci_when_changed "$HERE"
 
 node "$HERE/server.mjs" > "$TMP/server.out" 2> "$TMP/server.err" &
 PIDS+=("$!")

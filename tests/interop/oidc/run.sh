@@ -23,30 +23,8 @@ command -v node >/dev/null || die "node is not installed (node >= 20 with npm)"
 command -v npm >/dev/null || die "npm is not installed"
 [ -x "$CHROMIUM_PATH" ] || die "no Chromium at $CHROMIUM_PATH (Debian: apt-get install chromium)"
 
-# npm ci when node_modules is missing or was installed from another package-lock.json.
-LOCK_SUM="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
-STAMP="$HERE/node_modules/.interop-lock-sha256"
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$LOCK_SUM" ]; then
-    echo "installing npm packages (npm ci) in $HERE/node_modules"
-    (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-    printf '%s' "$LOCK_SUM" > "$STAMP"
-fi
-
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+. "$HERE/../lib.sh"
+npm_ci_when_changed "$HERE"
 
 # Free ports for the proxy and its admin listener (the provider needs the proxy's URL up front;
 # the provider and the upstream pick their own ports and print them).
