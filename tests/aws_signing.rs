@@ -917,6 +917,29 @@ async fn a_signed_payload_is_hashed_and_verifies() {
         assert_eq!(report["content_sha256"], report["body_sha256"]);
     }
 
+    // Other services' rules: the path encoded twice in the canonical request; a query with
+    // repeated and unsorted keys and encoded UTF-8; an empty body.
+    for (method, target) in [
+        (
+            "PUT",
+            "/api/items/a%20b/%E2%82%AC?z=1&a=2&a=1&%C3%A9=%E2%9C%93",
+        ),
+        ("DELETE", "/api/items/x~y_z.-"),
+        ("GET", "/api/items"),
+    ] {
+        let (status, answer) = send(&p, method, target, Some(&token), vec![]).await;
+        let report: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 200, "{method} {target}: {report}");
+        assert_eq!(
+            report["target"].as_str(),
+            target
+                .strip_prefix("/api")
+                .map(|t| format!("/prod{t}"))
+                .as_deref()
+        );
+        assert_eq!(report["body_length"], 0);
+    }
+
     // A chunked upload is buffered and hashed all the same.
     let chunked = format!(
         "POST /api/chunked HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\
