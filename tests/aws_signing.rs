@@ -225,12 +225,14 @@ name = "users"
 source = "web_identity"
 roles = ["{alice}", "{bob}"]
 endpoint = "{url}/"
+timeout = "30s"     # moto on a busy machine: slowness is not what is tested
 
 # The guest role, through the IRSA environment the test gives the process.
 [[aws_credentials]]
 name = "guests"
 source = "gateway"
 endpoint = "{url}/"
+timeout = "30s"
 
 [[aws_credentials]]
 name = "pool"
@@ -238,6 +240,7 @@ source = "identity_pool"
 identity_pool_id = "{identity_pool_id}"
 endpoint = "{url}/"
 guests = true
+timeout = "30s"
 
 [[aws_credentials]]
 name = "sts-down"
