@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use jwtgate::compile::{ConfigErrors, compile};
-use jwtgate::{Listeners, Shared, dev, log_writer, reload, serve, server};
+use jwtgate::{Listeners, Shared, dev, log_writer, reload, serve_per_core, server};
 
 /// API Gateway's JWT authorizer and ALB's Cognito login, as a reverse proxy for any HTTP service.
 #[derive(Parser)]
@@ -29,6 +29,18 @@ struct Cli {
     /// affinity and cgroup CPU quotas, e.g. a Kubernetes CPU limit).
     #[arg(long, global = true, env = "JWTGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How the worker threads share the work: `multi-thread` (one runtime, work stealing) or
+    /// `per-core` (one single-threaded runtime per thread, each accepting on its own
+    /// `SO_REUSEPORT` socket; BENCHMARKS.md compares them).
+    #[arg(long, global = true, env = "JWTGATE_RUNTIME", value_enum, default_value_t = RuntimeModel::MultiThread)]
+    runtime: RuntimeModel,
+}
+
+/// `--runtime`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeModel {
+    MultiThread,
+    PerCore,
 }
 
 #[derive(Subcommand)]
@@ -117,8 +129,18 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        Command::Run { config } => init_tracing(cli.log_format)
-            .and_then(|_logs| runtime(cli.worker_threads).and_then(|rt| rt.block_on(run(config)))),
+        Command::Run { config } => init_tracing(cli.log_format).and_then(|_logs| {
+            let threads = threads(cli.worker_threads);
+            match cli.runtime {
+                RuntimeModel::MultiThread => {
+                    runtime(threads).and_then(|rt| rt.block_on(run(config, 1)))
+                }
+                // This thread is the first core; the others get their own.
+                RuntimeModel::PerCore => {
+                    runtime(1).and_then(|rt| rt.block_on(run(config, threads)))
+                }
+            }
+        }),
         Command::Authz {
             command:
                 AuthzCommand::Explain {
@@ -133,7 +155,8 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Demo => init_tracing(cli.log_format).and_then(|_logs| {
-            runtime(cli.worker_threads).and_then(|rt| rt.block_on(async { Ok(dev::demo().await?) }))
+            runtime(threads(cli.worker_threads))
+                .and_then(|rt| rt.block_on(async { Ok(dev::demo().await?) }))
         }),
     };
     match result {
@@ -177,15 +200,19 @@ fn explain(config: &PathBuf, token: &str, method: &str, path: &str) -> anyhow::R
     Ok(allowed)
 }
 
-/// The async runtime: one worker thread per usable CPU unless told otherwise. With one thread,
+/// Worker threads: `--worker-threads`, else one per usable CPU.
+fn threads(worker_threads: Option<u16>) -> usize {
+    worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    )
+}
+
+/// The async runtime with `threads` worker threads. With one thread,
 /// tokio's current-thread scheduler serves everything on the main thread: no work stealing and
 /// no cross-thread wake-ups, measurably cheaper per request than a one-worker thread pool
 /// (BENCHMARKS.md).
-fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let threads = worker_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        usize::from,
-    );
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -199,20 +226,33 @@ fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtim
         .context("cannot start the async runtime")
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+/// Runs the proxy; with `cores` > 1, as that many single-threaded runtimes (`--runtime
+/// per-core`), this one included.
+async fn run(path: PathBuf, cores: usize) -> anyhow::Result<()> {
     let config = load(&path)?;
-    let listeners = Listeners::bind(&config).await?;
+    let (listeners, more) = if cores > 1 {
+        Listeners::bind_per_core(&config, cores).await?
+    } else {
+        (Listeners::bind(&config).await?, Vec::new())
+    };
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin_listen,
         routes = config.routes.len(),
         issuers = config.issuers.len(),
+        runtimes = cores,
         version = env!("CARGO_PKG_VERSION"),
         "jwtgate started"
     );
     let shared = Shared::new(config)?;
     tokio::spawn(reload::watch(Arc::clone(&shared), path));
-    serve(Arc::clone(&shared), listeners, server::shutdown_signal()).await;
+    serve_per_core(
+        Arc::clone(&shared),
+        listeners,
+        more,
+        server::shutdown_signal(),
+    )
+    .await;
     // The last second of spans goes out before the process ends.
     #[cfg(feature = "otlp")]
     if let Some(exporter) = shared.exporter.load_full() {

@@ -45,14 +45,18 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves the proxy on `listener` (over TLS when `tls` is set) until `shutdown` resolves, then
-/// stops accepting and waits up to `limits.drain_timeout` for in-flight requests.
+/// stops accepting and waits up to `limits.drain_timeout` for in-flight requests. `share`: how
+/// many accept loops serve this address (one per core): each takes that part of
+/// `max_connections`.
 pub async fn run_proxy(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<Arc<tls::Acceptor>>,
     shutdown: watch::Receiver<bool>,
+    share: usize,
 ) {
-    let limits = shared.snapshot.load().config.limits.clone();
+    let mut limits = shared.snapshot.load().config.limits.clone();
+    limits.max_connections = limits.max_connections.div_ceil(share.max(1));
     let fast = Arc::clone(&shared);
     let service = move |peer, proto| {
         let shared = Arc::clone(&shared);

@@ -652,6 +652,18 @@ fn run_on_a_busy_port_exits_1_naming_the_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_and_drains_in_flight_requests_on_sigterm() {
+    // One worker thread: the smallest runtime serves and drains like any other.
+    serves_and_drains(&["--worker-threads", "1"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runtime_per_core_serves_and_drains_alike() {
+    serves_and_drains(&["--runtime", "per-core", "--worker-threads", "3"]).await;
+}
+
+/// Serves, refuses, then drains a request in flight on SIGTERM, closes every listening socket
+/// and exits 0, started with `global_args`.
+async fn serves_and_drains(global_args: &[&str]) {
     let (issuer, upstream) = issuer_and_upstream().await;
     let (proxy, admin) = (free_addr(), free_addr());
     let dir = TempDir::new();
@@ -659,10 +671,15 @@ async fn run_serves_and_drains_in_flight_requests_on_sigterm() {
         "jwtgate.toml",
         &run_config(&issuer, &upstream, proxy, admin, "auth = \"none\""),
     );
-    // One worker thread: the smallest runtime serves and drains like any other.
-    let mut jwtgate = Running::start_with(&path, proxy, admin, &["--worker-threads", "1"]);
+    let mut jwtgate = Running::start_with(&path, proxy, admin, global_args);
     let http = client();
     jwtgate.wait_ready(&http).await;
+    // New connections spread over every socket of the address (one per core): each serves.
+    for _ in 0..12 {
+        let fresh = client();
+        let res = fresh.get(jwtgate.url("/health")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
 
     let alice_token = token(&issuer, "alice");
     let res = http
