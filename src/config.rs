@@ -327,8 +327,8 @@ pub struct RawUpstream {
 pub enum SigV4Choice {
     /// `false`: do not sign (`true` is refused: say how).
     Off(bool),
-    /// Sign as the table says.
-    Sign(RawSigV4),
+    /// Sign as the table says (boxed: a table is large, `false` is one byte).
+    Sign(Box<RawSigV4>),
 }
 
 /// Reads a boolean or a table, keeping the table's own errors (an unknown key, a wrong type)
@@ -349,7 +349,7 @@ impl<'de> Deserialize<'de> for SigV4Choice {
                 map: M,
             ) -> Result<SigV4Choice, M::Error> {
                 RawSigV4::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(SigV4Choice::Sign)
+                    .map(|table| SigV4Choice::Sign(Box::new(table)))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -371,6 +371,9 @@ pub struct RawSigV4 {
     pub payload: Option<Spanned<String>>,
     /// Largest body a `signed` payload buffers, like `10MB`. Default `10MB`.
     pub max_body: Option<Spanned<String>>,
+    /// The client's `x-amz-*` headers sent (and signed) with the request, by name or prefix
+    /// (`["x-amz-meta-*", "x-amz-acl"]`); SigV4's own never are. Default: none.
+    pub forward_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[issuers]]` table.

@@ -439,6 +439,30 @@ impl Metrics {
         }
     }
 
+    /// Zero series for an `[[aws_credentials]]` source (every result, hit and miss), so its
+    /// families show from the first scrape and `increase()` sees the first event.
+    pub fn aws_source_known(&self, source: &str) {
+        for result in CredentialResult::ALL {
+            self.aws_credential_calls
+                .with_label_values(&[source, result.as_str()])
+                .inc_by(0);
+        }
+        for outcome in ["hit", "miss"] {
+            self.aws_credential_cache
+                .with_label_values(&[source, outcome])
+                .inc_by(0);
+        }
+    }
+
+    /// Zero series of the signing failures of an upstream some route signs for.
+    pub fn aws_signing_known(&self, upstream: &str) {
+        for reason in SigningFailure::ALL {
+            self.aws_signing_failures
+                .with_label_values(&[upstream, reason.as_str()])
+                .inc_by(0);
+        }
+    }
+
     /// A refused authentication or authorisation.
     pub fn auth_failure(&self, route: &str, reason: Reason) {
         self.auth_failures

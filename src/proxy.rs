@@ -342,23 +342,41 @@ async fn aws_credentials(
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<Arc<crate::aws::Credentials>, Reject> {
-    use crate::aws::{AwsError, Principal, SourceKind, UserToken};
-    let failed = |e: Reject| {
+    let result = async {
+        // Compile checked the name: a 500 rather than a panic if it were not there.
+        let source = ctx
+            .snapshot
+            .credentials
+            .get(&signing.credentials)
+            .ok_or_else(|| {
+                Reject::AwsCredentials(crate::aws::AwsError::NotConfigured(
+                    "no such credential source".into(),
+                ))
+            })?;
+        let principal = principal(caller, headers, &source.settings().kind)?;
+        source
+            .credentials(&principal)
+            .await
+            .map_err(Reject::AwsCredentials)
+    }
+    .await;
+    if result.is_err() {
         ctx.shared
             .metrics
             .aws_signing_failure(&upstream.settings.name, SigningFailure::Credentials);
-        e
-    };
-    // Compile checked the name: a 500 rather than a panic if it were not there.
-    let source = ctx
-        .snapshot
-        .credentials
-        .get(&signing.credentials)
-        .ok_or_else(|| {
-            failed(Reject::AwsCredentials(AwsError::NotConfigured(
-                "no such credential source".into(),
-            )))
-        })?;
+    }
+    result
+}
+
+/// Whom credentials are asked for: the verified bearer token's user, a session's user by its
+/// ID token, or a guest (only where the source serves guests; otherwise the caller must
+/// authenticate: 401).
+fn principal<'c>(
+    caller: &'c Caller,
+    headers: &'c HeaderMap,
+    source: &crate::aws::SourceKind,
+) -> Result<crate::aws::Principal<'c>, Reject> {
+    use crate::aws::{AwsError, Principal, SourceKind, UserToken};
     let no_subject = || {
         Reject::AwsCredentials(AwsError::Forbidden {
             service: "jwtgate",
@@ -366,45 +384,35 @@ async fn aws_credentials(
             message: "the token has no sub or exp to key credentials by".into(),
         })
     };
-    let principal = match caller {
-        Caller::Anonymous => Principal::Guest,
+    match caller {
+        Caller::Anonymous => match source {
+            SourceKind::Gateway(_) => Ok(Principal::Guest),
+            SourceKind::IdentityPool(p) if p.guests => Ok(Principal::Guest),
+            _ => Err(Reject::MissingToken),
+        },
         Caller::Token(token, _) => {
             // The header authentication read: it is there and well-formed.
             let raw = token::bearer(headers)
                 .ok()
                 .flatten()
-                .ok_or(Reject::MissingToken)
-                .map_err(failed)?;
-            Principal::User(
-                UserToken::from_claims(raw, &token.claims).ok_or_else(|| failed(no_subject()))?,
-            )
+                .ok_or(Reject::MissingToken)?;
+            UserToken::from_claims(raw, &token.claims)
+                .map(Principal::User)
+                .ok_or_else(no_subject)
         }
         Caller::Session(identity, _) => {
             let id_token = identity.session.id_token.as_deref().ok_or_else(|| {
-                failed(Reject::AwsCredentials(AwsError::TokenRefused {
+                Reject::AwsCredentials(AwsError::TokenRefused {
                     service: "jwtgate",
                     code: "NoIdToken".into(),
                     message: "the session holds no ID token: sign in again".into(),
-                }))
+                })
             })?;
-            Principal::User(
-                UserToken::from_claims(id_token, &identity.claims)
-                    .ok_or_else(|| failed(no_subject()))?,
-            )
+            UserToken::from_claims(id_token, &identity.claims)
+                .map(Principal::User)
+                .ok_or_else(no_subject)
         }
-    };
-    let guests_served = match &source.settings().kind {
-        SourceKind::Gateway(_) => true,
-        SourceKind::IdentityPool(p) => p.guests,
-        SourceKind::WebIdentity(_) => false,
-    };
-    if matches!(principal, Principal::Guest) && !guests_served {
-        return Err(failed(Reject::MissingToken));
     }
-    source
-        .credentials(&principal)
-        .await
-        .map_err(|e| failed(Reject::AwsCredentials(e)))
 }
 
 /// Signing phase (routes with `aws_sigv4`), once every header is final: the body read whole

@@ -205,6 +205,16 @@ fn bind(
         None => crate::aws::CredentialSources::new(&config.aws_credentials, metrics),
     }
     .map_err(StartError::HttpClient)?;
+    for source in &config.aws_credentials {
+        metrics.aws_source_known(&source.name);
+    }
+    for (_, _, route) in config.routes.iter() {
+        if let (Some(_), Some(upstream)) =
+            (&route.aws_sigv4, config.upstreams.get(route.upstream))
+        {
+            metrics.aws_signing_known(&upstream.name);
+        }
+    }
     Ok(Snapshot {
         config,
         issuers,

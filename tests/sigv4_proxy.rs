@@ -91,10 +91,15 @@ async fn chunked(
     path: &str,
     token: &str,
     chunks: &[&str],
+    headers: &[(&str, &str)],
 ) -> String {
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: gateway.test\r\nauthorization: Bearer {token}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: gateway.test\r\nauthorization: Bearer {token}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"
     );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     for c in chunks {
         request.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
     }
@@ -124,7 +129,7 @@ path = "/api/**"
 
 [[routes]]
 path = "/s3/**"
-aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "self" }
+aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "self", forward_headers = ["x-amz-meta-*"] }
 
 [[routes]]
 path = "/plain/**"
@@ -207,6 +212,11 @@ claims_json = "x-jwt-claims"
         "/s3/bucket/key.txt",
         &token,
         &["part one, ", "part two"],
+        &[
+            ("x-amz-meta-author", "alice"),
+            ("x-amz-acl", "public-read"),
+            ("x-amz-security-token", "forged"),
+        ],
     )
     .await;
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -223,6 +233,27 @@ claims_json = "x-jwt-claims"
         "the route's own aws_sigv4 wins over the upstream's"
     );
     assert_eq!(header(request, "transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        header(request, "x-amz-meta-author"),
+        Some("alice"),
+        "a listed forward_headers pattern passes"
+    );
+    assert!(
+        header(request, "authorization")
+            .unwrap()
+            .contains("x-amz-meta-author"),
+        "and is signed (S3 refuses unsigned x-amz-* headers)"
+    );
+    assert_eq!(
+        header(request, "x-amz-acl"),
+        None,
+        "an unlisted one does not"
+    );
+    assert_eq!(
+        header(request, "x-amz-security-token"),
+        Some(SESSION_TOKEN),
+        "SigV4's own headers are never the client's, whatever forward_headers says"
+    );
     assert!(body(request).contains("part one, "));
 
     // A route that turns signing off is an ordinary route again.
@@ -288,14 +319,22 @@ async fn a_signed_payload_is_read_whole_up_to_max_body_and_no_further() {
     );
     // Chunked, no length given: refused once it passes the bound.
     let part = "b".repeat(400);
-    let status = chunked(&proxy, "POST", "/fn", &token, &[&part, &part, &part, &part]).await;
+    let status = chunked(
+        &proxy,
+        "POST",
+        "/fn",
+        &token,
+        &[&part, &part, &part, &part],
+        &[],
+    )
+    .await;
     assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
     assert!(
         upstream.take().is_empty(),
         "nothing too large went upstream"
     );
     // A chunked body within the bound is sent with its length (what was signed).
-    let status = chunked(&proxy, "POST", "/fn", &token, &["small ", "chunks"]).await;
+    let status = chunked(&proxy, "POST", "/fn", &token, &["small ", "chunks"], &[]).await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     let seen = upstream.take();
     let request = seen.last().unwrap();

@@ -28,7 +28,9 @@ pub use settings::{
     IdentityPool, MAX_ENTRY_LIFETIME, MAX_MAX_BODY, PayloadMode, Signing, SourceKind,
     SourceSettings, WebIdentity, is_s3, sts_endpoint,
 };
-pub use signer::{Payload, SignError, SigningScope, UNSIGNED_PAYLOAD, sign};
+pub use signer::{
+    Payload, SIGV4_HEADERS, SignError, SigningScope, UNSIGNED_PAYLOAD, header_pattern_matches, sign,
+};
 pub use source::{
     Clock, CredentialSource, ENTRY_WEIGHT, IDENTITY_ID_IDLE, MAX_IDENTITY_IDS, Principal, UserToken,
 };

@@ -151,7 +151,7 @@ pub struct Signing {
 impl Signing {
     /// One line for `jwtgate check`.
     pub fn describe(&self) -> String {
-        format!(
+        let mut text = format!(
             "sigv4 service={} region={} credentials={} payload={}",
             self.scope.service,
             self.scope.region,
@@ -160,7 +160,14 @@ impl Signing {
                 PayloadMode::Unsigned => "unsigned".to_owned(),
                 PayloadMode::Signed => format!("signed(max {} bytes)", self.max_body),
             }
-        )
+        );
+        if !self.scope.forward_amz_headers.is_empty() {
+            text.push_str(&format!(
+                " forwards={}",
+                self.scope.forward_amz_headers.join(",")
+            ));
+        }
+        text
     }
 }
 

@@ -58,6 +58,33 @@ pub struct SigningScope {
     /// Send and sign `x-amz-content-sha256` (S3 requires it; always sent with
     /// `UNSIGNED-PAYLOAD`).
     pub content_sha256_header: bool,
+    /// The client's `x-amz-*` headers that are part of the request and are signed with it
+    /// (S3 parameters: `x-amz-meta-*`, `x-amz-acl`, …): exact names, or prefixes ending in `*`.
+    /// SigV4's own headers ([`SIGV4_HEADERS`]) never are. Default: none.
+    pub forward_amz_headers: Vec<String>,
+}
+
+/// The headers SigV4 itself sets or reads: the client's are always dropped, whatever
+/// `forward_amz_headers` says (a forged `x-amz-security-token` or `x-amz-date` would otherwise
+/// be signed).
+pub const SIGV4_HEADERS: &[&str] = &[
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "x-amz-decoded-content-length",
+    "x-amz-algorithm",
+    "x-amz-credential",
+    "x-amz-signature",
+    "x-amz-signedheaders",
+    "x-amz-expires",
+];
+
+/// Whether `pattern` (a name, or a prefix ending in `*`) matches `name`.
+pub fn header_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
 }
 
 impl SigningScope {
@@ -71,6 +98,7 @@ impl SigningScope {
             normalize_path: !s3,
             double_encode: !s3,
             content_sha256_header: s3,
+            forward_amz_headers: Vec::new(),
         }
     }
 }
@@ -125,7 +153,7 @@ pub fn sign(
         }
     };
 
-    strip_client_credentials(parts);
+    strip_client_credentials(parts, &scope.forward_amz_headers);
     let host =
         HeaderValue::from_str(authority.as_str()).map_err(|_| SignError::HeaderNotText(HOST))?;
     parts.headers.insert(HOST, host);
@@ -196,13 +224,18 @@ pub fn sign(
     Ok(())
 }
 
-/// Removes what the client sent to authenticate itself to AWS: `Authorization` and every
-/// `x-amz-*` header.
-fn strip_client_credentials(parts: &mut Parts) {
+/// Removes what the client sent to authenticate itself to AWS: `Authorization`, and every
+/// `x-amz-*` header but those `forward` lists (never SigV4's own).
+fn strip_client_credentials(parts: &mut Parts, forward: &[String]) {
     let amz: Vec<HeaderName> = parts
         .headers
         .keys()
-        .filter(|n| n.as_str().starts_with("x-amz-"))
+        .filter(|n| {
+            let name = n.as_str();
+            name.starts_with("x-amz-")
+                && (SIGV4_HEADERS.contains(&name)
+                    || !forward.iter().any(|p| header_pattern_matches(p, name)))
+        })
         .cloned()
         .collect();
     for name in amz {

@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::diags::{Diags, parse_size};
 use super::upstream::{DEFAULT_UPSTREAM, Upstreams};
 use crate::aws::{
-    DEFAULT_MAX_BODY, MAX_MAX_BODY, PayloadMode, Signing, SigningScope, SourceKind, SourceSettings,
-    is_s3,
+    DEFAULT_MAX_BODY, MAX_MAX_BODY, PayloadMode, SIGV4_HEADERS, Signing, SigningScope, SourceKind,
+    SourceSettings, header_pattern_matches, is_s3,
 };
 use crate::config::{RawAwsCredentials, RawRoute, RawSigV4, RawUpstream, SigV4Choice};
 use crate::login::LoginSettings;
@@ -300,15 +300,60 @@ fn signing(
             }
         },
     };
+    let forward = forward_headers(d, key, &t.forward_headers);
     if d.count() > before {
         return None;
     }
+    let mut scope = SigningScope::new(service?, region?);
+    scope.forward_amz_headers = forward;
     Some(Signing {
-        scope: SigningScope::new(service?, region?),
+        scope,
         credentials: credentials?,
         payload,
         max_body,
     })
+}
+
+/// `forward_headers`: `x-amz-` names or prefixes (`x-amz-meta-*`), none of which reaches
+/// SigV4's own headers.
+fn forward_headers(
+    d: &mut Diags<'_>,
+    key: &str,
+    value: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> Vec<String> {
+    let key = format!("{key}.forward_headers");
+    let mut out = Vec::new();
+    for entry in super::diags::strings(value) {
+        let text = entry.get_ref();
+        let name = text.strip_suffix('*').unwrap_or(text);
+        let well_formed = name.starts_with("x-amz-")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !well_formed {
+            d.err(
+                entry.span(),
+                &key,
+                format!(
+                    "{text:?} must be a lower-case x-amz- header name, or a prefix ending in *"
+                ),
+            );
+            continue;
+        }
+        if let Some(own) = SIGV4_HEADERS
+            .iter()
+            .find(|h| header_pattern_matches(text, h))
+        {
+            d.err(
+                entry.span(),
+                &key,
+                format!("{text:?} would forward the client's {own}, which the signature sets: name the headers or a narrower prefix"),
+            );
+            continue;
+        }
+        out.push(text.clone());
+    }
+    out
 }
 
 /// `credentials`: the name of an `[[aws_credentials]]` table.
@@ -382,7 +427,7 @@ url = "http://127.0.0.1:3000"
 [[upstreams]]
 name = "files"
 url = "https://bucket.s3.us-east-1.amazonaws.com"
-aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts" }
+aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "sts", forward_headers = ["x-amz-meta-*", "x-amz-acl"] }
 
 [[routes]]
 path = "/files/**"
@@ -429,7 +474,7 @@ path = "/plain/**"
         assert!(signing[3].is_none());
         let table = c.describe();
         assert!(
-            table.contains("sigv4 service=s3 region=us-east-1 credentials=sts payload=unsigned"),
+            table.contains("sigv4 service=s3 region=us-east-1 credentials=sts payload=unsigned forwards=x-amz-meta-*,x-amz-acl"),
             "{table}"
         );
         assert!(table.contains("payload=signed(max 65536 bytes)"), "{table}");
@@ -467,6 +512,10 @@ aws_sigv4 = { service = "es", region = "us-east-1", credentials = "self", max_bo
 [[routes]]
 path = "/e/**"
 aws_sigv4 = true
+
+[[routes]]
+path = "/g/**"
+aws_sigv4 = { service = "s3", region = "us-east-1", credentials = "self", forward_headers = ["x-amz-meta-*", "x-amz-*", "X-Amz-Acl", "x-amz-security-token"] }
 "#,
         );
         for expected in [
@@ -479,6 +528,9 @@ aws_sigv4 = true
             "s.toml:46:64: routes[2].aws_sigv4.max_body: applies to payload = \"signed\" only",
             "s.toml:50:86: routes[3].aws_sigv4.max_body: must be between 1 byte and 1GiB",
             "s.toml:54:13: routes[4].aws_sigv4: true is not a choice",
+            "routes[5].aws_sigv4.forward_headers: \"x-amz-*\" would forward the client's x-amz-date, which the signature sets",
+            "routes[5].aws_sigv4.forward_headers: \"X-Amz-Acl\" must be a lower-case x-amz- header name",
+            "routes[5].aws_sigv4.forward_headers: \"x-amz-security-token\" would forward the client's x-amz-security-token",
         ] {
             assert!(text.contains(expected), "{expected}\nin\n{text}");
         }

@@ -149,8 +149,20 @@ auth = "login"
 name = "api"
 path = "/api/**"
 scopes_any = ["example-api/read"]
+
+[[aws_credentials]]
+name = "self"
+source = "gateway"
+
+[[routes]]
+name = "files"
+path = "/files/**"
+auth = "none"
+aws_sigv4 = {{ service = "s3", region = "us-east-1", credentials = "self" }}
 """)
-    env = dict(os.environ, RUST_LOG="warn")
+    # jwtgate's own AWS credentials (the files route signs with them).
+    env = dict(os.environ, RUST_LOG="warn", AWS_ACCESS_KEY_ID="AKIDLIVEMETRICS",
+               AWS_SECRET_ACCESS_KEY="live-metrics-secret", AWS_EC2_METADATA_DISABLED="true")
     proc = start_jwtgate(args.binary, ["run", "--config", config], env, os.path.join(tmp, "jwtgate.log"))
     prom = None
     try:
@@ -169,6 +181,7 @@ scopes_any = ["example-api/read"]
             http_get(f"{base}/api/a", {"Authorization": f"Bearer {issuer.token(scope='other')}"})  # 403
             http_get(f"{base}/nowhere")                                         # 404 _unmatched
             http_get(f"{base}/app/", {"Accept": "text/html"})                   # 302: login redirect
+            http_get(f"{base}/files/a")                                         # signed for S3
 
         print("== live /metrics of the binary")
         traffic()
