@@ -267,6 +267,10 @@ pub struct RawServer {
     /// After SIGTERM, how long to keep accepting while `/readyz` says 503, before draining.
     /// Default `0s`.
     pub shutdown_delay: Option<Spanned<String>>,
+    /// Most bytes of request bodies held whole at once, over all requests (a signed AWS
+    /// payload is read whole to be hashed); a request that would pass it gets 503. Default
+    /// 268435456 (256 MiB).
+    pub max_buffered_body_bytes: Option<Spanned<u64>>,
     /// Networks whose `X-Forwarded-*` headers are believed (CIDRs). Default: none.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[server.tls]`: TLS on the proxy listener.

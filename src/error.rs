@@ -101,6 +101,10 @@ pub enum Reject {
     /// A body over the signing route's `max_body` (a signed payload is buffered to be hashed).
     #[error("request body too large")]
     BodyTooLarge,
+    /// The bodies held whole at this moment already fill `max_buffered_body_bytes`: 503, try
+    /// again shortly.
+    #[error("request body buffers full")]
+    BodyBuffersFull,
 }
 
 /// An ext_authz denial as the service answered it (headers already filtered for the client).
@@ -138,6 +142,7 @@ impl Reject {
             Reject::AuthorizerAnswered(denial) => denial.status,
             Reject::AwsCredentials(e) => e.status(),
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyBuffersFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -164,6 +169,7 @@ impl Reject {
             Reject::AwsCredentials(_) => Reason::AwsCredentials,
             Reject::AwsSigning => Reason::AwsSigning,
             Reject::BodyTooLarge => Reason::BodyTooLarge,
+            Reject::BodyBuffersFull => Reason::BodyBuffersFull,
         }
     }
 
@@ -246,7 +252,10 @@ impl Reject {
             // same connection can be either. A body refused unread is not read to its end.
             close_connection: matches!(
                 self,
-                Reject::BadRequestBody | Reject::BadHost(_) | Reject::BodyTooLarge
+                Reject::BadRequestBody
+                    | Reject::BadHost(_)
+                    | Reject::BodyTooLarge
+                    | Reject::BodyBuffersFull
             ),
             message: format!("jwtgate: {self}"),
         }

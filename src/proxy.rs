@@ -431,7 +431,14 @@ async fn sign_request(
     let (body, hash) = match signing.payload {
         PayloadMode::Unsigned => (body, None),
         PayloadMode::Signed => {
-            let bytes = read_body(body, signing.max_body, &parts.headers, upstream).await?;
+            let (bytes, budget) = read_body(
+                body,
+                signing.max_body,
+                &parts.headers,
+                upstream,
+                &ctx.shared.body_budget,
+            )
+            .await?;
             let hash = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
             // The body now has a known length: sent (and signed) as Content-Length.
             parts.headers.remove(header::TRANSFER_ENCODING);
@@ -441,7 +448,7 @@ async fn sign_request(
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ClientBody::Buffered(Some(bytes))
+                ClientBody::Buffered(Some(bytes), budget)
             };
             (body, Some(hash))
         }
@@ -471,15 +478,18 @@ async fn sign_request(
     Ok(body)
 }
 
-/// The client's body, whole: 413 beyond `max` (told by `Content-Length` before reading a
-/// byte), 400 when it breaks off or does not arrive within the upstream's response timeout.
+/// The client's body, whole, with its share of the buffered-body budget: 413 beyond `max`
+/// (told by `Content-Length` before reading a byte), 503 when the bodies held at this moment
+/// would pass `max_buffered_body_bytes`, 400 when it breaks off or does not arrive within the
+/// upstream's response timeout.
 async fn read_body(
     body: ClientBody,
     max: u64,
     headers: &HeaderMap,
     upstream: &Upstream,
-) -> Result<Bytes, Reject> {
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Reject> {
+    use http_body_util::BodyExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -487,15 +497,41 @@ async fn read_body(
     if declared.is_some_and(|n| n > max) {
         return Err(Reject::BodyTooLarge);
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let read = Limited::new(body, limit).collect();
-    match tokio::time::timeout(upstream.settings.response_timeout, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "client request body failed while read for signing");
-            Err(Reject::BadRequestBody)
+    // Permits are KiB; a declared length is reserved before reading, a chunked body as it comes.
+    let kib = |bytes: u64| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let take = |n: u32| {
+        Arc::clone(budget)
+            .try_acquire_many_owned(n)
+            .map_err(|_| Reject::BodyBuffersFull)
+    };
+    let mut held = take(kib(declared.unwrap_or(0)))?;
+    let read = async {
+        let mut body = body;
+        let mut data = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                tracing::info!(error = %e, "client request body failed while read for signing");
+                Reject::BadRequestBody
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let total = (data.len() + chunk.len()) as u64;
+            if total > max {
+                return Err(Reject::BodyTooLarge);
+            }
+            let needed = kib(total);
+            let have = u32::try_from(held.num_permits()).unwrap_or(u32::MAX);
+            if needed > have {
+                held.merge(take(needed - have)?);
+            }
+            data.extend_from_slice(&chunk);
         }
+        Ok(data.freeze())
+    };
+    match tokio::time::timeout(upstream.settings.response_timeout, read).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(reject)) => Err(reject),
         Err(_) => {
             tracing::info!(
                 "client request body not received within the upstream's response_timeout"

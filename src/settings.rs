@@ -106,6 +106,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Time to keep serving, not ready, after SIGTERM.
     pub shutdown_delay: Duration,
+    /// Most bytes of request bodies held whole at once (signed AWS payloads), all requests
+    /// together.
+    pub max_buffered_body_bytes: usize,
 }
 
 /// Where allowed requests go. Equal settings let a reload keep the upstream's warm pool.

@@ -49,6 +49,9 @@ pub struct Shared {
     pub login_runtime: Arc<LoginRuntime>,
     /// Set on shutdown: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Request bodies held whole (signed AWS payloads), in KiB permits: together they stay
+    /// within `max_buffered_body_bytes` (fixed at start).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     /// OTLP span export, when an endpoint is configured (`[tracing]` or `OTEL_*`); replaced
     /// when a reload changes the export settings.
     #[cfg(feature = "otlp")]
@@ -82,6 +85,9 @@ impl Shared {
         let keys = KeyManager::new(Arc::clone(&metrics)).map_err(StartError::HttpClient)?;
         let login_runtime = Arc::new(LoginRuntime::new().map_err(StartError::HttpClient)?);
         let token_cache = TokenCache::new(config.token_cache_bytes);
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            (config.limits.max_buffered_body_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         #[cfg(feature = "otlp")]
         let exporter = arc_swap::ArcSwapOption::new(
             start_exporter(&config.tracing).map_err(StartError::Tracing)?,
@@ -94,6 +100,7 @@ impl Shared {
             metrics,
             login_runtime,
             draining: std::sync::atomic::AtomicBool::new(false),
+            body_budget,
             #[cfg(feature = "otlp")]
             exporter,
         }))
@@ -209,8 +216,7 @@ fn bind(
         metrics.aws_source_known(&source.name);
     }
     for (_, _, route) in config.routes.iter() {
-        if let (Some(_), Some(upstream)) =
-            (&route.aws_sigv4, config.upstreams.get(route.upstream))
+        if let (Some(_), Some(upstream)) = (&route.aws_sigv4, config.upstreams.get(route.upstream))
         {
             metrics.aws_signing_known(&upstream.name);
         }

@@ -336,6 +336,65 @@ fn check_reads_jwtgate_config_from_the_environment() {
     assert!(stdout.contains("groups_any=admins"), "{stdout}");
 }
 
+/// Every `examples/*.toml` passes `jwtgate check` (with the secrets its `*_env` keys name), so
+/// the examples the README points at cannot rot.
+#[test]
+fn check_accepts_every_example_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let check = |config: &Path| {
+        let out = output(
+            jwtgate()
+                .arg("check")
+                .arg("--config")
+                .arg(config)
+                .env("JWTGATE_CLIENT_SECRET", "example-client-secret")
+                .env(
+                    "JWTGATE_COOKIE_KEYS",
+                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                ),
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}:\n{stdout}\n{}",
+            config.display(),
+            text(&out.stderr)
+        );
+        stdout
+    };
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    configs.sort();
+    assert!(!configs.is_empty(), "no examples/*.toml");
+    for config in &configs {
+        check(config);
+    }
+    // The AWS example: its credential sources and signed upstream are in the summary.
+    let stdout = check(&dir.join("aws-s3.toml"));
+    assert!(
+        stdout.contains("aws_credentials \"users\"  source=identity_pool"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("aws_credentials \"gateway\"  source=gateway"),
+        "{stdout}"
+    );
+    // Routes inherit the bucket's signing; the admin route overrides it with the gateway's.
+    assert!(
+        stdout.contains(
+            "token_use=id sigv4 service=s3 region=eu-west-1 credentials=users payload=unsigned forwards=x-amz-meta-*"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("groups_any=admins sigv4 service=s3 region=eu-west-1 credentials=gateway"),
+        "{stdout}"
+    );
+}
+
 const BAD: &str = r#"[server]
 listen = "nowhere"
 

@@ -609,3 +609,182 @@ async fn a_refusal_from_an_aws_whose_clock_is_far_off_is_logged_as_clock_skew() 
         1
     );
 }
+
+#[tokio::test]
+async fn bodies_held_for_signing_share_one_bounded_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let issuer = DevIssuer::start("us-east-1_BUDGET").await.unwrap();
+    let upstream = Recorder::start().await;
+    let config = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "lambda", region = "us-east-1", max_body = "1MB""#,
+        "[[routes]]\npath = \"/**\"\n",
+    );
+    // The first lines of the config are in the [server] table BinaryProxy writes.
+    let proxy = BinaryProxy::start_with_env(
+        &format!("max_buffered_body_bytes = 2048\n{config}"),
+        "warn",
+        GATEWAY_ENV,
+    )
+    .await;
+    let token = access(&issuer, "alice");
+    let head = |len: usize| {
+        format!(
+            "POST /fn HTTP/1.1\r\nhost: gateway.test\r\nauthorization: Bearer {token}\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    // A slow upload holds its 2 KiB of the 2 KiB budget while it is being read ...
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(head(1500).as_bytes()).await.unwrap();
+    slow.write_all(&[b'a'; 700]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... so another body that needs the budget is refused at once, not queued.
+    let second = common::raw_exchange(
+        proxy.addr,
+        format!(
+            "{}{}",
+            head(1500).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n"),
+            "b".repeat(1500)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(
+        second.to_ascii_lowercase().contains("retry-after: 5"),
+        "{second}"
+    );
+    // The slow one completes, and gives its share back.
+    slow.write_all(&[b'a'; 800]).await.unwrap();
+    let mut answer = vec![0; 12];
+    slow.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let third = common::raw_exchange(
+        proxy.addr,
+        format!(
+            "{}{}",
+            head(1500).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n"),
+            "c".repeat(1500)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(third.starts_with("HTTP/1.1 200"), "{third}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwtgate_rejections_total",
+            &["reason=\"body_buffers_full\""]
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_reload_turns_signing_on_and_off_and_keeps_cached_credentials() {
+    let issuer = DevIssuer::start("us-east-1_RELOAD").await.unwrap();
+    let upstream = Recorder::start().await;
+    let signed = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "s3", region = "us-east-1""#,
+        "[[routes]]\npath = \"/files/**\"\n\n[[routes]]\npath = \"/other/**\"\n",
+    );
+    let proxy = BinaryProxy::start_with_env(&signed, "warn", GATEWAY_ENV).await;
+    let http = common::client();
+    let token = access(&issuer, "alice");
+    let authorization = |path: &'static str| {
+        let (http, token, upstream) = (&http, &token, &upstream);
+        let url = format!("http://{}{path}", proxy.addr);
+        async move {
+            let res = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let request = upstream.take().pop().unwrap();
+            header(&request, "authorization").unwrap().to_owned()
+        }
+    };
+    assert!(
+        authorization("/files/a")
+            .await
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    let calls = |metrics: &str| {
+        metric(
+            metrics,
+            "jwtgate_aws_credential_calls_total",
+            &["source=\"self\"", "result=\"ok\""],
+        )
+    };
+    assert_eq!(calls(&proxy.metrics().await), 1);
+
+    // A route of the same upstream turns signing off; the source is unchanged, so its
+    // credentials stay cached: no new call after the reload.
+    proxy.rewrite_config(&signed.replace(
+        "path = \"/other/**\"\n",
+        "path = \"/other/**\"\naws_sigv4 = false\n",
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if authorization("/other/a").await.starts_with("Bearer ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded: {}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        authorization("/files/a")
+            .await
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(
+        calls(&proxy.metrics().await),
+        1,
+        "the unchanged source kept its cached credentials"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_client_is_signed_for_the_upstreams_host() {
+    let issuer = DevIssuer::start("us-east-1_H2").await.unwrap();
+    let upstream = Recorder::start().await;
+    let config = gateway_config(
+        &issuer,
+        &upstream.url(),
+        r#"service = "execute-api", region = "us-east-1""#,
+        "[[routes]]\npath = \"/**\"\n",
+    );
+    let proxy = BinaryProxy::start_with_env(&config, "warn", GATEWAY_ENV).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let res = h2
+        .post(format!("http://{}/orders?x=1", proxy.addr))
+        .bearer_auth(access(&issuer, "alice"))
+        .body("h2 body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let request = upstream.take().pop().unwrap();
+    assert_eq!(
+        header(&request, "host"),
+        Some(upstream.addr.to_string().as_str()),
+        "the :authority the client used is not what was signed"
+    );
+    assert!(
+        header(&request, "authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(header(&request, "content-length"), Some("7"));
+    assert_eq!(body(&request), "h2 body");
+}

@@ -14,8 +14,11 @@
 
 local threads = {}
 
+-- With several wrk threads (-tN and WRK_THREADS=N), thread k of N sends lines FIRST+k,
+-- FIRST+k+N, …: no token is sent by two threads.
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("lane", #threads - 1)
 end
 
 function init(args)
@@ -30,8 +33,13 @@ function init(args)
   end
   if n == 0 then error("no tokens in " .. file) end
   count = n
+  -- Each thread has its own Lua state: the thread count comes from the environment.
+  lanes = tonumber(os.getenv("WRK_THREADS") or "1")
+  lane = lane or 0
   idx = tonumber(args[2] or "1")
   if idx < 1 or idx > n then idx = 1 end
+  idx = idx + lane
+  if idx > n then idx = 1 + lane end
   wrapped = 0
   each = tonumber(os.getenv("TOKEN_REPEAT") or "1")
   uses = 0
@@ -57,9 +65,9 @@ function request()
   uses = uses + 1
   if uses >= each then
     uses = 0
-    idx = idx + 1
+    idx = idx + lanes
     if idx > count then
-      idx = 1
+      idx = 1 + lane
       wrapped = wrapped + 1
     end
   end
@@ -67,8 +75,12 @@ function request()
 end
 
 function done(summary, latency, requests)
+  -- The next run starts after the furthest line any thread reached.
+  local next_idx, wrapped_total, count_seen = 0, 0, 0
   for _, thread in ipairs(threads) do
-    io.write(string.format("TOKENS next=%d wrapped=%d count=%d\n",
-      thread:get("idx"), thread:get("wrapped"), thread:get("count")))
+    next_idx = math.max(next_idx, thread:get("idx"))
+    wrapped_total = wrapped_total + thread:get("wrapped")
+    count_seen = thread:get("count")
   end
+  io.write(string.format("TOKENS next=%d wrapped=%d count=%d\n", next_idx, wrapped_total, count_seen))
 end

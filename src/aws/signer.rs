@@ -55,8 +55,8 @@ pub struct SigningScope {
     pub normalize_path: bool,
     /// Percent-encode the path a second time (all services but S3).
     pub double_encode: bool,
-    /// Send and sign `x-amz-content-sha256` (S3 requires it; always sent with
-    /// `UNSIGNED-PAYLOAD`).
+    /// Send and sign `x-amz-content-sha256` (S3 and OpenSearch Serverless require it; always
+    /// sent with `UNSIGNED-PAYLOAD`).
     pub content_sha256_header: bool,
     /// The client's `x-amz-*` headers that are part of the request and are signed with it
     /// (S3 parameters: `x-amz-meta-*`, `x-amz-acl`, …): exact names, or prefixes ending in `*`.
@@ -89,15 +89,17 @@ pub fn header_pattern_matches(pattern: &str, name: &str) -> bool {
 
 impl SigningScope {
     /// The scope for `service` in `region`, with S3's rules for the S3 signing names.
+    /// OpenSearch Serverless (`aoss`) refuses requests without `x-amz-content-sha256`, and
+    /// its newer endpoints want it signed: it gets the header too.
     pub fn new(service: impl Into<String>, region: impl Into<String>) -> Self {
         let service = service.into();
         let s3 = super::settings::is_s3(&service);
         SigningScope {
+            content_sha256_header: s3 || service == "aoss",
             service,
             region: region.into(),
             normalize_path: !s3,
             double_encode: !s3,
-            content_sha256_header: s3,
             forward_amz_headers: Vec::new(),
         }
     }
@@ -417,6 +419,34 @@ mod tests {
         assert_ne!(h["x-amz-date"], "19990101T000000Z");
         assert_eq!(h["x-amz-content-sha256"], UNSIGNED_PAYLOAD);
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
+    }
+
+    #[test]
+    fn opensearch_serverless_gets_the_payload_hash_header_signed() {
+        let creds = Credentials::new("AKID", Secret::new("secret"), None, None);
+        let hash = sha256_hex(br#"{"query":{"match_all":{}}}"#);
+        let signed = |service: &str| {
+            let mut parts = request(&[("content-type", "application/json")]);
+            let authority: Authority = "abc123.eu-west-1.aoss.amazonaws.com".parse().unwrap();
+            let scope = SigningScope::new(service, "eu-west-1");
+            sign(
+                &mut parts,
+                &authority,
+                &scope,
+                &creds,
+                Payload::Sha256(&hash),
+                SystemTime::now(),
+            )
+            .unwrap();
+            parts.headers
+        };
+        let aoss = signed("aoss");
+        assert_eq!(aoss["x-amz-content-sha256"], hash.as_str());
+        let auth = aoss[AUTHORIZATION].to_str().unwrap();
+        assert!(auth.contains("x-amz-content-sha256"), "signed: {auth}");
+        // Managed OpenSearch and the other services keep AWS's default: no header.
+        assert!(!signed("es").contains_key("x-amz-content-sha256"));
+        assert!(!signed("execute-api").contains_key("x-amz-content-sha256"));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `[server].max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `[server].max_buffered_body_bytes`.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// Default `[server].drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -74,6 +76,12 @@ pub(super) fn compile(d: &mut Diags<'_>, s: &RawServer) -> Server {
             DEFAULT_DRAIN_TIMEOUT,
         ),
         shutdown_delay: d.duration(&s.shutdown_delay, "server.shutdown_delay", Duration::ZERO),
+        max_buffered_body_bytes: d.bounded(
+            &s.max_buffered_body_bytes,
+            "server.max_buffered_body_bytes",
+            1024..(1 << 40) + 1,
+            DEFAULT_MAX_BUFFERED_BODY_BYTES,
+        ),
     };
     if limits.header_read_timeout.is_zero() {
         if let Some(v) = &s.header_read_timeout {

@@ -125,6 +125,8 @@ label_enum! {
         AwsSigning => "aws_signing",
         /// A body over `aws_sigv4.max_body`, which a signed payload buffers.
         BodyTooLarge => "body_too_large",
+        /// The bodies held whole already fill `[server].max_buffered_body_bytes` (503).
+        BodyBuffersFull => "body_buffers_full",
     }
 }
 
@@ -304,7 +306,7 @@ mod tests {
         );
         closed(
             Reason::ALL,
-            32,
+            33,
             |v| match v {
                 Reason::BadPath => 0,
                 Reason::BadHost => 1,
@@ -338,6 +340,7 @@ mod tests {
                 Reason::AwsCredentials => 29,
                 Reason::AwsSigning => 30,
                 Reason::BodyTooLarge => 31,
+                Reason::BodyBuffersFull => 32,
             },
             Reason::as_str,
         );
@@ -542,7 +545,8 @@ mod tests {
                 "authorizer_failed",
                 "aws_credentials",
                 "aws_signing",
-                "body_too_large"
+                "body_too_large",
+                "body_buffers_full"
             ]
         );
         assert_eq!(

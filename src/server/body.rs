@@ -14,8 +14,9 @@ pub enum ClientBody {
     Empty,
     /// The body as hyper's server receives it.
     Streaming(Incoming),
-    /// The body, read whole; `None` once sent.
-    Buffered(Option<Bytes>),
+    /// The body, read whole (`None` once sent), and its share of the buffered-body budget,
+    /// given back when the body is dropped.
+    Buffered(Option<Bytes>, tokio::sync::OwnedSemaphorePermit),
 }
 
 impl Body for ClientBody {
@@ -32,7 +33,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ClientBody::Buffered(data, _) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ClientBody::Streaming(body) => loop {
                 match ready!(Pin::new(&mut *body).poll_frame(cx)) {
                     Some(Ok(frame)) if frame.is_trailers() => continue,
@@ -45,7 +46,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Empty => true,
-            ClientBody::Buffered(data) => data.is_none(),
+            ClientBody::Buffered(data, _) => data.is_none(),
             ClientBody::Streaming(body) => body.is_end_stream(),
         }
     }
@@ -53,7 +54,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::Buffered(data) => {
+            ClientBody::Buffered(data, _) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ClientBody::Streaming(body) => body.size_hint(),

@@ -7,7 +7,7 @@ jwtgate container: liveness /healthz and readiness /readyz on the admin port, li
 admin_listen in its config on its containerPorts (admin on 0.0.0.0 for the kubelet), the
 termination grace period longer than preStop + drain_timeout. Cross references: Services,
 NetworkPolicies and probes name ports that exist, selectors (Service, PDB, NetworkPolicy,
-ServiceMonitor, HPA target) match. PrometheusRule specs are written out for promtool.
+ServiceMonitor, HPA target) match, an IRSA role annotation is a role ARN on the pods' account. PrometheusRule specs are written out for promtool.
 
   policy.py MANIFESTS.yaml [--rules-out FILE]
 """
@@ -131,6 +131,17 @@ def main():
             check(bool(svc) and ep["port"] in [p["name"] for p in svc[0]["spec"]["ports"]],
                   f"ServiceMonitor {sm['metadata']['name']}: endpoint port {ep['port']} exists")
             check(ep.get("path") == "/metrics", f"ServiceMonitor {sm['metadata']['name']}: path /metrics")
+    # IRSA: a role annotation is an IAM role ARN, on a ServiceAccount the pods run as (the
+    # webhook mutates only pods of that account).
+    used_accounts = {spec.get("serviceAccountName", "default") for _, _, spec in pods}
+    for sa in by_kind.get("ServiceAccount", []):
+        role = sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        if role is None:
+            continue
+        name = sa["metadata"]["name"]
+        check(re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role) is not None,
+              f"ServiceAccount {name}: eks.amazonaws.com/role-arn {role!r} is an IAM role ARN")
+        check(name in used_accounts, f"ServiceAccount {name}: a pod runs as it")
     rules = by_kind.get("PrometheusRule", [])
     if args.rules_out:
         check(len(rules) == 1, "exactly one PrometheusRule")

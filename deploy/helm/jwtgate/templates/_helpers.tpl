@@ -120,6 +120,11 @@ admin_listen = "0.0.0.0:{{ .Values.ports.admin }}"
 [[issuers]]
 {{- include "jwtgate.tomlTable" . }}
 {{- end }}
+{{- range $c.aws_credentials }}
+
+[[aws_credentials]]
+{{- include "jwtgate.tomlTable" . }}
+{{- end }}
 {{- if $c.login }}
 
 [login]
