@@ -22,11 +22,16 @@ use super::credentials::Credentials;
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Headers never signed: hop-by-hop ones a connection may change, and those AWS's signers
-/// leave out (`user-agent`, `expect`, `x-amzn-trace-id`).
+/// leave out (`user-agent`, `expect`, `x-amzn-trace-id`, and botocore's trace context:
+/// `traceparent`, `tracestate`, `baggage`; verifiers built on botocore, such as moto's, drop
+/// them from the canonical request whatever `SignedHeaders` says).
 const UNSIGNED_HEADERS: &[&str] = &[
     "authorization",
     "user-agent",
     "x-amzn-trace-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
     "expect",
     "connection",
     "keep-alive",

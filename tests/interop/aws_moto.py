@@ -23,7 +23,8 @@ REGION = "us-east-1"
 PASSWORD = "Perm-Pass-1!"
 
 
-def main() -> None:
+def start_moto() -> tuple[ThreadedMotoServer, str, dict]:
+    """moto's server on a free port of 127.0.0.1: (server, its URL, boto3 client arguments)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -34,16 +35,21 @@ def main() -> None:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+    return server, url, kw
 
+
+def user_pool(kw: dict, names: tuple[str, ...], pool_name: str) -> tuple[dict, dict, dict]:
+    """A user pool with an app client and `names` as confirmed users: (pool, client, each user's
+    `AuthenticationResult`)."""
     idp = boto3.client("cognito-idp", **kw)
-    pool = idp.create_user_pool(PoolName="aws-credentials-test")["UserPool"]
+    pool = idp.create_user_pool(PoolName=pool_name)["UserPool"]
     client = idp.create_user_pool_client(
         UserPoolId=pool["Id"],
         ClientName="app",
         ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
     )["UserPoolClient"]
-    tokens = {}
-    for name in ("alice", "bob"):
+    results = {}
+    for name in names:
         idp.admin_create_user(
             UserPoolId=pool["Id"],
             Username=name,
@@ -53,13 +59,25 @@ def main() -> None:
         idp.admin_set_user_password(
             UserPoolId=pool["Id"], Username=name, Password=PASSWORD, Permanent=True
         )
-        auth = idp.admin_initiate_auth(
-            UserPoolId=pool["Id"],
-            ClientId=client["ClientId"],
-            AuthFlow="ADMIN_USER_PASSWORD_AUTH",
-            AuthParameters={"USERNAME": name, "PASSWORD": PASSWORD},
-        )
-        tokens[name] = auth["AuthenticationResult"]["IdToken"]
+        results[name] = sign_in(idp, pool, client, name)
+    return pool, client, results
+
+
+def sign_in(idp, pool: dict, client: dict, name: str) -> dict:
+    """`AdminInitiateAuth` with the user's password: the `AuthenticationResult` (tokens)."""
+    auth = idp.admin_initiate_auth(
+        UserPoolId=pool["Id"],
+        ClientId=client["ClientId"],
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": name, "PASSWORD": PASSWORD},
+    )
+    return auth["AuthenticationResult"]
+
+
+def main() -> None:
+    server, url, kw = start_moto()
+    pool, client, results = user_pool(kw, ("alice", "bob"), "aws-credentials-test")
+    tokens = {name: result["IdToken"] for name, result in results.items()}
 
     issuer = f"https://cognito-idp.{REGION}.amazonaws.com/{pool['Id']}"
     identity = boto3.client("cognito-identity", **kw)
