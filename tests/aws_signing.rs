@@ -553,12 +553,12 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
     .await;
     assert_eq!((status, got.as_slice()), (200, b"odd key".as_slice()));
 
-    // A query, written as AWS's SDKs write it (every reserved character percent-encoded): what
-    // is sent is then what is signed, by any reading of the query.
+    // A query as a browser writes it (`/` unencoded): jwtgate sends it in AWS's canonical
+    // encoding, as the SDKs do, so what moto receives is what was signed.
     let (status, listing) = send(
         &p,
         "GET",
-        &format!("/files?prefix=alice%2F{dir}%2F&list-type=2&max-keys=10"),
+        &format!("/files?prefix=alice/{dir}/&list-type=2&max-keys=10"),
         Some(&alice),
         vec![],
     )
@@ -953,6 +953,23 @@ async fn a_signed_payload_is_hashed_and_verifies() {
         );
         assert_eq!(report["body_length"], 0);
     }
+
+    // A query as a form or a browser writes it (`+` for a space, `/`, `:` as they are) is sent
+    // as it was signed: in AWS's canonical encoding.
+    let (status, answer) = send(
+        &p,
+        "GET",
+        "/api/search?q=a+b&path=x/y:z",
+        Some(&token),
+        vec![],
+    )
+    .await;
+    let report: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["target"].as_str(),
+        Some("/prod/search?q=a%20b&path=x%2Fy%3Az")
+    );
 
     // A chunked upload is buffered and hashed all the same.
     let chunked = format!(

@@ -131,8 +131,9 @@ pub enum SignError {
 /// Signs `parts` for `scope` with `credentials` at `time`, as a request to `authority`:
 /// removes the client's `Authorization` and `x-amz-*` headers, sets `Host`, then adds
 /// `x-amz-date`, `Authorization`, and `x-amz-security-token` / `x-amz-content-sha256` where
-/// due. The path and query are signed as they are in `parts.uri`, so sign the request exactly
-/// as it will be sent (after every header is final).
+/// due. The path is signed as it is in `parts.uri`; the query is first rewritten in AWS's
+/// canonical encoding, so what is sent is what is signed. Sign the request exactly as it will
+/// be sent (after every header is final).
 pub fn sign(
     parts: &mut Parts,
     authority: &Authority,
@@ -156,6 +157,7 @@ pub fn sign(
     };
 
     strip_client_credentials(parts, &scope.forward_amz_headers);
+    canonical_query(parts)?;
     let host =
         HeaderValue::from_str(authority.as_str()).map_err(|_| SignError::HeaderNotText(HOST))?;
     parts.headers.insert(HOST, host);
@@ -224,6 +226,53 @@ pub fn sign(
         parts.headers.insert(name, value);
     }
     Ok(())
+}
+
+/// Rewrites the query in AWS's canonical encoding (each name and value decoded as a form
+/// would be, then every byte but `A-Za-z0-9-_.~` percent-encoded), in the client's order: the
+/// signer canonicalises the query that way, so the service must receive it that way too, or
+/// one that compares the query as received (or reads `+` and `/` differently) refuses the
+/// signature. AWS's SDKs send their queries so.
+fn canonical_query(parts: &mut Parts) -> Result<(), SignError> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(());
+    };
+    let mut canonical = String::with_capacity(query.len() + 16);
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if !canonical.is_empty() {
+            canonical.push('&');
+        }
+        aws_encode(&name, &mut canonical);
+        canonical.push('=');
+        aws_encode(&value, &mut canonical);
+    }
+    if canonical == query {
+        return Ok(());
+    }
+    let path_and_query = format!("{}?{canonical}", parts.uri.path());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| SignError::Signer("query".into()))?,
+    );
+    parts.uri = http::Uri::from_parts(uri).map_err(|e| SignError::Signer(e.to_string()))?;
+    Ok(())
+}
+
+/// Appends `text` percent-encoded as AWS's canonical form wants: unreserved bytes as they are,
+/// every other byte `%XX` (upper case).
+fn aws_encode(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
 }
 
 /// Removes what the client sent to authenticate itself to AWS: `Authorization`, and every
@@ -482,5 +531,35 @@ mod tests {
             ),
             Err(SignError::HeaderNotText(HeaderName::from_static("x-note")))
         );
+    }
+
+    #[test]
+    fn the_query_is_sent_as_it_is_signed() {
+        let canonical = |target: &str| {
+            let (mut parts, ()) = http::Request::get(target).body(()).unwrap().into_parts();
+            canonical_query(&mut parts).unwrap();
+            parts.uri.to_string()
+        };
+        assert_eq!(
+            canonical("/b?x=1&a=2"),
+            "/b?x=1&a=2",
+            "order kept, nothing to do"
+        );
+        assert_eq!(
+            canonical("/b?prefix=alice/dir/&list-type=2"),
+            "/b?prefix=alice%2Fdir%2F&list-type=2"
+        );
+        assert_eq!(
+            canonical("/b?q=a+b&r=%7e"),
+            "/b?q=a%20b&r=~",
+            "+ is a space, ~ unreserved"
+        );
+        assert_eq!(
+            canonical("/b?acl"),
+            "/b?acl=",
+            "a name alone has an empty value"
+        );
+        assert_eq!(canonical("/b?k=%E2%9C%93"), "/b?k=%E2%9C%93");
+        assert_eq!(canonical("/b"), "/b");
     }
 }
