@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -22,19 +21,7 @@ use jwtgate::aws::{
 use jwtgate::metrics::Metrics;
 use serde_json::Value;
 
-fn venv_python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("JWTGATE_TEST_PYTHON").map_or_else(
-        || root.join("target/interop-venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
-        .join(name)
-}
+use common::interop::{script, venv_python};
 
 /// moto's server with a user pool, two users' ID tokens, an identity pool and two roles
 /// (`tests/interop/aws_moto.py`). Stopped by its PID on drop.
@@ -89,27 +76,14 @@ impl Moto {
 
     fn start() -> Moto {
         let dir = tempfile_dir::TempDir::new("moto");
-        let python = venv_python();
-        let mut child = Command::new(&python)
-            .arg(script("aws_moto.py"))
-            .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"))
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} with moto[server] is needed (scripts/test installs it): {e}",
-                    python.display()
-                )
-            });
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("aws_moto.py did not start ({e}): {line:?}"));
+        let recording = dir.path().join("recording.jsonl");
+        let (child, v) = common::interop::start_script(
+            "aws_moto.py",
+            &[
+                ("MOTO_RECORDER_FILEPATH", recording.as_os_str()),
+                ("MOTO_ENABLE_RECORDING", "true".as_ref()),
+            ],
+        );
         Moto {
             child,
             url: v["url"].as_str().unwrap().to_owned(),

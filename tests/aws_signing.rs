@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
@@ -20,14 +19,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::binary::BinaryProxy;
 use common::recorder::Recorder;
 use serde_json::Value;
-
-fn venv_python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("JWTGATE_TEST_PYTHON").map_or_else(
-        || root.join("target/interop-venv/bin/python"),
-        PathBuf::from,
-    )
-}
 
 /// moto and the verifying upstream (`aws_s3.py`), one for the whole file: its start-up takes
 /// seconds. Each test has its own jwtgate (its own credential cache) and tells its calls in
@@ -46,28 +37,15 @@ fn moto() -> &'static S3Moto {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("aws-signing-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let python = venv_python();
-        let mut child = Command::new(&python)
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aws_s3.py"))
-            .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .env("AWS_S3_SCRATCH_DIR", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} with moto[server] is needed (scripts/test installs it): {e}",
-                    python.display()
-                )
-            });
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("aws_s3.py did not start ({e}): {line:?}"));
+        let recording = dir.join("recording.jsonl");
+        let (child, info) = common::interop::start_script(
+            "aws_s3.py",
+            &[
+                ("MOTO_RECORDER_FILEPATH", recording.as_os_str()),
+                ("MOTO_ENABLE_RECORDING", "true".as_ref()),
+                ("AWS_S3_SCRATCH_DIR", dir.as_os_str()),
+            ],
+        );
         let irsa_token_file = dir.join("irsa-token");
         std::fs::write(
             &irsa_token_file,

@@ -3,6 +3,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod binary;
+pub mod interop;
 pub mod recorder;
 
 use std::net::SocketAddr;
