@@ -82,9 +82,14 @@ struct Entry {
 }
 
 impl Entry {
-    /// Past `timeout`, or known to be closed.
-    fn expired(&self, timeout: Duration) -> bool {
-        self.since.elapsed() >= timeout || self.conn.known_closed()
+    /// Idle for `timeout` or longer at `now`.
+    fn too_old(&self, now: Instant, timeout: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= timeout
+    }
+
+    /// Too old at `now`, or known to be closed.
+    fn expired(&self, now: Instant, timeout: Duration) -> bool {
+        self.too_old(now, timeout) || self.conn.known_closed()
     }
 }
 
@@ -125,6 +130,7 @@ impl Pool {
     /// The most recently used idle connection of `kind` that is still open and young enough.
     /// Those of `kind` found closed or too old on the way are dropped.
     pub fn take(&self, kind: Kind) -> Option<Idle> {
+        let now = Instant::now();
         let mut idle = self.idle();
         let mut at = idle.len();
         while at > 0 {
@@ -133,7 +139,7 @@ impl Pool {
                 continue;
             }
             let mut entry = idle.remove(at);
-            if entry.since.elapsed() < self.idle_timeout && !entry.conn.closed() {
+            if !entry.too_old(now, self.idle_timeout) && !entry.conn.closed() {
                 return Some(entry.conn);
             }
         }
@@ -142,15 +148,24 @@ impl Pool {
 
     /// Keeps a connection whose last response ended cleanly, unless it is known to be closed
     /// or the pool is full (after dropping expired ones).
+    ///
+    /// This runs once per proxied request, so it reads the clock once and looks at one entry:
+    /// the list is in the order connections went idle, so when its first entry is young enough
+    /// all are, and only a full pool needs a scan for closed ones.
     pub fn put_back(&self, conn: Idle) {
         if conn.known_closed() {
             return;
         }
-        let since = Instant::now();
+        let now = Instant::now();
         let mut idle = self.idle();
-        idle.retain(|e| !e.expired(self.idle_timeout));
+        let oldest_too_old = idle
+            .first()
+            .is_some_and(|e| e.too_old(now, self.idle_timeout));
+        if oldest_too_old || idle.len() >= self.max_idle {
+            idle.retain(|e| !e.expired(now, self.idle_timeout));
+        }
         if idle.len() < self.max_idle {
-            idle.push(Entry { conn, since });
+            idle.push(Entry { conn, since: now });
         }
     }
 
@@ -174,7 +189,8 @@ async fn sweep(pool: Weak<Pool>) {
     loop {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        pool.idle().retain(|e| !e.expired(pool.idle_timeout));
+        let now = Instant::now();
+        pool.idle().retain(|e| !e.expired(now, pool.idle_timeout));
     }
 }
 
@@ -303,5 +319,25 @@ mod tests {
         assert_eq!(idle_count(&pool), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.take(Kind::Exchange).is_none(), "too old to take");
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_makes_room_by_dropping_connections_known_closed() {
+        let peer = Peer::new().await;
+        let pool = Pool::new(2, LONG);
+        let (h, h_server) = peer.hyper().await;
+        let (a, _a) = peer.raw().await;
+        pool.put_back(Idle::Hyper(h));
+        pool.put_back(Idle::Exchange(a));
+        drop(h_server);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Full, but hyper's connection task has noticed its close: the new one takes its place.
+        let (b, _b) = peer.raw().await;
+        let pb = port(&b);
+        pool.put_back(Idle::Exchange(b));
+        assert_eq!(idle_count(&pool), 2);
+        let taken = pool.take(Kind::Exchange).and_then(Idle::into_exchange);
+        assert_eq!(taken.map(|c| port(&c)), Some(pb));
+        assert!(pool.take(Kind::Hyper).is_none());
     }
 }
