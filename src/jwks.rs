@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -239,6 +240,31 @@ impl VerifyKey {
             .iter()
             .find(|(a, _)| *a == alg)
             .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    /// As [`VerifyKey::verify`], given `message`'s SHA-256 as well: the algorithms that hash
+    /// with SHA-256 (RS256, PS256, ES256) verify that digest instead of hashing the message
+    /// again (the token cache's key already took it).
+    pub fn verify_with_sha256(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        sha256: &digest::Digest,
+        signature: &[u8],
+    ) -> bool {
+        let prehashed = matches!(alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256)
+            && sha256.algorithm() == &digest::SHA256;
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| {
+                let checked = if prehashed {
+                    key.verify_digest_sig(sha256, signature)
+                } else {
+                    key.verify_sig(message, signature)
+                };
+                checked.is_ok()
+            })
     }
 }
 
@@ -700,6 +726,48 @@ mod tests {
             .unwrap();
         assert!(ec_ok.supports(Algorithm::ES256));
         assert!(!ec_ok.supports(Algorithm::RS256));
+    }
+
+    #[test]
+    fn a_signature_checks_the_same_from_the_message_or_its_sha256() {
+        use crate::dev::issuer::{SigningKey, sign_with};
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ] {
+            let signer = SigningKey::generate(alg, "k");
+            let jwk: Jwk = serde_json::from_value(signer.jwk()).unwrap();
+            let key = VerifyKey::from_jwk(&jwk, &[alg]).unwrap().unwrap();
+            let token = sign_with(
+                &signer,
+                &serde_json::json!({"alg": format!("{alg:?}"), "kid": "k"}),
+                &serde_json::json!({"sub": "a"}),
+            );
+            let (message, signature) = token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            let sha256 = |m: &str| digest::digest(&digest::SHA256, m.as_bytes());
+            let other = format!("{message}x");
+            assert!(key.verify(alg, message.as_bytes(), &signature), "{alg:?}");
+            assert!(
+                key.verify_with_sha256(alg, message.as_bytes(), &sha256(message), &signature),
+                "{alg:?}"
+            );
+            // Another message's digest fails, whichever of the two an algorithm reads.
+            assert!(
+                !key.verify_with_sha256(alg, other.as_bytes(), &sha256(&other), &signature),
+                "{alg:?}"
+            );
+            // A digest of another algorithm is never taken for SHA-256: the message is hashed.
+            let sha384 = digest::digest(&digest::SHA384, message.as_bytes());
+            assert!(
+                key.verify_with_sha256(alg, message.as_bytes(), &sha384, &signature),
+                "{alg:?}"
+            );
+        }
     }
 
     #[test]

@@ -858,7 +858,7 @@ fn check_policy(
         .ok_or_else(forbidden)?;
     let (claims, token_key) = match caller {
         Caller::Anonymous => return Err(Reject::MissingToken),
-        Caller::Token(token, _) => (&token.claims, Some(&*token.payload_b64)),
+        Caller::Token(token, _) => (&token.claims, Some(token.payload_b64())),
         Caller::Session(identity, _) => (&identity.claims, None),
     };
     let method = crate::policy::lower_method(method);
@@ -955,7 +955,7 @@ fn add_identity(snapshot: &Snapshot, headers: &mut HeaderMap, caller: &Caller) {
     match caller {
         Caller::Anonymous => {}
         Caller::Token(token, _) => {
-            plan.inject_claims(headers, || token.claims.all(), Some(&token.payload_b64))
+            plan.inject_claims(headers, || token.claims.all(), Some(token.payload_b64()))
         }
         Caller::Session(identity, login) => {
             login.inject(headers, identity);

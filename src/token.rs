@@ -126,8 +126,8 @@ impl TokenError {
 /// The claims jwtgate reads, extracted once at verification, plus the whole claim set.
 #[derive(Debug)]
 pub struct Claims {
-    /// `iss`.
-    pub iss: String,
+    /// `iss` (a verified token's is its issuer's configured `issuer`, shared, not a copy).
+    pub iss: Arc<str>,
     /// `exp`, seconds since the epoch.
     pub exp: i64,
     /// `nbf`.
@@ -147,8 +147,9 @@ pub struct Claims {
     pub groups: Vec<String>,
     /// Every claim (see [`Claims::all`]).
     all: OnceLock<Map<String, Value>>,
-    /// The decoded payload `all` is parsed from on first use (empty when `all` was given).
-    payload: Box<[u8]>,
+    /// The token's payload as sent, base64url: forwarded as the all-claims header without
+    /// encoding it again, and what `all` is read from on first use (empty when `all` was given).
+    payload_b64: Box<str>,
 }
 
 impl Claims {
@@ -160,7 +161,7 @@ impl Claims {
                 *slot = Some(Seen::from_value(value));
             }
         }
-        let mut claims = seen.claims()?;
+        let mut claims = seen.claims(|iss| Ok(iss.into()))?;
         claims.all = OnceLock::from(all);
         Ok(claims)
     }
@@ -169,12 +170,18 @@ impl Claims {
     /// jwtgate checks: the map of every claim is built later, and only when something asks
     /// for it (claim headers, claim matchers, policies), which a plain scope check never does.
     /// The text is checked as strictly as parsing it into a map would (UTF-8, number range,
-    /// nesting); a duplicated name counts once, its last value, as in the map.
-    fn from_json(payload: Vec<u8>) -> Result<Self, TokenError> {
-        let seen: Scanned<'_> = serde_json::from_slice(&payload)
+    /// nesting); a duplicated name counts once, its last value, as in the map. `json` is
+    /// `payload_b64` decoded; `issuer` gives the `iss` to keep once every type is judged (or
+    /// refuses it).
+    fn from_json(
+        json: &[u8],
+        payload_b64: &str,
+        issuer: impl FnOnce(&str) -> Result<Arc<str>, TokenError>,
+    ) -> Result<Self, TokenError> {
+        let seen: Scanned<'_> = serde_json::from_slice(json)
             .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
-        let mut claims = seen.claims()?;
-        claims.payload = payload.into_boxed_slice();
+        let mut claims = seen.claims(issuer)?;
+        claims.payload_b64 = payload_b64.into();
         Ok(claims)
     }
 
@@ -183,8 +190,13 @@ impl Claims {
     pub fn all(&self) -> &Map<String, Value> {
         // `from_json` accepted this text under the rules of a map parse, so this cannot fail;
         // an empty map would only hide claims, never add one.
-        self.all
-            .get_or_init(|| serde_json::from_slice(&self.payload).unwrap_or_default())
+        self.all.get_or_init(|| {
+            URL_SAFE_NO_PAD
+                .decode(&*self.payload_b64)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -263,11 +275,15 @@ impl<'a> Scanned<'a> {
         })
     }
 
-    /// Judges the types and copies the values out (`all` and `payload` left empty).
-    fn claims(self) -> Result<Claims, TokenError> {
-        let iss = match &self.iss {
-            Some(Seen::Str(s)) => s.clone().into_owned(),
-            _ => return Err(TokenError::Malformed("missing iss claim")),
+    /// Judges the types and copies the values out (`all` and `payload_b64` left empty);
+    /// `issuer` turns the `iss` text into the one kept, last, so a type error is reported
+    /// before an unknown issuer.
+    fn claims(
+        self,
+        issuer: impl FnOnce(&str) -> Result<Arc<str>, TokenError>,
+    ) -> Result<Claims, TokenError> {
+        let Some(Seen::Str(iss)) = &self.iss else {
+            return Err(TokenError::Malformed("missing iss claim"));
         };
         let exp = match &self.exp {
             None | Some(Seen::Null) => return Err(TokenError::MissingExp),
@@ -314,7 +330,7 @@ impl<'a> Scanned<'a> {
             _ => Vec::new(),
         };
         Ok(Claims {
-            iss,
+            iss: issuer(iss)?,
             exp,
             nbf,
             iat,
@@ -324,7 +340,7 @@ impl<'a> Scanned<'a> {
             scopes,
             groups,
             all: OnceLock::new(),
-            payload: Box::default(),
+            payload_b64: Box::default(),
         })
     }
 }
@@ -500,12 +516,17 @@ impl<'de> Deserialize<'de> for Checked {
 pub struct VerifiedToken {
     /// Its claims.
     pub claims: Claims,
-    /// The base64url payload as sent (forwarded as the all-claims header without re-encoding).
-    pub payload_b64: Box<str>,
     alg: Algorithm,
     kid: Option<Box<str>>,
     /// Memory held, roughly, for the cache weigher.
     weight: u32,
+}
+
+impl VerifiedToken {
+    /// The base64url payload as sent (forwarded as the all-claims header without re-encoding).
+    pub fn payload_b64(&self) -> &str {
+        &self.claims.payload_b64
+    }
 }
 
 /// What a token from one issuer must satisfy.
@@ -681,9 +702,13 @@ pub async fn verify(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed("token too large"));
     }
-    let digest = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
+    let (signing_input, signature_b64) = token
+        .rsplit_once('.')
+        .ok_or(TokenError::Malformed("not a JWS compact token"))?;
+    // The cache key covers the whole token, through the signing input's SHA-256, which a new
+    // token's RS256, PS256 or ES256 signature check then uses instead of hashing it again.
+    let signing_sha256 = digest::digest(&digest::SHA256, signing_input.as_bytes());
+    let key = cache_key(&signing_sha256, signature_b64);
 
     if let Some(cache) = &cache.cache {
         if let Some(hit) = cache.get(&key) {
@@ -700,7 +725,7 @@ pub async fn verify(
         metrics.token_cache(false);
     }
 
-    let (verified, policy) = verify_signature(issuers, token).await?;
+    let (verified, policy) = verify_signature(issuers, token, &signing_sha256).await?;
     check_claims(&policy, &verified.claims, now)?;
     let verified = Arc::new(verified);
     if let Some(store) = &cache.cache {
@@ -709,6 +734,17 @@ pub async fn verify(
         }
     }
     Ok((verified, policy))
+}
+
+/// The token cache's key: SHA-256 over the signing input's SHA-256 and the signature as sent,
+/// so two tokens share a key only if they are the same text.
+fn cache_key(signing_sha256: &digest::Digest, signature_b64: &str) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(signing_sha256.as_ref());
+    context.update(signature_b64.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
 }
 
 /// JOSE header fields jwtgate reads. `jku`, `x5u`, `jwk` and `x5c` are ignored on purpose: keys
@@ -722,76 +758,117 @@ struct JoseHeader<'a> {
     crit: Option<Checked>,
 }
 
-async fn verify_signature(
-    issuers: &Issuers,
-    token: &str,
-) -> Result<(VerifiedToken, Arc<IssuerPolicy>), TokenError> {
+/// A token read and judged up to its signature: what the signature check needs, and the
+/// claims it will vouch for.
+struct Unverified<'t> {
+    signing_input: &'t str,
+    signature_b64: &'t str,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+    claims: Claims,
+    policy: Arc<IssuerPolicy>,
+    keys: Arc<KeyStore>,
+}
+
+/// Splits, decodes and reads the header and the payload, and picks the issuer, before any
+/// network call (unknown issuers cost nothing). Header and payload are decoded into buffers on
+/// the stack when they fit, as they do for Cognito's tokens.
+fn read_unverified<'t>(issuers: &Issuers, token: &'t str) -> Result<Unverified<'t>, TokenError> {
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed("not a JWS compact token"));
     };
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let header: JoseHeader<'_> = serde_json::from_slice(&header_json)
+    let (mut stack, mut heap) = ([0u8; 256], Vec::new());
+    let header_json = decode_b64(header_b64, &mut stack, &mut heap, "header is not base64url")?;
+    let header: JoseHeader<'_> = serde_json::from_slice(header_json)
         .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
     if header.crit.is_some() {
         return Err(TokenError::CriticalHeader);
     }
     let alg = allowed_family(&header.alg)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
-    let payload_len = payload.len();
-    let claims = Claims::from_json(payload)?;
-    // The issuer is chosen before any network call: unknown issuers cost nothing.
-    let (policy, keys) = issuers.get(&claims.iss).ok_or(TokenError::UnknownIssuer)?;
+    let (mut stack, mut heap) = ([0u8; 2048], Vec::new());
+    let json = decode_b64(payload_b64, &mut stack, &mut heap, "payload is not base64url")?;
+    let mut found = None;
+    let claims = Claims::from_json(json, payload_b64, |iss| {
+        let (policy, keys) = issuers.get(iss).ok_or(TokenError::UnknownIssuer)?;
+        found = Some((Arc::clone(policy), Arc::clone(keys)));
+        Ok(Arc::clone(&policy.issuer))
+    })?;
+    let (policy, keys) = found.ok_or(TokenError::UnknownIssuer)?;
     if !policy.algorithms.contains(&alg) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
-    let key = keys.key(header.kid.as_deref()).await.map_err(|e| match e {
+    Ok(Unverified {
+        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+        signature_b64,
+        alg,
+        kid: header.kid.map(|k| k.into_owned().into_boxed_str()),
+        claims,
+        policy,
+        keys,
+    })
+}
+
+/// Decodes base64url `text` into `stack` when it fits, else into `heap`.
+fn decode_b64<'b>(
+    text: &str,
+    stack: &'b mut [u8],
+    heap: &'b mut Vec<u8>,
+    why: &'static str,
+) -> Result<&'b [u8], TokenError> {
+    match URL_SAFE_NO_PAD.decode_slice(text, stack) {
+        Ok(n) => Ok(stack.get(..n).unwrap_or_default()),
+        Err(DecodeSliceError::OutputSliceTooSmall) => {
+            *heap = URL_SAFE_NO_PAD
+                .decode(text)
+                .map_err(|_| TokenError::Malformed(why))?;
+            Ok(heap)
+        }
+        Err(DecodeSliceError::DecodeError(_)) => Err(TokenError::Malformed(why)),
+    }
+}
+
+async fn verify_signature(
+    issuers: &Issuers,
+    token: &str,
+    signing_sha256: &digest::Digest,
+) -> Result<(VerifiedToken, Arc<IssuerPolicy>), TokenError> {
+    let read = read_unverified(issuers, token)?;
+    let key = read.keys.key(read.kid.as_deref()).await.map_err(|e| match e {
         KeyError::UnknownKid => TokenError::UnknownKid,
         KeyError::Unavailable => TokenError::KeysUnavailable,
     })?;
-    if !key.supports(alg) {
+    if !key.supports(read.alg) {
         return Err(TokenError::AlgorithmMismatch);
     }
-    // Decoded on the stack: room for RSA-4096; a longer one (which no key verifies) is
+    // Room on the stack for RSA-4096's signature; a longer one (which no key verifies) is
     // decoded on the heap.
-    let mut buf = [0u8; 512];
-    let heap;
-    let signature: &[u8] = match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut buf) {
-        Ok(n) => buf.get(..n).unwrap_or_default(),
-        Err(DecodeSliceError::OutputSliceTooSmall) => {
-            heap = URL_SAFE_NO_PAD
-                .decode(signature_b64)
-                .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-            &heap
-        }
-        Err(DecodeSliceError::DecodeError(_)) => {
-            return Err(TokenError::Malformed("signature is not base64url"));
-        }
-    };
-    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-    if !key.verify(alg, signed.as_bytes(), signature) {
+    let (mut stack, mut heap) = ([0u8; 512], Vec::new());
+    let signature = decode_b64(
+        read.signature_b64,
+        &mut stack,
+        &mut heap,
+        "signature is not base64url",
+    )?;
+    let message = read.signing_input.as_bytes();
+    if !key.verify_with_sha256(read.alg, message, signing_sha256, signature) {
         return Err(TokenError::BadSignature);
     }
     // Memory an entry really holds, calibrated on the load benchmark when the claim map was
     // always built: 300k distinct Cognito-shaped tokens cost ~2.4 KB each for a ~300-byte
-    // payload. The map is now built on first use only; the charge still assumes it, plus the
-    // decoded payload kept to build it from.
-    let weight = u32::try_from(payload_b64.len() * 6 + payload_len + 640).unwrap_or(u32::MAX);
+    // payload. The map is now built on first use only; the charge still assumes it.
+    let payload_len = read.claims.payload_b64.len();
+    let weight = u32::try_from(payload_len * 6 + payload_len * 3 / 4 + 640).unwrap_or(u32::MAX);
     Ok((
         VerifiedToken {
-            claims,
-            payload_b64: payload_b64.into(),
-            alg,
-            kid: header.kid.map(|k| k.into_owned().into_boxed_str()),
+            claims: read.claims,
+            alg: read.alg,
+            kid: read.kid,
             weight,
         },
-        Arc::clone(policy),
+        read.policy,
     ))
 }
 
@@ -931,7 +1008,13 @@ mod tests {
     /// What a payload text reads as, one way or the other: the claims jwtgate checks, or why
     /// it was refused.
     fn read(text: &str) -> Result<String, TokenError> {
-        Claims::from_json(text.as_bytes().to_vec()).map(|c| shown(&c))
+        from_text(text.as_bytes()).map(|c| shown(&c))
+    }
+
+    /// Claims from a payload's JSON text, as a token carrying it is read.
+    fn from_text(json: &[u8]) -> Result<Claims, TokenError> {
+        let payload_b64 = URL_SAFE_NO_PAD.encode(json);
+        Claims::from_json(json, &payload_b64, |iss| Ok(iss.into()))
     }
 
     fn read_via_map(text: &str) -> Result<String, TokenError> {
@@ -981,7 +1064,7 @@ mod tests {
         // Invalid UTF-8 in a claim jwtgate does not read is refused, as a map parse refuses it.
         let bytes = b"{\"iss\":\"x\",\"exp\":1,\"other\":\"\xff\"}".to_vec();
         assert!(serde_json::from_slice::<Map<String, Value>>(&bytes).is_err());
-        assert!(Claims::from_json(bytes).is_err());
+        assert!(from_text(&bytes).is_err());
         // So is nesting past the parser's limit.
         let deep = format!(
             r#"{{"iss":"x","exp":1,"o":{}{}}}"#,
@@ -995,7 +1078,7 @@ mod tests {
     #[test]
     fn the_claim_map_is_built_on_first_use() {
         let text = r#"{"iss":"x","exp":1,"sub":"s","iss":"y","n":[1,{"a":null}]}"#;
-        let c = Claims::from_json(text.as_bytes().to_vec()).unwrap();
+        let c = from_text(text.as_bytes()).unwrap();
         assert!(c.all.get().is_none());
         let map: Map<String, Value> = serde_json::from_str(text).unwrap();
         assert_eq!(c.all(), &map);

@@ -117,6 +117,28 @@ async fn forged_algorithms_are_refused() {
 }
 
 #[tokio::test]
+async fn a_cached_token_vouches_for_no_other_signature() {
+    let env = Env::start().await;
+    let good = env.access("alice");
+    // Verified twice, a token is cached; the third request is answered from the cache.
+    for _ in 0..3 {
+        assert_eq!(env.get("/orders/1", Some(&good)).await.status(), 200);
+    }
+    let hits = env.upstream.hits();
+    let mut sig = B64.decode(good.rsplit('.').next().unwrap()).unwrap();
+    sig[10] ^= 0x40;
+    refused(
+        &env,
+        "the cached token's header and payload with another signature",
+        &with_signature(&good, &sig),
+        "invalid signature",
+    )
+    .await;
+    assert_eq!(env.upstream.hits(), hits);
+    assert_eq!(env.get("/orders/1", Some(&good)).await.status(), 200);
+}
+
+#[tokio::test]
 async fn broken_signatures_are_refused() {
     let env = Env::start().await;
     let good = env.access("alice");
