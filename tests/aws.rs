@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::recorder::Recorder;
+use common::recorder::{Recorder, cognito_credentials};
 use jwtgate::aws::{
     AwsError, CredentialSource, DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, Gateway, IdentityPool,
     Principal, SourceKind, SourceSettings, UserToken, WebIdentity,
@@ -937,47 +937,13 @@ fn signatures_match_botocore() {
 }
 
 /// A Cognito Identity stand-in for the answers moto's stub never gives: `answer(action, body)`.
-async fn cognito_stand_in(
-    answer: impl Fn(&str, &Value) -> (u16, String) + Send + Sync + 'static,
-) -> Recorder {
-    Recorder::answering(move |request| {
-        let (head, body) = request.split_once("\r\n\r\n").unwrap_or((request, ""));
-        let target = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.eq_ignore_ascii_case("x-amz-target").then(|| v.trim().to_owned())
-            })
-            .unwrap_or_default();
-        let action = target.rsplit('.').next().unwrap_or("").to_owned();
-        let (status, json) = answer(&action, &serde_json::from_str(body).unwrap_or(Value::Null));
-        format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{json}",
-            json.len()
-        )
-        .into_bytes()
-    })
-    .await
-}
-
-fn cognito_credentials(key: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 3600.0;
-    format!(
-        r#"{{"IdentityId":"x","Credentials":{{"AccessKeyId":"{key}","SecretKey":"s","SessionToken":"t","Expiration":{exp}}}}}"#
-    )
-}
-
 #[tokio::test]
 async fn a_deleted_identity_is_asked_for_again_once() {
     let get_ids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ids = Arc::clone(&get_ids);
     let first_served = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let served = Arc::clone(&first_served);
-    let cognito = cognito_stand_in(move |action, body| match action {
+    let cognito = Recorder::cognito_identity(move |action, body| match action {
         "GetId" => {
             let n = ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             (200, format!(r#"{{"IdentityId":"us-east-1:id-{n}"}}"#))
@@ -1037,7 +1003,7 @@ async fn cognito_refusals_become_401_or_403_without_the_token() {
     let echoed = format!(
         r#"{{"__type":"NotAuthorizedException","message":"Invalid login token. Token {token} expired."}}"#
     );
-    let cognito = cognito_stand_in(move |action, body| match (action, body.get("Logins")) {
+    let cognito = Recorder::cognito_identity(move |action, body| match (action, body.get("Logins")) {
         ("GetId", Some(_)) => (400, echoed.clone()),
         ("GetId", None) => (
             400,

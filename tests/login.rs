@@ -856,20 +856,12 @@ async fn a_login_route_gets_aws_credentials_for_the_sessions_id_token() {
     // A Cognito Identity stand-in: records each call's body, hands out fixed credentials.
     let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
     let seen = std::sync::Arc::clone(&calls);
-    let cognito = common::recorder::Recorder::answering(move |request| {
-        let body = request.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let answer = if json.get("IdentityId").is_some() {
-            r#"{"IdentityId":"us-east-1:alice","Credentials":{"AccessKeyId":"ASIASESSION","SecretKey":"s","SessionToken":"t","Expiration":4102444800}}"#
-        } else {
-            r#"{"IdentityId":"us-east-1:alice"}"#
-        };
-        seen.lock().unwrap().push(json);
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        )
-        .into_bytes()
+    let cognito = common::recorder::Recorder::cognito_identity(move |action, body| {
+        seen.lock().unwrap().push(body.clone());
+        match action {
+            "GetCredentialsForIdentity" => (200, common::recorder::cognito_credentials("ASIASESSION")),
+            _ => (200, r#"{"IdentityId":"us-east-1:alice"}"#.into()),
+        }
     })
     .await;
     let app = "[[routes]]\nname = \"app\"\npath = \"/app/**\"\nauth = \"login\"\n";

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::binary::BinaryProxy;
-use common::recorder::Recorder;
+use common::recorder::{Recorder, cognito_credentials};
 use jwtgate::dev::issuer::DevIssuer;
 use jwtgate::dev::users::{DEMO_CLIENT_ID, user};
 use serde_json::Value;
@@ -353,36 +353,6 @@ async fn a_signed_payload_is_read_whole_up_to_max_body_and_no_further() {
 }
 
 /// A Cognito Identity stand-in: `answer(action, body)` gives status and JSON.
-async fn cognito(
-    answer: impl Fn(&str, &Value) -> (u16, String) + Send + Sync + 'static,
-) -> Recorder {
-    Recorder::answering(move |request| {
-        let action = header(request, "x-amz-target")
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("")
-            .to_owned();
-        let json: Value = serde_json::from_str(body(request)).unwrap_or(Value::Null);
-        let (status, text) = answer(&action, &json);
-        format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        )
-        .into_bytes()
-    })
-    .await
-}
-
-fn credentials_answer(key: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    format!(
-        r#"{{"IdentityId":"us-east-1:x","Credentials":{{"AccessKeyId":"{key}","SecretKey":"s","SessionToken":"t","Expiration":{exp}}}}}"#
-    )
-}
-
 fn pool_config(issuer: &DevIssuer, upstream: &str, cognito: &str, guests: bool) -> String {
     format!(
         r#"
@@ -417,7 +387,7 @@ async fn identity_pools_get_the_id_token_and_guests_only_when_allowed() {
     let upstream = Recorder::start().await;
     let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
     let seen = std::sync::Arc::clone(&calls);
-    let cognito = cognito(move |action, body| {
+    let cognito = Recorder::cognito_identity(move |action, body| {
         seen.lock().unwrap().push((action.to_owned(), body.clone()));
         match action {
             "GetId" if body.get("Logins").is_some() => {
@@ -425,9 +395,9 @@ async fn identity_pools_get_the_id_token_and_guests_only_when_allowed() {
             }
             "GetId" => (200, r#"{"IdentityId":"us-east-1:guest"}"#.into()),
             "GetCredentialsForIdentity" if body["IdentityId"] == "us-east-1:guest" => {
-                (200, credentials_answer("ASIAGUEST"))
+                (200, cognito_credentials("ASIAGUEST"))
             }
-            _ => (200, credentials_answer("ASIAUSER")),
+            _ => (200, cognito_credentials("ASIAUSER")),
         }
     })
     .await;
@@ -509,14 +479,14 @@ async fn identity_pools_get_the_id_token_and_guests_only_when_allowed() {
 async fn each_way_of_not_getting_credentials_has_its_answer() {
     let issuer = DevIssuer::start("us-east-1_FAIL").await.unwrap();
     let upstream = Recorder::start().await;
-    let refusing = cognito(|_, _| {
+    let refusing = Recorder::cognito_identity(|_, _| {
         (
             400,
             r#"{"__type":"NotAuthorizedException","message":"Invalid login token. Token expired: 1 >= 0"}"#.into(),
         )
     })
     .await;
-    let throttling = cognito(|_, _| {
+    let throttling = Recorder::cognito_identity(|_, _| {
         (
             400,
             r#"{"__type":"TooManyRequestsException","message":"Rate exceeded"}"#.into(),

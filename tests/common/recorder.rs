@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::Value;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +30,32 @@ impl Recorder {
     /// Answers every request with `200 ok`.
     pub async fn start() -> Recorder {
         Self::answering(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await
+    }
+
+    /// A Cognito Identity stand-in (its JSON protocol: `GetId`, `GetCredentialsForIdentity`):
+    /// `answer` gets each call's action (the `x-amz-target` suffix) and JSON body (`null` if
+    /// none) and gives the status and JSON text sent back.
+    pub async fn cognito_identity(
+        answer: impl Fn(&str, &Value) -> (u16, String) + Send + Sync + 'static,
+    ) -> Recorder {
+        Self::answering(move |request| {
+            let (head, body) = request.split_once("\r\n\r\n").unwrap_or((request, ""));
+            let target = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("x-amz-target").then(|| v.trim().to_owned())
+                })
+                .unwrap_or_default();
+            let action = target.rsplit('.').next().unwrap_or("");
+            let (status, json) = answer(action, &serde_json::from_str(body).unwrap_or(Value::Null));
+            format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{json}",
+                json.len()
+            )
+            .into_bytes()
+        })
+        .await
     }
 
     /// Answers each request with `answer(request bytes)`.
@@ -140,4 +169,16 @@ fn complete(buf: &[u8]) -> Option<usize> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (buf.len() >= head_end + length).then_some(head_end + length)
+}
+
+/// `GetCredentialsForIdentity`'s answer: credentials with access key `key`, valid for an hour.
+pub fn cognito_credentials(key: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    format!(
+        r#"{{"IdentityId":"us-east-1:x","Credentials":{{"AccessKeyId":"{key}","SecretKey":"s","SessionToken":"t","Expiration":{exp}}}}}"#
+    )
 }
