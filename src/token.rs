@@ -789,7 +789,12 @@ fn read_unverified<'t>(issuers: &Issuers, token: &'t str) -> Result<Unverified<'
     }
     let alg = allowed_family(&header.alg)?;
     let (mut stack, mut heap) = ([0u8; 2048], Vec::new());
-    let json = decode_b64(payload_b64, &mut stack, &mut heap, "payload is not base64url")?;
+    let json = decode_b64(
+        payload_b64,
+        &mut stack,
+        &mut heap,
+        "payload is not base64url",
+    )?;
     let mut found = None;
     let claims = Claims::from_json(json, payload_b64, |iss| {
         let (policy, keys) = issuers.get(iss).ok_or(TokenError::UnknownIssuer)?;
@@ -836,10 +841,14 @@ async fn verify_signature(
     signing_sha256: &digest::Digest,
 ) -> Result<(VerifiedToken, Arc<IssuerPolicy>), TokenError> {
     let read = read_unverified(issuers, token)?;
-    let key = read.keys.key(read.kid.as_deref()).await.map_err(|e| match e {
-        KeyError::UnknownKid => TokenError::UnknownKid,
-        KeyError::Unavailable => TokenError::KeysUnavailable,
-    })?;
+    let key = read
+        .keys
+        .key(read.kid.as_deref())
+        .await
+        .map_err(|e| match e {
+            KeyError::UnknownKid => TokenError::UnknownKid,
+            KeyError::Unavailable => TokenError::KeysUnavailable,
+        })?;
     if !key.supports(read.alg) {
         return Err(TokenError::AlgorithmMismatch);
     }

@@ -859,7 +859,9 @@ async fn a_login_route_gets_aws_credentials_for_the_sessions_id_token() {
     let cognito = common::recorder::Recorder::cognito_identity(move |action, body| {
         seen.lock().unwrap().push(body.clone());
         match action {
-            "GetCredentialsForIdentity" => (200, common::recorder::cognito_credentials("ASIASESSION")),
+            "GetCredentialsForIdentity" => {
+                (200, common::recorder::cognito_credentials("ASIASESSION"))
+            }
             _ => (200, r#"{"IdentityId":"us-east-1:alice"}"#.into()),
         }
     })
