@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use common::recorder::{Recorder, cognito_credentials};
 use jwtgate::aws::{
     AwsError, CredentialSource, DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, Gateway, IdentityPool,
@@ -119,46 +119,7 @@ impl Moto {
 
     /// The requests moto served since the last reset: (action, JSON or form body).
     async fn recorded(&self) -> Vec<(String, Value)> {
-        let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", self.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let entry: Value = serde_json::from_str(l).unwrap();
-                let body = match entry["body"].as_str() {
-                    Some(b) if entry["body_encoded"].as_bool() == Some(true) => {
-                        String::from_utf8(STANDARD.decode(b).unwrap()).unwrap()
-                    }
-                    Some(b) => b.to_owned(),
-                    None => String::new(),
-                };
-                let headers = &entry["headers"];
-                let target = headers
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-                    .and_then(|(_, v)| v.as_str());
-                match target {
-                    Some(t) => (
-                        t.rsplit('.').next().unwrap().to_owned(),
-                        serde_json::from_str(&body).unwrap(),
-                    ),
-                    None => {
-                        let form: serde_json::Map<String, Value> =
-                            url::form_urlencoded::parse(body.as_bytes())
-                                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                                .collect();
-                        let action = form["Action"].as_str().unwrap_or("").to_owned();
-                        (action, Value::Object(form))
-                    }
-                }
-            })
-            .collect()
+        common::interop::moto_recording(&self.url).await
     }
 
     async fn count(&self, action: &str) -> usize {
@@ -168,12 +129,6 @@ impl Moto {
             .filter(|(a, _)| a == action)
             .count()
     }
-}
-
-/// The claims of a token (already verified by moto's signature in real use; read here).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// The parts of a token the proxy hands the source.
@@ -187,7 +142,7 @@ struct Who {
 
 impl Who {
     fn of(token: &str) -> Who {
-        let c = claims(token);
+        let c = common::token_claims(token);
         Who {
             token: token.to_owned(),
             issuer: c["iss"].as_str().unwrap().to_owned(),

@@ -14,8 +14,6 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Mutex, OnceLock};
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::binary::BinaryProxy;
 use common::recorder::Recorder;
 use serde_json::Value;
@@ -88,65 +86,12 @@ impl S3Moto {
     /// The calls moto served whose form or JSON body holds `needle` (a user's token):
     /// (action, body as JSON).
     async fn calls_with(&self, needle: &str) -> Vec<(String, Value)> {
-        let text = common::client()
-            .get(format!(
-                "{}/moto-api/recorder/download-recording",
-                self.s("url")
-            ))
-            .send()
+        common::interop::moto_recording(&self.s("url"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| {
-                let entry: Value = serde_json::from_str(l).unwrap();
-                let body = match entry["body"].as_str() {
-                    Some(b) if entry["body_encoded"].as_bool() == Some(true) => {
-                        String::from_utf8_lossy(&STANDARD.decode(b).unwrap()).into_owned()
-                    }
-                    Some(b) => b.to_owned(),
-                    None => String::new(),
-                };
-                let target = entry["headers"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-                    .and_then(|(_, v)| v.as_str().map(str::to_owned));
-                let (action, parsed) = match target {
-                    Some(t) => (
-                        t.rsplit('.').next().unwrap().to_owned(),
-                        serde_json::from_str(&body).unwrap_or(Value::Null),
-                    ),
-                    None => {
-                        let form: serde_json::Map<String, Value> =
-                            url::form_urlencoded::parse(body.as_bytes())
-                                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                                .collect();
-                        let action = form
-                            .get("Action")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        (action, Value::Object(form))
-                    }
-                };
-                parsed
-                    .to_string()
-                    .contains(needle)
-                    .then_some((action, parsed))
-            })
+            .into_iter()
+            .filter(|(_, parsed)| parsed.to_string().contains(needle))
             .collect()
     }
-}
-
-/// The claims of a token (read only).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// Where the failure cases point: an STS that is down, an STS and a signed upstream that
@@ -563,7 +508,7 @@ async fn alice_writes_and_reads_her_prefix_byte_for_byte() {
     assert_eq!(sts[0].1["RoleArn"], m.role("alice").as_str());
     assert_eq!(
         sts[0].1["RoleSessionName"],
-        claims(&alice)["sub"].as_str().unwrap()
+        common::token_claims(&alice)["sub"].as_str().unwrap()
     );
 }
 
@@ -670,7 +615,7 @@ async fn a_role_outside_the_allowed_list_is_403_before_any_sts_call() {
     let p = proxy(m).await;
     let carol = m.token("carol");
     assert_eq!(
-        claims(&carol)["cognito:preferred_role"],
+        common::token_claims(&carol)["cognito:preferred_role"],
         m.role("admins").as_str()
     );
     let (status, body) = send(&p, "GET", "/files/alice/seed.txt", Some(&carol), vec![]).await;
@@ -1094,7 +1039,7 @@ async fn a_route_with_aws_sigv4_false_is_unsigned() {
     );
     assert_eq!(
         headers.get("x-user-sub").and_then(Value::as_str),
-        claims(&token)["sub"].as_str(),
+        common::token_claims(&token)["sub"].as_str(),
         "with jwtgate's identity headers"
     );
     assert!(

@@ -914,13 +914,7 @@ endpoint = "{}"
     for call in &calls {
         let logins = call["Logins"].as_object().unwrap();
         let token = logins[env.issuer.issuer()].as_str().unwrap();
-        let payload = token.split('.').nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
+        let claims = common::token_claims(token);
         assert_eq!(claims["token_use"], "id");
         assert_eq!(claims["sub"], alice().sub);
     }
